@@ -1,0 +1,72 @@
+"""`lapa`: one command line for the whole workflow.
+
+    lapa demo                         the whole stack on the simulated arm (the README's first command)
+    lapa data generate ...            expert episodes from simulation
+    lapa data info DIR                what a dataset holds
+    lapa bench sim                    simulator step/render time and generation throughput (JSON)
+
+Each subcommand lives in the module that owns the work; this file only routes to it, importing the
+module when the command runs so that `lapa --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional, Tuple
+
+# (command words, module with add_arguments(parser) and main(args) -> int, one-line help)
+COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
+    (("demo",), "lapa_ros.demo", "run the stack on the simulated arm: episodes, success, rollout video"),
+    (("bringup",), "lapa_ros.bringup", "start a node graph (what `ros2 launch` starts) without ros2 launch"),
+    (("data", "generate"), "lapa_sim.generate", "run the scripted experts in simulation and write episodes"),
+    (("data", "info"), "lapa_models.data.tools", "summarize an episode dataset"),
+    (("data", "import-videos"), "lapa_models.data.import_videos", "turn a folder of videos into unlabelled episodes"),
+    (("bench", "sim"), "lapa_sim.bench", "benchmark: sim step + render time, episode generation throughput"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lapa", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {(): parser.add_subparsers(dest="command", metavar="COMMAND")}
+    for words, module, help_text in COMMANDS:
+        for depth in range(1, len(words)):
+            prefix = words[:depth]
+            if prefix not in groups:
+                sub = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
+                groups[prefix] = sub.add_subparsers(dest="_".join(prefix), metavar="COMMAND")
+                sub.set_defaults(_help=sub.print_help)
+        p = groups[words[:-1]].add_parser(words[-1], help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Only the chosen command's module is imported (its options are needed for parsing and --help).
+        if _chosen_words()[:len(words)] == list(words):
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def _chosen_words() -> List[str]:
+    words = []
+    for a in sys.argv[1:]:
+        if a.startswith("-"):
+            break
+        words.append(a)
+    return words
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0]] + list(argv)
+    args = build_parser().parse_args()
+    module = getattr(args, "_module", None)
+    if module is None:
+        (getattr(args, "_help", None) or build_parser().print_help)()
+        return 2
+    try:
+        return int(importlib.import_module(module).main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Pure-Python core of the ROS side (no rclpy import): image conversion, safety, action chunking,
+time alignment. Nodes in lapa_ros.nodes convert messages and call these; tests call them directly."""

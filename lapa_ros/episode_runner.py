@@ -1,0 +1,178 @@
+"""Run episodes on the simulated arm over ROS 2: choose task, reset, send the instruction, watch.
+
+Used by `lapa demo` and the evaluation harness. Everything goes through the robot's ROS interfaces
+(sim/reset, the `task` parameter of sim_robot, camera/image_raw, sim/success, instruction), so
+whatever drives the arm (scripted expert, teleop, the policy) is a separate process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import List, Optional
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from .core.images import ImageConversionError
+from .messages import rgb_from_image_msg, stamp_to_sec
+from .ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    task: str
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    duration: float                     # wall seconds from reset to the end
+    frames: List[np.ndarray] = dataclasses.field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "frames"}
+
+
+class EpisodeRunner(Node):
+    """In-process helper node; ``start()`` spins it in a background thread."""
+
+    def __init__(self, robot: str = "sim_robot", record_frames: bool = True, **kwargs):
+        super().__init__("episode_runner", **kwargs)
+        self.robot = robot
+        self.record_frames = record_frames
+        self._lock = threading.Lock()
+        self._episode_start: Optional[float] = None
+        self._frames: List[np.ndarray] = []
+        self._frame_count = 0
+        self._success = False
+        self._last_image_time = 0.0
+        self.pub_instruction = self.create_publisher(String, "instruction", LATCHED_QOS)
+        self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS)
+        self.create_subscription(Bool, "sim/success", self._on_success, COMMAND_QOS)
+        self.reset_client = self.create_client(Trigger, "sim/reset")
+        self.param_client = self.create_client(SetParameters, f"{robot}/set_parameters")
+        self._executor = MultiThreadedExecutor(num_threads=2)
+        self._executor.add_node(self)
+        self._thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------------ spinning
+    def start(self) -> "EpisodeRunner":
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except Exception:  # shutdown while spinning
+            pass
+
+    def stop(self) -> None:
+        self._executor.shutdown(timeout_sec=2.0)
+        self.destroy_node()
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_image(self, msg: Image) -> None:
+        self._last_image_time = time.monotonic()
+        with self._lock:
+            if self._episode_start is None or stamp_to_sec(msg.header.stamp) < self._episode_start - 1e-6:
+                return
+            self._frame_count += 1
+            if self.record_frames:
+                try:
+                    self._frames.append(rgb_from_image_msg(msg))
+                except ImageConversionError as e:
+                    self.get_logger().warning(f"unusable image: {e}", throttle_duration_sec=2.0)
+
+    def _on_success(self, msg: Bool) -> None:
+        with self._lock:
+            if self._episode_start is not None and self._frame_count > 0 and msg.data:
+                self._success = True
+
+    # ------------------------------------------------------------------ calls
+    def _call(self, client, request, timeout: float):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {client.srv_name} is not available")
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
+            time.sleep(0.005)
+        return future.result()
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Block until the robot's reset service answers and its camera publishes."""
+        deadline = time.monotonic() + timeout
+        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"robot not ready: no {self.reset_client.srv_name} service after {timeout:.0f} s")
+        while time.monotonic() - self._last_image_time > 1.0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"robot not ready: no camera image after {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def set_task(self, task: str, timeout: float = 10.0) -> None:
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=task)
+        result = self._call(self.param_client, SetParameters.Request(parameters=[Parameter(name="task", value=value)]),
+                            timeout).results[0]
+        if not result.successful:
+            raise ValueError(result.reason)
+
+    def reset(self, timeout: float = 30.0) -> dict:
+        response = self._call(self.reset_client, Trigger.Request(), timeout)
+        if not response.success:
+            raise RuntimeError(f"reset failed: {response.message}")
+        return dict(kv.split("=", 1) for kv in response.message.split())
+
+    def run_episode(self, task: str, instruction: str, max_steps: int, control_period: float,
+                    frames_after_success: int = 5, seed: Optional[int] = None) -> EpisodeResult:
+        """One episode: task -> reset -> instruction -> wait for success or the step limit."""
+        self.set_task(task)
+        if seed is not None:
+            self._set_seed(seed)
+        with self._lock:
+            self._episode_start = None
+        info = self.reset()
+        t0 = time.monotonic()
+        with self._lock:
+            self._frames, self._frame_count, self._success = [], 0, False
+            self._episode_start = float(info["stamp"])
+        self.pub_instruction.publish(String(data=instruction))
+        timeout = max_steps * control_period * 3.0 + 5.0
+        success_at = None
+        while True:
+            time.sleep(0.01)
+            with self._lock:
+                steps = max(self._frame_count - 1, 0)
+                success = self._success
+            if success and success_at is None:
+                success_at = steps
+            if success_at is not None and steps >= success_at + frames_after_success:
+                break
+            if steps >= max_steps or time.monotonic() - t0 > timeout:
+                break
+        with self._lock:
+            frames, self._frames = self._frames, []
+            self._episode_start = None
+        return EpisodeResult(task=info["task"], seed=int(info["seed"]), instruction=instruction,
+                             success=success_at is not None, steps=success_at if success_at is not None else steps,
+                             duration=time.monotonic() - t0, frames=frames)
+
+    def _set_seed(self, seed: int, timeout: float = 10.0) -> None:
+        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed))
+        result = self._call(self.param_client, SetParameters.Request(parameters=[Parameter(name="seed", value=value)]),
+                            timeout).results[0]
+        if not result.successful:
+            raise ValueError(result.reason)
+
+
+def init_in_process(domain_id: Optional[int] = None) -> None:
+    if not rclpy.ok():
+        rclpy.init(domain_id=domain_id) if domain_id is not None else rclpy.init()

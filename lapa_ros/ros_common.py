@@ -1,0 +1,117 @@
+"""ROS 2 glue shared by every node: parameter tables with descriptors, QoS profiles, and main().
+
+Works with rclpy from Humble (Python 3.10) to Kilted: no `with rclpy.init()`, no parameter client
+helpers newer than Humble.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from types import SimpleNamespace
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import rclpy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                SetParametersResult)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+# Cameras: best effort, keep last 5, on both ends (a reliable subscriber never hears a best-effort camera).
+SENSOR_QOS = qos_profile_sensor_data
+# Instructions: reliable + transient local, so a node that starts late still gets the current one.
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+# Commands and states: reliable, keep the latest few (what MoveIt Servo and ros2_control use).
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One node parameter: its default (which fixes the type), what it means, and its limits."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    range: Optional[Tuple[float, float]] = None
+    choices: Optional[Tuple[str, ...]] = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description
+        if self.choices:
+            text += f" One of: {', '.join(self.choices)}."
+        d = ParameterDescriptor(name=self.name, description=text, read_only=self.read_only)
+        if self.range is not None:
+            lo, hi = self.range
+            if isinstance(self.default, bool):
+                pass
+            elif isinstance(self.default, int):
+                d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+            elif isinstance(self.default, float):
+                d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+        return d
+
+
+def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
+    """Declare every parameter of ``table`` with its descriptor; return their current values.
+
+    String parameters with ``choices`` are checked on every later change, and so are ranges (rclpy
+    enforces those itself)."""
+    values = {}
+    for p in table:
+        values[p.name] = node.declare_parameter(p.name, p.default, p.descriptor()).value
+        if p.choices and values[p.name] not in p.choices:
+            raise ValueError(f"parameter '{p.name}' = {values[p.name]!r}; must be one of {', '.join(p.choices)}")
+    by_name = {p.name: p for p in table}
+
+    def check_choices(params) -> SetParametersResult:
+        for prm in params:
+            spec = by_name.get(prm.name)
+            if spec and spec.choices and prm.value not in spec.choices:
+                return SetParametersResult(successful=False,
+                                           reason=f"'{prm.name}' must be one of {', '.join(spec.choices)}")
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(check_choices)
+    return SimpleNamespace(**values)
+
+
+PARAMETER_TYPE_NAMES = {ParameterType.PARAMETER_BOOL: bool, ParameterType.PARAMETER_INTEGER: int,
+                        ParameterType.PARAMETER_DOUBLE: float, ParameterType.PARAMETER_STRING: str}
+
+
+def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None,
+             multithreaded: bool = False) -> int:
+    """The body of every node's main(): init, spin until Ctrl-C or shutdown, clean up, exit code.
+
+    A node that cannot come up (bad parameter, missing model file) logs one clear line and exits 1
+    instead of running half-configured."""
+    rclpy.init(args=list(sys.argv if args is None else args))
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as e:
+        rclpy.logging.get_logger("lapa_ros").fatal(str(e))
+        code = 1
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return code
+
+
+class StartupError(RuntimeError):
+    """Raised in a node's constructor when it cannot run: the message says what to fix."""
