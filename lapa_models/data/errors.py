@@ -1,0 +1,5 @@
+"""Errors raised when reading data from disk: each names the file at fault."""
+
+
+class EpisodeFormatError(ValueError):
+    """A dataset, episode or video file that is missing, corrupt, truncated or inconsistent."""
