@@ -58,7 +58,7 @@ class EpisodeRunner(Node):
         self.create_subscription(Bool, "sim/success", self._on_success, COMMAND_QOS)
         self.reset_client = self.create_client(Trigger, "sim/reset")
         self.param_client = self.create_client(SetParameters, f"{robot}/set_parameters")
-        self._executor = MultiThreadedExecutor(num_threads=2)
+        self._executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self._executor.add_node(self)
         self._thread: Optional[threading.Thread] = None
 

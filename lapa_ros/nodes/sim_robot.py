@@ -204,11 +204,14 @@ class SimRobotNode(Node):
     def _command_for_step(self) -> np.ndarray:
         with self._command_cv:
             if self.p.lockstep and not self.p.real_time:
-                self._command_cv.wait_for(lambda: self._velocity_stamp >= self._last_frame_stamp or not self._running
+                self._command_cv.wait_for(lambda: self._answers_last_frame() or not self._running
                                           or not self._reset_requests.empty(), timeout=self.p.lockstep_timeout)
             fresh = (self._now() - self._velocity_time) <= self.p.command_timeout or \
-                (self.p.lockstep and not self.p.real_time and self._velocity_stamp >= self._last_frame_stamp)
+                (self.p.lockstep and not self.p.real_time and self._answers_last_frame())
             return self._velocity.copy() if fresh else np.zeros(3)
+
+    def _answers_last_frame(self) -> bool:
+        return self._velocity_stamp >= self._last_frame_stamp - 1e-6
 
     def _loop(self) -> None:
         from lapa_sim.world import SimWorld
@@ -295,7 +298,7 @@ class SimRobotNode(Node):
         self.pub_privileged.publish(ps)
         self.pub_info.publish(pinhole_camera_info(rgb.shape[1], rgb.shape[0], self.world.camera.fovy, stamp,
                                                   self.p.camera_frame))
-        self._last_frame_stamp = now
+        self._last_frame_stamp = stamp_to_sec(stamp)  # what subscribers see, after nanosecond rounding
         self.pub_image.publish(image_msg(rgb, stamp, self.p.camera_frame))
 
     def close(self) -> None:

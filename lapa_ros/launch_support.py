@@ -1,0 +1,28 @@
+"""Turn a graph of lapa_ros.graph into a LaunchDescription (imports launch/launch_ros lazily).
+
+Every launch file in launch/ is two lines around `launch_description_for(<graph>)`: the launch
+arguments come from the graph's argument table and the nodes from the graph function, so
+`ros2 launch` and `lapa bringup` always start the same thing.
+"""
+from __future__ import annotations
+
+from .graph import GRAPHS, build_graph
+
+
+def launch_description_for(graph: str):
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    _, arguments = GRAPHS[graph]
+
+    def nodes(context, *args, **kwargs):
+        values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
+        return [Node(package="lapa_ros", executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
+                     parameters=[str(p) for p in spec.config_paths()] + ([dict(spec.parameters)] if spec.parameters else []),
+                     remappings=list(spec.remappings), output="screen", emulate_tty=True)
+                for spec in build_graph(graph, values)]
+
+    return LaunchDescription([DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+                              for a in arguments] + [OpaqueFunction(function=nodes)])

@@ -1,0 +1,83 @@
+"""The simulated world without ROS: task catalogue, determinism, commands, experts."""
+import numpy as np
+import pytest
+
+from lapa_sim.tasks import UnknownTaskError, get_task, load_catalogue, parse_catalogue
+from lapa_sim.world import SimWorld
+
+
+def test_catalogue_covers_mt10_with_paraphrased_instructions():
+    cat = load_catalogue()
+    mt10 = cat.resolve("mt10")
+    assert len(mt10) == 10
+    for t in cat.tasks.values():
+        assert len(t.instructions) >= 3, t.name
+        assert len(set(t.instructions)) == len(t.instructions), t.name
+        assert t.env.endswith("-v3") and t.expert.startswith("Sawyer")
+
+
+def test_unknown_task_is_refused_with_the_list_of_valid_ones():
+    with pytest.raises(UnknownTaskError) as err:
+        get_task("push-the-moon")
+    msg = str(err.value)
+    assert "push-the-moon" in msg and "drawer-open" in msg and "reach" in msg
+    with pytest.raises(UnknownTaskError):
+        load_catalogue().resolve("mt10,bogus")
+
+
+def test_malformed_catalogue_entries_are_reported_by_task_name():
+    with pytest.raises(ValueError, match="task 'x': missing"):
+        parse_catalogue({"tasks": {"x": {"env": "reach-v3"}}})
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        parse_catalogue({"tasks": {}, "task_sets": {"s": ["nope"]}})
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = SimWorld("push", seed=0, image_size=(64, 64))
+    yield w
+    w.close()
+
+
+def test_same_seed_gives_the_same_scene_and_other_seeds_differ(world):
+    world.reset(5)
+    a = world.render().copy()
+    world.step(np.array([0.2, 0.0, 0.0]), 0.0)
+    world.reset(6)
+    b = world.render().copy()
+    world.reset(5)
+    assert np.array_equal(a, world.render())
+    assert not np.array_equal(a, b)
+
+
+def test_images_are_upright_uint8_rgb(world):
+    world.reset(0)
+    img = world.render()
+    assert img.dtype == np.uint8 and img.shape == (64, 64, 3)
+    # Upright: the floor/table (lit, textured) is in the lower half, the dark background above.
+    assert img[48:].mean() > img[:8].mean()
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_velocity_command_moves_the_hand_in_the_commanded_direction(world, axis):
+    world.reset(1)
+    p0 = world.ee_position
+    v = np.zeros(3)
+    v[axis] = 0.1
+    for _ in range(5):
+        world.step(v, 0.0)
+    d = world.ee_position - p0
+    assert d[axis] > 0.01, d
+    assert abs(d[axis]) > 3 * np.abs(np.delete(d, axis)).max(), d
+
+
+def test_non_finite_command_is_refused(world):
+    with pytest.raises(ValueError, match="non-finite"):
+        world.step(np.array([np.nan, 0, 0]), 0.0)
+
+
+def test_episode_ends_at_the_step_limit(world):
+    world.reset(2)
+    while not world.done:
+        world.step(np.zeros(3), 0.0)
+    assert world.step_count == world.task.max_steps and not world.success
