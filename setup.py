@@ -14,6 +14,7 @@ PACKAGE = "lapa_ros"
 NODES = {
     "sim_robot_node": "lapa_ros.nodes.sim_robot:main",
     "scripted_expert_node": "lapa_ros.teleop.scripted_expert:main",
+    "camera_node": "lapa_ros.nodes.camera:main",
 }
 
 setup(

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -26,6 +27,10 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 # Commands and states: reliable, keep the latest few (what MoveIt Servo and ros2_control use).
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+
+
+class StartupError(RuntimeError):
+    """Raised in a node's constructor when it cannot run: the message says what to fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +67,14 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
     enforces those itself)."""
     values = {}
     for p in table:
-        values[p.name] = node.declare_parameter(p.name, p.default, p.descriptor()).value
+        try:
+            values[p.name] = node.declare_parameter(p.name, p.default, p.descriptor()).value
+        except ParameterException as e:  # wrong type or out of range, from a YAML file or -p
+            raise StartupError(f"{node.get_name()}: bad value for parameter '{p.name}' "
+                               f"(expected {type(p.default).__name__}, e.g. {p.default!r}): {e}") from e
         if p.choices and values[p.name] not in p.choices:
-            raise ValueError(f"parameter '{p.name}' = {values[p.name]!r}; must be one of {', '.join(p.choices)}")
+            raise StartupError(f"{node.get_name()}: parameter '{p.name}' = {values[p.name]!r}; "
+                               f"must be one of {', '.join(p.choices)}")
     by_name = {p.name: p for p in table}
 
     def check_choices(params) -> SetParametersResult:
@@ -112,6 +122,3 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
             rclpy.try_shutdown()
     return code
 
-
-class StartupError(RuntimeError):
-    """Raised in a node's constructor when it cannot run: the message says what to fix."""

@@ -1,0 +1,61 @@
+"""Camera node as a separate process: a video file plays at its own rate; missing cameras fail fast."""
+import time
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from lapa_models.data.video import write_video
+from lapa_ros.graph import NodeSpec
+from lapa_ros.messages import rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec
+from lapa_ros.ros_common import SENSOR_QOS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def camera(**params):
+    return NodeSpec(name="camera", executable="camera_node", module="lapa_ros.nodes.camera",
+                    config=("camera.yaml",), parameters=params)
+
+
+def test_video_file_plays_at_its_own_frame_rate_and_loops(ros, start_graph, tmp_path):
+    frames = np.zeros((10, 48, 64, 3), dtype=np.uint8)
+    for i in range(10):
+        frames[i, :, :, 0] = 20 * i  # frame number encoded in the red channel
+    write_video(tmp_path / "clip.mp4", frames, fps=25)
+    images, infos, jpegs = [], [], []
+    ros.node.create_subscription(Image, "camera/image_raw", lambda m: images.append((time.monotonic(), m)), SENSOR_QOS)
+    ros.node.create_subscription(CameraInfo, "camera/camera_info", infos.append, SENSOR_QOS)
+    ros.node.create_subscription(CompressedImage, "camera/image_raw/compressed", jpegs.append, SENSOR_QOS)
+    graph = start_graph([camera(backend="video", video_path=str(tmp_path / "clip.mp4"), publish_compressed=True)])
+    ros.wait_for(lambda: len(images) > 5 or bool(graph.dead()), 60, "camera images")
+    graph.check_alive()
+    start = len(images)
+    time.sleep(2.0)
+    batch = images[start:]
+    rate = (len(batch) - 1) / (batch[-1][0] - batch[0][0])
+    assert 21 < rate < 29, f"{rate:.1f} Hz from a 25 fps file"
+    reds = [int(rgb_from_image_msg(m)[0, 0, 0]) for _, m in batch]
+    assert set(reds) == {20 * i for i in range(10)}, "every frame of the file, in a loop"
+    stamps = [stamp_to_sec(m.header.stamp) for _, m in batch]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert infos[-1].width == 64 and infos[-1].height == 48 and infos[-1].k[0] > 0
+    assert jpegs and rgb_from_compressed_msg(jpegs[-1]).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"backend": "realsense"}, "no RealSense camera found"),
+    ({"backend": "realsense", "serial": "123456789"}, "no RealSense camera"),
+    ({"backend": "v4l2", "device": "/dev/video42"}, "cannot open video device '/dev/video42'"),
+    ({"backend": "video", "video_path": "/nonexistent/clip.mp4"}, "video file not found"),
+    ({"backend": "gopro"}, "must be one of realsense, v4l2, video"),
+])
+def test_missing_camera_stops_the_node_quickly_with_a_clear_error(start_graph, params, message):
+    t0 = time.monotonic()
+    graph = start_graph([camera(**params)])
+    while not graph.dead():
+        assert time.monotonic() - t0 < 30, "node did not exit"
+        time.sleep(0.05)
+    assert graph.dead()["camera"] == 1
+    assert message in graph.log("camera")
+    assert time.monotonic() - t0 < 15, "must fail fast, not after pipeline.start()'s 15 s wait"
