@@ -15,6 +15,8 @@ NODES = {
     "sim_robot_node": "lapa_ros.nodes.sim_robot:main",
     "scripted_expert_node": "lapa_ros.teleop.scripted_expert:main",
     "camera_node": "lapa_ros.nodes.camera:main",
+    "policy_node": "lapa_ros.nodes.policy:main",
+    "arm_controller_node": "lapa_ros.nodes.arm_controller:main",
 }
 
 setup(

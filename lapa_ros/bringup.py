@@ -1,6 +1,6 @@
 """Start a node graph as separate processes: what `ros2 launch` does, for machines without it.
 
-    lapa bringup sim_expert task:=door-open
+    lapa bringup sim_teleop task:=door-open
     lapa bringup policy model:=runs/policy/export camera:=realsense
 
 Each node of the graph (lapa_ros.graph) runs as `python -m <module> --ros-args ...` with the same

@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = load_catalogue().resolve(args.tasks)
-    specs = build_graph("sim_expert", {"task": tasks[0].name})
+    specs = build_graph("sim_teleop", {"task": tasks[0].name})
     print(f"lapa demo: {len(tasks)} task(s) x {args.episodes_per_task} episode(s), driver: {args.driver}")
     print(f"starting nodes: {', '.join(s.name for s in specs)} (logs in {out / 'logs'})")
 
@@ -75,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
                 except TimeoutError:
                     if time.monotonic() - t_ready > args.startup_timeout:
                         raise
-            print(f"robot ready in {time.monotonic() - t_ready:.1f} s\n")
+            runner.arm()
+            print(f"robot ready in {time.monotonic() - t_ready:.1f} s; arm controller armed\n")
             video = VideoWriter(out / "rollout.mp4", fps=20.0, width=128 * 3, height=128 * 3, codec="h264")
             n_total = len(tasks) * args.episodes_per_task
             for ti, task in enumerate(tasks):

@@ -57,6 +57,7 @@ class EpisodeRunner(Node):
         self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS)
         self.create_subscription(Bool, "sim/success", self._on_success, COMMAND_QOS)
         self.reset_client = self.create_client(Trigger, "sim/reset")
+        self.arm_client = self.create_client(Trigger, "arm_controller/arm")
         self.param_client = self.create_client(SetParameters, f"{robot}/set_parameters")
         self._executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self._executor.add_node(self)
@@ -117,6 +118,12 @@ class EpisodeRunner(Node):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"robot not ready: no camera image after {timeout:.0f} s")
             time.sleep(0.05)
+
+    def arm(self, timeout: float = 10.0) -> None:
+        """Arm the arm controller (it starts disarmed: nothing moves before this)."""
+        response = self._call(self.arm_client, Trigger.Request(), timeout)
+        if not response.success:
+            raise RuntimeError(f"arm_controller refused to arm: {response.message}")
 
     def set_task(self, task: str, timeout: float = 10.0) -> None:
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=task)

@@ -6,6 +6,10 @@ these declarations, so the two cannot drift apart. No rclpy import: launch files
 
 A graph is a function of its launch arguments (all strings, as `ros2 launch` passes them) returning
 NodeSpecs. Each argument is declared once in a table (name, default, description).
+
+  policy       robot: camera + policy + arm_controller (ros2 launch lapa_ros policy.launch.py)
+  sim_policy   simulated arm + policy + arm_controller (what `make demo` runs)
+  sim_teleop   simulated arm + arm_controller + an operator (the scripted expert in simulation)
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ class NodeSpec:
     name: str                       # node name
     executable: str                 # console script: `ros2 run lapa_ros <executable>`
     module: str                     # the same node as `python -m <module>`
-    config: Tuple[str, ...] = ()    # YAML parameter files in config/, applied in order
+    config: Tuple[str, ...] = ()    # YAML parameter files in config/: the node's own first, then overrides
     parameters: Mapping[str, object] = dataclasses.field(default_factory=dict)  # overrides, applied last
     remappings: Tuple[Tuple[str, str], ...] = ()
     namespace: str = ""
@@ -46,35 +50,99 @@ def _bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got '{value}'")
 
 
+def _sim_time(real_time: bool) -> Dict[str, object]:
+    return {} if real_time else {"use_sim_time": True}
+
+
 # --------------------------------------------------------------------------- nodes
-def sim_robot(task: str, real_time: bool, lockstep: bool = False) -> NodeSpec:
+def sim_robot_node(task: str, real_time: bool, lockstep: bool = False) -> NodeSpec:
     return NodeSpec(name="sim_robot", executable="sim_robot_node", module="lapa_ros.nodes.sim_robot",
                     config=("sim_robot.yaml",),
                     parameters={"task": task, "real_time": real_time, "lockstep": lockstep})
 
 
-def scripted_expert(remap_to_robot: bool) -> NodeSpec:
-    remaps = (("arm_controller/twist_cmd", "servo_node/delta_twist_cmds"),
-              ("arm_controller/gripper_cmd", "gripper/command")) if remap_to_robot else ()
+def arm_controller_node(sim: bool, backend: str = "", real_time: bool = True, **overrides) -> NodeSpec:
+    params: Dict[str, object] = {**_sim_time(real_time), **overrides}
+    if backend:
+        params["backend"] = backend
+    return NodeSpec(name="arm_controller", executable="arm_controller_node", module="lapa_ros.nodes.arm_controller",
+                    config=("arm_controller.yaml",) + (("arm_controller_sim.yaml",) if sim else ()),
+                    parameters=params)
+
+
+def policy_node(model_dir: str, sim: bool, real_time: bool = True, **overrides) -> NodeSpec:
+    return NodeSpec(name="policy", executable="policy_node", module="lapa_ros.nodes.policy",
+                    config=("policy.yaml",) + (("policy_sim.yaml",) if sim else ()),
+                    parameters={"model_dir": model_dir, **_sim_time(real_time), **overrides})
+
+
+def camera_node(backend: str, serial: str = "", device: str = "0", video_path: str = "") -> NodeSpec:
+    return NodeSpec(name="camera", executable="camera_node", module="lapa_ros.nodes.camera", config=("camera.yaml",),
+                    parameters={"backend": backend, "serial": serial, "device": device, "video_path": video_path})
+
+
+def scripted_expert_node(real_time: bool = True) -> NodeSpec:
     return NodeSpec(name="scripted_expert", executable="scripted_expert_node",
-                    module="lapa_ros.teleop.scripted_expert", config=("scripted_expert.yaml",), remappings=remaps)
+                    module="lapa_ros.teleop.scripted_expert", config=("scripted_expert.yaml",),
+                    parameters=_sim_time(real_time))
 
 
 # --------------------------------------------------------------------------- graphs
-SIM_EXPERT_ARGS = (
-    LaunchArgument("task", "push", "Simulated task to start with (lapa_sim/tasks.yaml)."),
-    LaunchArgument("real_time", "true", "Step the simulated arm on the wall clock (false: as fast as possible, /clock)."),
+POLICY_ARGS = (
+    LaunchArgument("model", "", "Exported policy folder (lapa policy export)."),
+    LaunchArgument("camera", "realsense", "Camera backend: realsense, v4l2 or video."),
+    LaunchArgument("camera_serial", "", "RealSense serial number (empty: the only camera)."),
+    LaunchArgument("camera_device", "0", "V4L2 device index or path."),
+    LaunchArgument("video_path", "", "Video file for camera:=video."),
+    LaunchArgument("controller", "servo", "Arm backend: servo (MoveIt Servo), joint_trajectory or forward_position."),
+    LaunchArgument("robot_description", "panda.urdf", "URDF for IK and joint limits (file in urdf/ or a path)."),
+    LaunchArgument("providers", "auto", "ONNX Runtime execution providers, e.g. tensorrt,cuda,cpu."),
+)
+
+
+def policy_graph(model: str = "", camera: str = "realsense", camera_serial: str = "", camera_device: str = "0",
+                 video_path: str = "", controller: str = "servo", robot_description: str = "panda.urdf",
+                 providers: str = "auto") -> List[NodeSpec]:
+    """On the robot: camera + policy + safety-gated arm controller."""
+    return [camera_node(camera, camera_serial, camera_device, video_path),
+            policy_node(model, sim=False, providers=providers),
+            arm_controller_node(sim=False, backend=controller, robot_description_file=robot_description)]
+
+
+SIM_POLICY_ARGS = (
+    LaunchArgument("model", "", "Exported policy folder (lapa policy export)."),
+    LaunchArgument("task", "reach", "Simulated task to start with (lapa_sim/tasks.yaml)."),
+    LaunchArgument("real_time", "true", "Step the simulated arm on the wall clock (false: sim time, /clock)."),
     LaunchArgument("lockstep", "false", "With real_time false: each step waits for the command answering the last image."),
 )
 
 
-def sim_expert_graph(task: str = "push", real_time: str = "true", lockstep: str = "false") -> List[NodeSpec]:
-    """The simulated arm driven by its scripted expert (no policy, no controller)."""
-    return [sim_robot(task, _bool(real_time), _bool(lockstep)), scripted_expert(remap_to_robot=True)]
+def sim_policy_graph(model: str = "", task: str = "reach", real_time: str = "true",
+                     lockstep: str = "false") -> List[NodeSpec]:
+    """The simulated arm run by the policy, behind the same controller and safety gate as a robot."""
+    rt = _bool(real_time)
+    return [sim_robot_node(task, rt, _bool(lockstep)), policy_node(model, sim=True, real_time=rt),
+            arm_controller_node(sim=True, real_time=rt)]
+
+
+SIM_TELEOP_ARGS = (
+    LaunchArgument("task", "push", "Simulated task to start with (lapa_sim/tasks.yaml)."),
+    LaunchArgument("real_time", "true", "Step the simulated arm on the wall clock (false: sim time, /clock)."),
+    LaunchArgument("lockstep", "false", "With real_time false: each step waits for the command answering the last image."),
+)
+
+
+def sim_teleop_graph(task: str = "push", real_time: str = "true", lockstep: str = "false") -> List[NodeSpec]:
+    """The simulated arm operated through the arm controller by the scripted expert."""
+    rt = _bool(real_time)
+    return [sim_robot_node(task, rt, _bool(lockstep)), arm_controller_node(sim=True, real_time=rt),
+            scripted_expert_node(rt)]
 
 
 GRAPHS: Dict[str, Tuple[Callable[..., List[NodeSpec]], Sequence[LaunchArgument]]] = {
-    "sim_expert": (sim_expert_graph, SIM_EXPERT_ARGS),
+    "policy": (policy_graph, POLICY_ARGS),
+    "sim_policy": (sim_policy_graph, SIM_POLICY_ARGS),
+    "sim_teleop": (sim_teleop_graph, SIM_TELEOP_ARGS),
 }
 
 

@@ -1,10 +1,10 @@
-"""The simulated arm driven by its scripted expert: `ros2 launch lapa_ros sim.launch.py task:=door-open`.
+"""The simulated arm run by the policy: `ros2 launch lapa_ros sim.launch.py model:=<export> task:=reach`.
 
-The node graph is declared once in lapa_ros.graph (graph "sim_expert"); `lapa bringup sim_expert`
-starts the same nodes with the same parameters where `ros2 launch` is not available.
+Same policy and arm controller as on a robot, with the simulated arm publishing the camera. The
+node graph is declared once in lapa_ros.graph ("sim_policy"); `lapa bringup sim_policy` starts the same.
 """
 from lapa_ros.launch_support import launch_description_for
 
 
 def generate_launch_description():
-    return launch_description_for("sim_expert")
+    return launch_description_for("sim_policy")

@@ -9,7 +9,7 @@ from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from lapa_ros.graph import build_graph, sim_robot
+from lapa_ros.graph import build_graph, sim_robot_node
 from lapa_ros.messages import stamp_to_sec, twist_msg
 from lapa_ros.ros_common import COMMAND_QOS, SENSOR_QOS
 
@@ -28,7 +28,7 @@ def _wait_ready(ros, graph, timeout=60.0):
 
 
 def test_images_and_camera_info_arrive_at_the_control_rate(ros, start_graph):
-    graph = start_graph([sim_robot("reach", real_time=True)])
+    graph = start_graph([sim_robot_node("reach", real_time=True)])
     _wait_ready(ros, graph)
     images, infos = [], []
     ros.node.create_subscription(Image, "camera/image_raw", lambda m: images.append((time.monotonic(), m)), SENSOR_QOS)
@@ -63,7 +63,7 @@ def _position(pose):
 
 
 def test_twist_moves_the_end_effector_in_the_commanded_direction_and_nan_holds(ros, start_graph):
-    graph = start_graph([sim_robot("reach", real_time=True)])
+    graph = start_graph([sim_robot_node("reach", real_time=True)])
     _wait_ready(ros, graph)
     poses = _ee(ros)
     pub = ros.node.create_publisher(TwistStamped, "servo_node/delta_twist_cmds", COMMAND_QOS)
@@ -91,7 +91,7 @@ def test_twist_moves_the_end_effector_in_the_commanded_direction_and_nan_holds(r
 
 
 def test_unknown_task_is_refused_with_the_list_of_valid_tasks(ros, start_graph):
-    graph = start_graph([sim_robot("reach", real_time=True)])
+    graph = start_graph([sim_robot_node("reach", real_time=True)])
     _wait_ready(ros, graph)
     client = ros.node.create_client(SetParameters, "sim_robot/set_parameters")
     value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="juggle")
@@ -103,7 +103,7 @@ def test_unknown_task_is_refused_with_the_list_of_valid_tasks(ros, start_graph):
 
 
 def test_node_started_with_an_unknown_task_exits_with_a_clear_error(start_graph):
-    graph = start_graph([sim_robot("juggle", real_time=True)])
+    graph = start_graph([sim_robot_node("juggle", real_time=True)])
     deadline = time.monotonic() + 60
     while not graph.dead():
         assert time.monotonic() < deadline
@@ -112,11 +112,11 @@ def test_node_started_with_an_unknown_task_exits_with_a_clear_error(start_graph)
     assert "unknown task 'juggle'" in graph.log("sim_robot") and "window-open" in graph.log("sim_robot")
 
 
-def test_scripted_expert_solves_mt10_through_the_ros_interface(ros, start_graph):
+def test_scripted_expert_solves_mt10_through_the_controller_over_ros(ros, start_graph):
     from lapa_ros.episode_runner import EpisodeRunner
     from lapa_sim.tasks import load_catalogue
 
-    graph = start_graph(build_graph("sim_expert", {"task": "reach", "real_time": "false", "lockstep": "true"}))
+    graph = start_graph(build_graph("sim_teleop", {"task": "reach", "real_time": "false", "lockstep": "true"}))
     runner = EpisodeRunner(record_frames=False, context=ros.context).start()
     try:
         deadline = time.monotonic() + 60
@@ -127,6 +127,7 @@ def test_scripted_expert_solves_mt10_through_the_ros_interface(ros, start_graph)
                 break
             except TimeoutError:
                 assert time.monotonic() < deadline, "sim graph did not come up"
+        runner.arm()
         results = []
         for task in load_catalogue().resolve("mt10"):
             r = runner.run_episode(task.name, task.instruction, task.max_steps, control_period=0.05, seed=100)

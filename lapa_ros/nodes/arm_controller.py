@@ -1,0 +1,279 @@
+"""arm_controller: every motion command to the arm passes here, through the safety gate.
+
+Inputs (from the policy or a teleop device):
+  arm_controller/twist_cmd     geometry_msgs/TwistStamped, end-effector velocity in `base_frame`,
+                               header stamp = publish time (the watchdog measures its age)
+  arm_controller/gripper_cmd   std_msgs/Float64, 0 open .. 1 closed
+  arm_controller/estop         std_msgs/Bool: true latches the e-stop (release it with the service)
+  ee_pose                      geometry_msgs/PoseStamped (servo/sim backends: for the workspace box)
+  joint_states                 sensor_msgs/JointState (IK backends: current joint positions)
+Services (std_srvs/Trigger): arm_controller/arm, arm_controller/disarm, arm_controller/release_estop
+Outputs, by backend:
+  servo             servo_node/delta_twist_cmds (TwistStamped), what MoveIt Servo takes
+  sim               the same topic, for the simulated arm (lapa_ros.nodes.sim_robot)
+  joint_trajectory  joint_trajectory_controller/joint_trajectory (trajectory_msgs/JointTrajectory),
+                    one point one control period ahead, from damped least-squares IK on the URDF
+  forward_position  forward_position_controller/commands (std_msgs/Float64MultiArray), the same IK
+  and always        gripper/command (std_msgs/Float64)
+  /diagnostics      diagnostic_msgs/DiagnosticArray: gate state, every hold/clamp counted by reason
+
+Timing: a command is filtered and forwarded as soon as it arrives; a timer at `control_rate` sends
+a hold (zero velocity / current joints) whenever the gate holds: disarmed, e-stop, or no fresh
+command within `command_timeout`. A fresh command is never re-sent by the timer, so with a lockstep
+simulator every step answers a real command. The node starts DISARMED: nothing moves until
+arm_controller/arm is called.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Optional
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from builtin_interfaces.msg import Duration
+
+from ..core.kinematics import KinematicChain, UrdfError
+from ..core.safety import SafetyGate, SafetyLimits
+from ..messages import sec_to_stamp, stamp_to_sec, twist_msg, twist_to_arrays
+from ..paths import urdf_file
+from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, run_node
+
+BACKENDS = ("servo", "sim", "joint_trajectory", "forward_position")
+JOINT_BACKENDS = ("joint_trajectory", "forward_position")
+
+PARAMS = (
+    Param("backend", "servo", "Where commands go.", read_only=True, choices=BACKENDS),
+    Param("control_rate", 100.0, "Rate [Hz] of the hold/watchdog timer (and of IK targets' horizon).",
+          read_only=True, range=(1.0, 1000.0)),
+    Param("base_frame", "panda_link0", "Frame of twist commands and of the workspace box.", read_only=True),
+    Param("max_linear_speed", 0.10, "Largest end-effector speed [m/s] (norm).", read_only=True, range=(0.0, 5.0)),
+    Param("max_angular_speed", 0.50, "Largest end-effector angular speed [rad/s] (norm).", read_only=True,
+          range=(0.0, 10.0)),
+    Param("workspace_min", [0.20, -0.45, 0.02], "Workspace box lower corner [m] in base_frame.", read_only=True),
+    Param("workspace_max", [0.75, 0.45, 0.70], "Workspace box upper corner [m] in base_frame.", read_only=True),
+    Param("command_timeout", 0.25, "Commands older than this [s] hold the arm (watchdog).", read_only=True,
+          range=(0.001, 10.0)),
+    Param("joint_limit_margin", 0.05, "Kept clear of each URDF joint limit [rad].", read_only=True, range=(0.0, 1.0)),
+    Param("joint_velocity_scale", 0.5, "Fraction of the URDF joint velocity limits allowed.", read_only=True,
+          range=(0.01, 1.0)),
+    Param("robot_description_file", "panda.urdf", "URDF for IK and joint limits: a file in urdf/ or a path.",
+          read_only=True),
+    Param("use_robot_description_topic", False, "Take the URDF from /robot_description instead of the file.",
+          read_only=True),
+    Param("base_link", "panda_link0", "IK chain base link.", read_only=True),
+    Param("tip_link", "panda_hand_tcp", "IK chain tip link (the tool centre point).", read_only=True),
+    Param("diagnostics_rate", 2.0, "Rate [Hz] of /diagnostics.", read_only=True, range=(0.1, 50.0)),
+)
+
+
+class ArmControllerNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("arm_controller", **kwargs)
+        self.p = declare_params(self, PARAMS)
+        self.period = 1.0 / self.p.control_rate
+        try:
+            limits = SafetyLimits(max_linear_speed=self.p.max_linear_speed, max_angular_speed=self.p.max_angular_speed,
+                                  workspace_min=tuple(self.p.workspace_min), workspace_max=tuple(self.p.workspace_max),
+                                  command_timeout=self.p.command_timeout, control_period=self.period,
+                                  joint_limit_margin=self.p.joint_limit_margin,
+                                  joint_velocity_scale=self.p.joint_velocity_scale)
+        except ValueError as e:
+            raise StartupError(f"arm_controller: bad safety limits: {e}") from e
+        self.gate = SafetyGate(limits, clock=self._now)
+        self.chain: Optional[KinematicChain] = None
+        self._lock = threading.Lock()
+        self._twist = None          # (linear, angular, stamp)
+        self._forwarded_stamp = -math.inf
+        self._ee_position: Optional[np.ndarray] = None
+        self._joint_names = None
+        self._joint_positions = None
+
+        if self.p.backend in JOINT_BACKENDS:
+            if self.p.use_robot_description_topic:
+                latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+                self.create_subscription(String, "/robot_description", self._on_robot_description, latched)
+            else:
+                path = self.p.robot_description_file
+                try:
+                    path = str(urdf_file(path)) if "/" not in path else path
+                    self._set_chain(open(path).read(), source=path)
+                except (FileNotFoundError, OSError, UrdfError, ValueError) as e:
+                    raise StartupError(f"arm_controller: robot description: {e}") from e
+            self.create_subscription(JointState, "joint_states", self._on_joint_states, COMMAND_QOS)
+        else:
+            self.create_subscription(PoseStamped, "ee_pose", self._on_ee_pose, COMMAND_QOS)
+
+        self.pub_twist = self.create_publisher(TwistStamped, "servo_node/delta_twist_cmds", COMMAND_QOS) \
+            if self.p.backend in ("servo", "sim") else None
+        self.pub_trajectory = self.create_publisher(JointTrajectory, "joint_trajectory_controller/joint_trajectory",
+                                                    COMMAND_QOS) if self.p.backend == "joint_trajectory" else None
+        self.pub_positions = self.create_publisher(Float64MultiArray, "forward_position_controller/commands",
+                                                   COMMAND_QOS) if self.p.backend == "forward_position" else None
+        self.pub_gripper = self.create_publisher(Float64, "gripper/command", COMMAND_QOS)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+
+        self.create_subscription(TwistStamped, "arm_controller/twist_cmd", self._on_twist, COMMAND_QOS)
+        self.create_subscription(Float64, "arm_controller/gripper_cmd", self._on_gripper, COMMAND_QOS)
+        self.create_subscription(Bool, "arm_controller/estop", self._on_estop, COMMAND_QOS)
+        self.create_service(Trigger, "arm_controller/arm", self._srv(lambda: self.gate.arm(self._now())))
+        self.create_service(Trigger, "arm_controller/disarm", self._srv(self.gate.disarm))
+        self.create_service(Trigger, "arm_controller/release_estop", self._srv(self.gate.release_estop))
+        self.create_timer(self.period, self._on_timer)
+        self.create_timer(1.0 / self.p.diagnostics_rate, self._publish_diagnostics)
+        self.get_logger().info(f"backend '{self.p.backend}', {self.p.control_rate:.0f} Hz, DISARMED "
+                               f"(call arm_controller/arm to move); max {self.p.max_linear_speed} m/s")
+
+    # ------------------------------------------------------------------ helpers
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _set_chain(self, urdf_text: str, source: str) -> None:
+        self.chain = KinematicChain(urdf_text, self.p.base_link, self.p.tip_link)
+        self.gate.limits = self.gate.limits.with_joint_limits(self.chain.lower, self.chain.upper,
+                                                              self.chain.velocity_limits)
+        self.get_logger().info(f"IK chain {self.p.base_link} -> {self.p.tip_link} ({self.chain.dof} joints) "
+                               f"from {source}")
+
+    def _srv(self, action):
+        def handle(request, response):
+            response.success, response.message = action()
+            self.get_logger().info(f"{response.message}")
+            if not self.gate.armed:
+                self._send_hold()
+            return response
+        return handle
+
+    # ------------------------------------------------------------------ inputs
+    def _on_robot_description(self, msg: String) -> None:
+        try:
+            self._set_chain(msg.data, source="/robot_description")
+        except (UrdfError, ValueError) as e:
+            self.get_logger().error(f"unusable /robot_description: {e}")
+
+    def _on_ee_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self._ee_position = np.array([p.x, p.y, p.z])
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        self._joint_names, self._joint_positions = list(msg.name), list(msg.position)
+
+    def _on_twist(self, msg: TwistStamped) -> None:
+        linear, angular = twist_to_arrays(msg)
+        if msg.header.frame_id not in ("", self.p.base_frame):
+            self.get_logger().warning(f"ignoring twist in frame '{msg.header.frame_id}' (expects "
+                                      f"'{self.p.base_frame}')", throttle_duration_sec=2.0)
+            return
+        with self._lock:
+            self._twist = (linear, angular, stamp_to_sec(msg.header.stamp))
+        self._step(forward=True)
+
+    def _on_gripper(self, msg: Float64) -> None:
+        value = self.gate.filter_gripper(msg.data)
+        if value is None:
+            if not math.isfinite(msg.data):
+                self.get_logger().warning("gripper command NaN/Inf ignored", throttle_duration_sec=2.0)
+            return
+        self.pub_gripper.publish(Float64(data=value))
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data:
+            self.gate.trigger_estop("arm_controller/estop topic")
+            self._send_hold()
+            self.get_logger().error("E-STOP latched: release with arm_controller/release_estop, then arm")
+
+    def _on_timer(self) -> None:
+        self._step(forward=False)
+
+    # ------------------------------------------------------------------ control
+    def _ee_now(self) -> Optional[np.ndarray]:
+        if self.chain is None:
+            return self._ee_position
+        q = self._current_q()
+        return None if q is None else self.chain.forward(q)[:3, 3]
+
+    def _current_q(self) -> Optional[np.ndarray]:
+        if self.chain is None or self._joint_names is None:
+            return None
+        try:
+            return self.chain.positions_from(self._joint_names, self._joint_positions)
+        except ValueError:
+            return None
+
+    def _step(self, forward: bool) -> None:
+        """Filter the latest command. forward: it just arrived (send it); else the timer (send only holds)."""
+        with self._lock:
+            twist = self._twist
+        now = self._now()
+        linear, angular, stamp = twist if twist is not None else (np.zeros(3), np.zeros(3), None)
+        cmd = self.gate.filter_twist(now, linear, angular, self._ee_now(), stamp)
+        if cmd.hold:
+            self._send_hold()
+            return
+        if not forward:
+            return  # a fresh command was already sent when it arrived
+        self._send(cmd.linear, cmd.angular, stamp)
+
+    def _send(self, linear: np.ndarray, angular: np.ndarray, stamp: Optional[float]) -> None:
+        now_msg = self.get_clock().now().to_msg()
+        if self.pub_twist is not None:
+            # The command keeps its sender's stamp: a lockstep simulator matches it to its frame.
+            self.pub_twist.publish(twist_msg(linear, sec_to_stamp(stamp), self.p.base_frame, angular))
+            return
+        q = self._current_q()
+        if q is None:
+            return
+        target = self.chain.ik_step(q, linear, angular, self.period, limit_margin=self.p.joint_limit_margin)
+        safe = self.gate.filter_joint_positions(target, q, self.period)
+        if safe.positions is not None:
+            self._send_joints(safe.positions, now_msg)
+
+    def _send_hold(self) -> None:
+        now_msg = self.get_clock().now().to_msg()
+        if self.pub_twist is not None:
+            self.pub_twist.publish(twist_msg(np.zeros(3), now_msg, self.p.base_frame, np.zeros(3)))
+            return
+        q = self._current_q()
+        if q is not None:
+            self._send_joints(q, now_msg)
+
+    def _send_joints(self, q: np.ndarray, stamp) -> None:
+        if self.pub_trajectory is not None:
+            msg = JointTrajectory(joint_names=list(self.chain.joint_names))
+            msg.header.stamp = stamp
+            sec = self.period
+            msg.points = [JointTrajectoryPoint(positions=[float(v) for v in q],
+                                               time_from_start=Duration(sec=int(sec), nanosec=int((sec % 1) * 1e9)))]
+            self.pub_trajectory.publish(msg)
+        elif self.pub_positions is not None:
+            self.pub_positions.publish(Float64MultiArray(data=[float(v) for v in q]))
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        s = self.gate.status(self._now())
+        status = DiagnosticStatus(level=bytes([int(s["level"])]), name="lapa_ros: arm_controller safety",
+                                  hardware_id=self.p.backend, message=str(s["message"]))
+        values = {"state": s["state"], "backend": self.p.backend, "estop_latched": s["estop_latched"],
+                  "estop_reason": s["estop_reason"], "holding": s["holding"], "last_reason": s["last_reason"],
+                  "last_command_age": s["last_command_age"], "cycles": s["cycles"]}
+        values.update({f"count.{k}": v for k, v in sorted(s["counters"].items())})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(msg)
+
+
+def main(args=None) -> int:
+    return run_node(ArmControllerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

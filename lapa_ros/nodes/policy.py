@@ -1,0 +1,371 @@
+"""policy: runs the exported LAPA policy (ONNX Runtime) on each fresh camera frame.
+
+A managed (lifecycle) node: configure loads and checks the model (a missing, truncated or mismatched
+model file fails the transition with one clear message, so the node never runs half-working);
+activate starts acting; deactivate stops (the controller's watchdog then holds the arm).
+With `autostart` (default) it configures and activates itself and exits if configuring fails.
+
+Subscribes:
+  camera/image_raw          sensor_msgs/Image (any cv_bridge colour encoding), or with
+                            image_transport "compressed": camera/image_raw/compressed
+  instruction               std_msgs/String, reliable + transient local (a late start still gets it)
+  ee_pose, joint_states     robot state, when the policy takes state (see the model card)
+Publishes:
+  arm_controller/twist_cmd     geometry_msgs/TwistStamped at `control_rate`, stamped at publish time
+  arm_controller/gripper_cmd   std_msgs/Float64
+  policy/action_chunk          trajectory_msgs/JointTrajectory: the raw chunk of each inference,
+                               joint_names = action names, header stamp = the camera frame's stamp
+  /diagnostics                 latency (frame stamp -> chunk), rates, execution provider in use
+
+Each inference uses the newest frame only (frames that arrive meanwhile are dropped, never queued),
+and only when the frame and the state are younger than `max_input_age`. Chunks are blended by
+lapa_ros.core.chunking at the control rate; when no chunk covers "now" nothing is published and the
+controller holds the arm. A bad frame, an empty or over-long instruction, or NaN in the policy
+output is logged, counted and skipped: the arm holds, nothing crashes.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64, String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ..core.actions import ActionLayout
+from ..core.chunking import MODES, ChunkBlender
+from ..core.images import ImageConversionError
+from ..core.robot_state import assemble_state, gripper_state_from_joint
+from ..messages import rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec, twist_msg
+from ..ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params
+
+PARAMS = (
+    Param("model_dir", "", "Exported policy folder (model_card.json + ONNX graphs).", read_only=True),
+    Param("providers", "auto", "ONNX Runtime execution providers in order (e.g. 'tensorrt,cuda,cpu'); "
+                               "'auto': those this build has.", read_only=True),
+    Param("precision", "fp32", "Graph precision.", read_only=True, choices=("fp32", "fp16")),
+    Param("threads", 0, "CPU threads for inference (0: ONNX Runtime's default).", read_only=True, range=(0, 256)),
+    Param("control_rate", 20.0, "Rate [Hz] of published commands.", read_only=True, range=(1.0, 1000.0)),
+    Param("max_input_age", 0.2, "Frames and robot states older than this [s] are not acted on.", range=(0.001, 10.0)),
+    Param("blend", "ensemble", "How overlapping chunks are blended.", choices=MODES),
+    Param("ensemble_decay", 0.01, "Temporal ensembling weight exp(-m*i), i = 0 for the oldest chunk.",
+          range=(-10.0, 10.0)),
+    Param("max_chunk_age", 1.0, "A chunk is used at most this long [s] after its frame.", range=(0.0, 60.0)),
+    Param("image_transport", "raw", "Subscribe to camera/image_raw (raw) or its /compressed topic.",
+          read_only=True, choices=("raw", "compressed")),
+    Param("base_frame", "panda_link0", "frame_id of published twists (the controller's base frame).", read_only=True),
+    Param("gripper_joint", "panda_finger_joint1", "Finger joint in joint_states giving the gripper state.",
+          read_only=True),
+    Param("gripper_open_position", 0.04, "That joint's position when open [m or rad].", read_only=True),
+    Param("gripper_closed_position", 0.0, "That joint's position when closed [m or rad].", read_only=True),
+    Param("autostart", True, "Configure and activate at start (exit if configuring fails).", read_only=True),
+)
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("policy", **kwargs)
+        self.p = declare_params(self, PARAMS)
+        self.runtime = None
+        self._configure_error = ""
+        self._active = False
+        self._lock = threading.Lock()
+        self._frame_ready = threading.Condition(self._lock)
+        self._worker: Optional[threading.Thread] = None
+        self._running = False
+        if self.p.autostart:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise StartupError(f"policy: {self._configure_error}")
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Load and verify the exported model, create subscriptions and publishers."""
+        from lapa_models.policy.runtime import ModelCardError, PolicyRuntime
+
+        self._configure_error = ""
+        if not self.p.model_dir:
+            self._configure_error = "no model: set the `model_dir` parameter to an exported policy folder"
+        else:
+            try:
+                providers = self.p.providers if self.p.providers == "auto" else \
+                    [s.strip() for s in self.p.providers.split(",") if s.strip()]
+                self.runtime = PolicyRuntime(self.p.model_dir, providers=providers, precision=self.p.precision,
+                                             intra_op_threads=self.p.threads or None)
+                self.layout = ActionLayout(self.runtime.action_names or [])
+            except (ModelCardError, ValueError, OSError) as e:
+                self._configure_error = str(e)
+                self.runtime = None
+        if self._configure_error:
+            self.get_logger().error(f"configure failed: {self._configure_error}")
+            return TransitionCallbackReturn.FAILURE
+        if self.runtime.provider_warning:
+            self.get_logger().warning(self.runtime.provider_warning)
+        card_rate = self.runtime.control_rate_hz
+        if card_rate and abs(card_rate - self.p.control_rate) > 1e-6:
+            self.get_logger().warning(f"control_rate {self.p.control_rate} Hz differs from the rate the policy was "
+                                      f"trained at ({card_rate} Hz): chunk steps are {1 / card_rate:.3f} s apart")
+        self.period = 1.0 / (card_rate or self.p.control_rate)
+        self.state_names = list((self.runtime.card.get("state") or {}).get("names") or []) \
+            if self.runtime.takes_state else []
+        self.blender = ChunkBlender(self.runtime.action_dim, self.period, self.p.max_chunk_age, self.p.blend,
+                                    self.p.ensemble_decay)
+        self._frame = None          # (rgb or msg, stamp)
+        self._instruction: Optional[str] = None
+        self._embedding = None
+        self._ee_position = None
+        self._ee_stamp = -np.inf
+        self._gripper = None
+        self._gripper_stamp = -np.inf
+        self.counts = collections.Counter()
+        self.latencies = collections.deque(maxlen=200)
+        self.inference_ms = collections.deque(maxlen=200)
+        self.publish_times = collections.deque(maxlen=200)
+        self.inference_times = collections.deque(maxlen=200)
+
+        if self.p.image_transport == "compressed":
+            self._subs = [self.create_subscription(CompressedImage, "camera/image_raw/compressed", self._on_image,
+                                                   SENSOR_QOS)]
+        else:
+            self._subs = [self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS)]
+        self._subs.append(self.create_subscription(String, "instruction", self._on_instruction, LATCHED_QOS))
+        if self.state_names:
+            self._subs.append(self.create_subscription(PoseStamped, "ee_pose", self._on_pose, COMMAND_QOS))
+            self._subs.append(self.create_subscription(JointState, "joint_states", self._on_joints, COMMAND_QOS))
+        self.pub_twist = self.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+        self.pub_gripper = self.create_publisher(Float64, "arm_controller/gripper_cmd", COMMAND_QOS)
+        self.pub_chunk = self.create_publisher(JointTrajectory, "policy/action_chunk", COMMAND_QOS)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        self._timers = [self.create_timer(1.0 / self.p.control_rate, self._on_control_tick),
+                        self.create_timer(1.0, self._publish_diagnostics)]
+        self._running = True
+        self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
+        self._worker.start()
+        rt = self.runtime
+        self.get_logger().info(f"policy {self.p.model_dir}: chunk {rt.chunk_size} x {rt.action_names}, "
+                               f"state {self.state_names or 'none'}, providers in use {rt.providers_in_use}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Start acting on frames and publishing commands."""
+        self.blender.reset()
+        self._active = True
+        self.get_logger().info("active")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Stop publishing commands; the arm controller's watchdog holds the arm."""
+        self._active = False
+        self.blender.reset()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Release the model and the ROS interfaces made in configure."""
+        self._stop_worker()
+        for t in getattr(self, "_timers", []):
+            self.destroy_timer(t)
+        for s in getattr(self, "_subs", []):
+            self.destroy_subscription(s)
+        for pub in ("pub_twist", "pub_gripper", "pub_chunk", "pub_diagnostics"):
+            if hasattr(self, pub):
+                self.destroy_publisher(getattr(self, pub))
+        self.runtime = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop_worker()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._running = False
+        with self._lock:
+            self._frame_ready.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=3.0)
+            self._worker = None
+
+    def close(self) -> None:
+        self._active = False
+        self._stop_worker()
+
+    # ------------------------------------------------------------------ inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, msg) -> None:
+        with self._lock:
+            if self._frame is not None:
+                self.counts["frames_dropped_busy"] += 1
+            self._frame = msg
+            self._frame_ready.notify()
+
+    def _on_instruction(self, msg: String) -> None:
+        from lapa_models.policy.runtime import PolicyInputError
+
+        text = msg.data.strip()
+        try:
+            embedding = self.runtime.encode_instruction(text)
+        except PolicyInputError as e:
+            self.counts["instruction_rejected"] += 1
+            self.get_logger().error(f"instruction refused, holding until a usable one arrives: {e}")
+            embedding, text = None, None
+        with self._lock:
+            self._instruction, self._embedding = text, embedding
+            self.blender.reset()  # chunks of the old instruction must not finish the new task
+        if text:
+            self.get_logger().info(f"instruction: \"{text}\"")
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self._ee_position = np.array([p.x, p.y, p.z])
+        self._ee_stamp = stamp_to_sec(msg.header.stamp)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            i = list(msg.name).index(self.p.gripper_joint)
+        except ValueError:
+            return
+        self._gripper = gripper_state_from_joint(msg.position[i], self.p.gripper_open_position,
+                                                 self.p.gripper_closed_position)
+        self._gripper_stamp = stamp_to_sec(msg.header.stamp)
+
+    # ------------------------------------------------------------------ inference
+    def _inference_loop(self) -> None:
+        while self._running:
+            with self._lock:
+                self._frame_ready.wait_for(lambda: self._frame is not None or not self._running, timeout=0.5)
+                msg, self._frame = self._frame, None
+                embedding = self._embedding
+            if msg is None or not self._running:
+                continue
+            try:
+                self._infer(msg, embedding)
+            except Exception as e:  # keep the node alive; the arm holds without fresh chunks
+                self.counts["inference_error"] += 1
+                self.get_logger().error(f"inference failed: {e}", throttle_duration_sec=2.0)
+
+    def _infer(self, msg, embedding) -> None:
+        from lapa_models.policy.runtime import PolicyInputError
+
+        if not self._active:
+            return
+        if embedding is None:
+            self.counts["no_instruction"] += 1
+            self.get_logger().info("waiting for an instruction (std_msgs/String on 'instruction')",
+                                   throttle_duration_sec=5.0)
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        now = self._now()
+        if now - stamp > self.p.max_input_age:
+            self.counts["stale_frame"] += 1
+            return
+        try:
+            rgb = rgb_from_compressed_msg(msg) if isinstance(msg, CompressedImage) else rgb_from_image_msg(msg)
+        except ImageConversionError as e:
+            self.counts["bad_image"] += 1
+            self.get_logger().warning(f"frame skipped: {e}", throttle_duration_sec=2.0)
+            return
+        state = None
+        if self.state_names:
+            if now - min(self._ee_stamp, self._gripper_stamp) > self.p.max_input_age:
+                self.counts["stale_state"] += 1
+                self.get_logger().warning("robot state missing or older than max_input_age: holding",
+                                          throttle_duration_sec=2.0)
+                return
+            try:
+                state = assemble_state(self.state_names, self._ee_position, self._gripper)
+            except ValueError as e:
+                self.counts["bad_state"] += 1
+                self.get_logger().warning(f"state unusable: {e}", throttle_duration_sec=2.0)
+                return
+        t0 = time.perf_counter()
+        try:
+            chunk = self.runtime.predict(rgb, embedding, state)[0]
+        except PolicyInputError as e:
+            self.counts["bad_input"] += 1
+            self.get_logger().warning(f"frame skipped: {e}", throttle_duration_sec=2.0)
+            return
+        self.inference_ms.append((time.perf_counter() - t0) * 1e3)
+        if not np.all(np.isfinite(chunk)):
+            self.counts["non_finite_output"] += 1
+            self.get_logger().error("policy output has NaN/Inf: chunk dropped, the arm holds", throttle_duration_sec=2.0)
+            return
+        with self._lock:
+            if self._embedding is not embedding:
+                return  # the instruction changed during inference
+            self.blender.add(stamp, chunk)
+        done = self._now()
+        self.latencies.append((done - stamp) * 1e3)
+        self.inference_times.append(done)
+        self._publish_chunk(msg.header.stamp, chunk)
+
+    def _publish_chunk(self, stamp, chunk: np.ndarray) -> None:
+        traj = JointTrajectory(joint_names=list(self.runtime.action_names or []))
+        traj.header.stamp = stamp
+        traj.header.frame_id = self.p.base_frame
+        points = []
+        for k, a in enumerate(chunk):
+            t = k * self.period
+            points.append(JointTrajectoryPoint(positions=[float(v) for v in a],
+                                               time_from_start=Duration(sec=int(t), nanosec=int(round((t % 1) * 1e9)))))
+        traj.points = points
+        self.pub_chunk.publish(traj)
+
+    # ------------------------------------------------------------------ output
+    def _on_control_tick(self) -> None:
+        if not self._active:
+            return
+        now = self._now()
+        with self._lock:
+            action = self.blender.action_at(now)
+        if action is None:
+            self.counts["no_chunk"] += 1
+            return
+        linear, angular, gripper = self.layout.to_command(action, self.period)
+        stamp = self.get_clock().now().to_msg()
+        if gripper is not None:
+            self.pub_gripper.publish(Float64(data=float(gripper)))
+        self.pub_twist.publish(twist_msg(linear, stamp, self.p.base_frame, angular))
+        self.publish_times.append(now)
+
+    def _publish_diagnostics(self) -> None:
+        def rate(times):
+            t = list(times)
+            return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+        lat = np.array(self.latencies) if self.latencies else np.zeros(1)
+        inf = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
+        rt = self.runtime
+        warn = bool(rt and rt.provider_warning)
+        status = DiagnosticStatus(level=bytes([1 if warn else 0]), name="lapa_ros: policy",
+                                  hardware_id=",".join(rt.providers_in_use) if rt else "",
+                                  message=(rt.provider_warning if warn else "active" if self._active else "inactive"))
+        values = {"providers_in_use": ",".join(rt.providers_in_use) if rt else "", "precision": self.p.precision,
+                  "instruction": self._instruction or "", "latency_ms_p50": f"{np.percentile(lat, 50):.2f}",
+                  "latency_ms_p99": f"{np.percentile(lat, 99):.2f}", "inference_ms_p50": f"{np.percentile(inf, 50):.2f}",
+                  "inference_ms_p99": f"{np.percentile(inf, 99):.2f}", "inference_rate_hz": f"{rate(self.inference_times):.1f}",
+                  "command_rate_hz": f"{rate(self.publish_times):.1f}", "blend": self.p.blend}
+        values.update({f"count.{k}": str(v) for k, v in sorted(self.counts.items())})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(msg)
+
+
+def main(args=None) -> int:
+    from ..ros_common import run_node
+
+    return run_node(PolicyNode, args, multithreaded=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
