@@ -1,0 +1,186 @@
+"""The arm controller as a separate process over DDS: arming, e-stop, watchdog, NaN, IK backends."""
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from lapa_ros.core.kinematics import KinematicChain
+from lapa_ros.graph import arm_controller_node, sim_robot_node
+from lapa_ros.messages import stamp_to_sec, twist_msg, twist_to_arrays
+from lapa_ros.paths import urdf_file
+from lapa_ros.ros_common import COMMAND_QOS, SENSOR_QOS
+
+pytestmark = pytest.mark.timeout(180)
+PERIOD = 0.05  # the sim controller's control period (20 Hz)
+
+
+class Commander:
+    """Publishes a twist at 20 Hz from a background thread while `running`."""
+
+    def __init__(self, ros, velocity):
+        import threading
+
+        self.ros, self.velocity, self.running = ros, np.asarray(velocity, float), True
+        self.pub = ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while self.running:
+            self.pub.publish(twist_msg(self.velocity, self.ros.node.get_clock().now().to_msg(), "world"))
+            time.sleep(0.05)
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+
+
+def _sim_with_controller(ros, start_graph):
+    graph = start_graph([sim_robot_node("reach", real_time=True), arm_controller_node(sim=True)])
+    poses, outputs = [], []
+    ros.node.create_subscription(PoseStamped, "ee_pose", poses.append, COMMAND_QOS)
+    ros.node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds",
+                                 lambda m: outputs.append((time.monotonic(), m)), COMMAND_QOS)
+    deadline = time.monotonic() + 60
+    while not (poses and outputs):
+        graph.check_alive()
+        assert time.monotonic() < deadline, "sim_robot + arm_controller did not come up"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the simulated hand settles for a few steps after a reset
+    return graph, poses, outputs
+
+
+def _pos(poses):
+    p = poses[-1].pose.position
+    return np.array([p.x, p.y, p.z])
+
+
+def _trigger(ros, name):
+    return ros.call(ros.node.create_client(Trigger, f"arm_controller/{name}"), Trigger.Request())
+
+
+def test_nothing_moves_before_arming_then_commands_move_the_arm(ros, start_graph):
+    graph, poses, outputs = _sim_with_controller(ros, start_graph)
+    p0 = _pos(poses)
+    cmd = Commander(ros, [0.0, 0.1, 0.0])
+    time.sleep(1.0)
+    assert np.linalg.norm(_pos(poses) - p0) < 0.002, "the arm moved while disarmed"
+    assert all(np.allclose(twist_to_arrays(m)[0], 0) for _, m in outputs[-10:])
+    assert _trigger(ros, "arm").success
+    time.sleep(1.0)
+    cmd.stop()
+    d = _pos(poses) - p0
+    assert d[1] > 0.04, d
+
+
+def test_estop_stops_motion_within_one_control_period_and_stays_latched(ros, start_graph):
+    graph, poses, outputs = _sim_with_controller(ros, start_graph)
+    assert _trigger(ros, "arm").success
+    cmd = Commander(ros, [0.0, 0.1, 0.0])
+    time.sleep(0.6)
+    assert np.linalg.norm(twist_to_arrays(outputs[-1][1])[0]) > 0.05, "armed controller forwards commands"
+    estop = ros.node.create_publisher(Bool, "arm_controller/estop", COMMAND_QOS)
+    ros.wait_for(lambda: estop.get_subscription_count() > 0, 10, "e-stop subscriber")
+    t_estop = time.monotonic()
+    estop.publish(Bool(data=True))
+    ros.wait_for(lambda: any(t > t_estop and np.allclose(twist_to_arrays(m)[0], 0) for t, m in outputs), 2, "hold")
+    first_hold = min(t for t, m in outputs if t > t_estop and np.allclose(twist_to_arrays(m)[0], 0))
+    assert first_hold - t_estop < PERIOD, f"first hold {1e3 * (first_hold - t_estop):.1f} ms after the e-stop"
+    time.sleep(0.3)
+    p_stop = _pos(poses)
+    # Commands keep coming: the e-stop stays latched, nothing non-zero goes out, the arm does not move.
+    n = len(outputs)
+    time.sleep(1.0)
+    assert all(np.allclose(twist_to_arrays(m)[0], 0) for _, m in outputs[n:])
+    assert np.linalg.norm(_pos(poses) - p_stop) < 0.002
+    refused = _trigger(ros, "arm")
+    assert not refused.success and "e-stop" in refused.message
+    assert _trigger(ros, "release_estop").success
+    time.sleep(0.5)
+    assert np.linalg.norm(_pos(poses) - p_stop) < 0.002, "release alone must not move the arm"
+    assert _trigger(ros, "arm").success
+    time.sleep(0.8)
+    cmd.stop()
+    assert _pos(poses)[1] - p_stop[1] > 0.02, "moves again after release + arm"
+
+
+def test_watchdog_holds_when_commands_stop_and_nan_is_refused(ros, start_graph):
+    graph, poses, outputs = _sim_with_controller(ros, start_graph)
+    diags = []
+    ros.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, COMMAND_QOS)
+    assert _trigger(ros, "arm").success
+    cmd = Commander(ros, [0.1, 0.0, 0.0])
+    time.sleep(0.5)
+    cmd.stop()
+    t_stop = time.monotonic()
+    ros.wait_for(lambda: any(t > t_stop and np.allclose(twist_to_arrays(m)[0], 0) for t, m in outputs), 2, "hold")
+    first_hold = min(t for t, m in outputs if t > t_stop and np.allclose(twist_to_arrays(m)[0], 0))
+    assert first_hold - t_stop < 0.25 + 2 * PERIOD, "watchdog: command_timeout (0.25 s) + one period"
+    time.sleep(0.3)  # the hand reaches its last setpoint
+    p_hold = _pos(poses)
+    nan = Commander(ros, [np.nan, 0.1, 0.0])
+    time.sleep(0.8)
+    nan.stop()
+    assert np.linalg.norm(_pos(poses) - p_hold) < 0.003
+    ros.wait_for(lambda: any(kv.key == "count.non_finite_command" for d in diags for s in d.status for kv in s.values),
+                 5, "NaN counted on /diagnostics")
+    state = {kv.key: kv.value for kv in diags[-1].status[0].values}
+    assert state["state"] == "ARMED" and int(state["count.stale_command"]) > 0
+
+
+@pytest.mark.parametrize("backend, topic, msg_type", [
+    ("joint_trajectory", "joint_trajectory_controller/joint_trajectory", JointTrajectory),
+    ("forward_position", "forward_position_controller/commands", Float64MultiArray),
+])
+def test_joint_space_backends_follow_the_twist_through_ik_on_the_urdf(ros, start_graph, backend, topic, msg_type):
+    chain = KinematicChain(urdf_file("panda.urdf").read_text(), "panda_link0", "panda_hand_tcp")
+    q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    outputs = []
+    ros.node.create_subscription(msg_type, topic, outputs.append, COMMAND_QOS)
+    js_pub = ros.node.create_publisher(JointState, "joint_states", COMMAND_QOS)
+    graph = start_graph([arm_controller_node(sim=False, backend=backend, control_rate=50.0)])
+
+    def publish_joints():
+        js = JointState(name=list(chain.joint_names) + ["panda_finger_joint1"], position=list(q) + [0.04])
+        js.header.stamp = ros.node.get_clock().now().to_msg()
+        js_pub.publish(js)
+
+    deadline = time.monotonic() + 60
+    while not outputs:
+        graph.check_alive()
+        publish_joints()
+        assert time.monotonic() < deadline, "no joint command (hold) from the controller"
+        time.sleep(0.05)
+    held = outputs[-1]
+    hold_q = np.array(held.points[0].positions if backend == "joint_trajectory" else held.data)
+    assert np.allclose(hold_q, q, atol=1e-9), "disarmed: holds the current joints"
+    assert _trigger(ros, "arm").success
+    twist_pub = ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+    n = len(outputs)
+    for _ in range(10):
+        publish_joints()
+        twist_pub.publish(twist_msg(np.array([0.0, 0.05, 0.0]), ros.node.get_clock().now().to_msg(), "panda_link0"))
+        time.sleep(0.04)
+    ros.wait_for(lambda: len(outputs) > n + 3, 5, "IK targets")
+    moved = [np.array(m.points[0].positions if backend == "joint_trajectory" else m.data) for m in outputs[n:]]
+    targets = [t for t in moved if not np.allclose(t, q)]
+    assert targets, "armed: IK targets differ from the current joints"
+    d = chain.forward(targets[-1])[:3, 3] - chain.forward(q)[:3, 3]
+    assert d[1] > 0 and abs(d[1]) > 5 * max(abs(d[0]), abs(d[2])), d
+    assert np.all(targets[-1] >= chain.lower) and np.all(targets[-1] <= chain.upper)
+
+
+def test_controller_with_a_missing_robot_description_exits_with_a_clear_error(start_graph):
+    graph = start_graph([arm_controller_node(sim=False, backend="joint_trajectory",
+                                             robot_description_file="/nonexistent/robot.urdf")])
+    deadline = time.monotonic() + 30
+    while not graph.dead():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert graph.dead()["arm_controller"] == 1 and "robot.urdf" in graph.log("arm_controller")
