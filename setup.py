@@ -17,6 +17,7 @@ NODES = {
     "camera_node": "lapa_ros.nodes.camera:main",
     "policy_node": "lapa_ros.nodes.policy:main",
     "arm_controller_node": "lapa_ros.nodes.arm_controller:main",
+    "recorder_node": "lapa_ros.nodes.recorder:main",
 }
 
 setup(

@@ -26,7 +26,7 @@ from .graph import GRAPHS, NodeSpec, build_graph
 
 
 def node_command(spec: NodeSpec, overrides_file: Optional[Path]) -> List[str]:
-    cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    cmd = list(spec.prefix) + [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
         cmd += ["-r", f"__ns:={spec.namespace}"]
     for path in spec.config_paths():

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("demo",), "lapa_ros.demo", "run the stack on the simulated arm: episodes, success, rollout video"),
     (("bringup",), "lapa_ros.bringup", "start a node graph (what `ros2 launch` starts) without ros2 launch"),
+    (("instruct",), "lapa_ros.instruct", "send the robot an instruction (std_msgs/String on `instruction`)"),
     (("data", "generate"), "lapa_sim.generate", "run the scripted experts in simulation and write episodes"),
     (("data", "info"), "lapa_models.data.tools", "summarize an episode dataset"),
     (("data", "import-videos"), "lapa_models.data.import_videos", "turn a folder of videos into unlabelled episodes"),

@@ -29,6 +29,7 @@ class NodeSpec:
     parameters: Mapping[str, object] = dataclasses.field(default_factory=dict)  # overrides, applied last
     remappings: Tuple[Tuple[str, str], ...] = ()
     namespace: str = ""
+    prefix: Tuple[str, ...] = ()    # command prefix (e.g. a debugger or `prlimit`), as launch_ros' `prefix`
 
     def config_paths(self) -> List[Path]:
         return [config_file(c) for c in self.config]

@@ -21,7 +21,8 @@ def launch_description_for(graph: str):
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
         return [Node(package="lapa_ros", executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
                      parameters=[str(p) for p in spec.config_paths()] + ([dict(spec.parameters)] if spec.parameters else []),
-                     remappings=list(spec.remappings), output="screen", emulate_tty=True)
+                     remappings=list(spec.remappings), output="screen", emulate_tty=True,
+                     **({"prefix": " ".join(spec.prefix)} if spec.prefix else {}))
                 for spec in build_graph(graph, values)]
 
     return LaunchDescription([DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)

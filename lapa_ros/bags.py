@@ -1,0 +1,282 @@
+"""rosbag2 MCAP bags, one per teleoperated episode: writing, reading, recovering. No rclpy import.
+
+Written with `rosbags` from serialized CDR bytes (what a raw subscription delivers), zstd-compressed
+chunks. Each episode bag is a rosbag2 directory:
+
+    <bag>/<bag>.mcap          the messages (readable by rosbags and by the mcap + mcap-ros2 readers)
+    <bag>/metadata.yaml       rosbag2 metadata; `custom_data` holds instruction, operator, outcome
+    <bag>/lapa_episode.json   the same episode facts, written at start and on every change, so a
+                              recorder killed mid-episode still leaves them
+
+A recorder killed mid-episode leaves an MCAP file without its summary and no metadata.yaml:
+`recover_bag` reads every complete chunk with a streaming reader and rewrites a complete bag.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+EPISODE_FILE = "lapa_episode.json"
+OUTCOMES = ("success", "failure", "unknown")
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be read or written; the message names the bag (and topic)."""
+
+
+class DiskFullError(BagError):
+    """Writing stopped because the disk (or the file size limit) is full; what was written is kept."""
+
+
+def typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+@dataclasses.dataclass
+class EpisodeInfo:
+    instruction: str = ""
+    operator: str = ""
+    outcome: str = "unknown"        # success | failure | unknown
+    task: str = ""
+    started: float = 0.0            # wall clock [s]
+    stopped: float = 0.0
+    status: str = "recording"       # recording | complete | recovered | discarded
+
+    @classmethod
+    def load(cls, bag: Path) -> "EpisodeInfo":
+        path = Path(bag) / EPISODE_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise BagError(f"{path}: corrupt episode file ({e})") from e
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+    def save(self, bag: Path) -> None:
+        tmp = Path(bag) / (EPISODE_FILE + ".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        os.replace(tmp, Path(bag) / EPISODE_FILE)
+
+
+class EpisodeBagWriter:
+    """Writes one episode bag from serialized messages. Not thread-safe: one writer thread owns it."""
+
+    def __init__(self, path: Path, info: EpisodeInfo, compress: bool = True):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"{self.path}: already exists")
+        self.info = info
+        self._typestore = typestore()
+        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        if compress:
+            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+        self._connections: Dict[str, object] = {}
+        self.counts: Dict[str, int] = {}
+        self.bytes_written = 0
+        try:
+            self._writer.open()
+        except OSError as e:
+            raise _disk_error(e, self.path) from e
+        info.save(self.path)
+
+    def add_topic(self, topic: str, msgtype: str) -> None:
+        """msgtype as 'sensor_msgs/msg/Image'."""
+        if topic in self._connections:
+            return
+        if msgtype not in self._typestore.fielddefs:
+            raise BagError(f"{self.path}: topic {topic}: message type {msgtype} is unknown to the bag writer")
+        self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self._typestore)
+        self.counts[topic] = 0
+
+    def write(self, topic: str, stamp_ns: int, data: bytes) -> None:
+        try:
+            self._writer.write(self._connections[topic], int(stamp_ns), data)
+        except OSError as e:
+            raise _disk_error(e, self.path) from e
+        self.counts[topic] += 1
+        self.bytes_written += len(data)
+
+    def close(self, outcome: Optional[str] = None, status: str = "complete") -> Path:
+        if outcome is not None:
+            self.info.outcome = outcome
+        self.info.stopped = self.info.stopped or time.time()
+        self.info.status = status
+        for key in ("instruction", "operator", "outcome", "task"):
+            self._writer.set_custom_data(f"lapa.{key}", str(getattr(self.info, key)))
+        try:
+            self._writer.close()
+        except OSError as e:
+            raise _disk_error(e, self.path) from e
+        self.info.save(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Give up on a bag that can no longer be written (disk full): keep what is on disk."""
+        try:
+            self._writer.close()
+        except Exception:
+            pass
+        self.info.status = "recording"  # incomplete: recover_bag will rebuild its index
+        try:
+            self.info.save(self.path)
+        except OSError:
+            pass
+
+
+def _disk_error(e: OSError, path: Path) -> BagError:
+    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return DiskFullError(f"{path}: disk full ({os.strerror(e.errno)}): recording stopped, "
+                             "messages written so far are kept")
+    return BagError(f"{path}: write failed: {e}")
+
+
+def set_outcome(bag: Path, outcome: str) -> None:
+    """Record the outcome of a finished bag (episode file and metadata.yaml custom_data)."""
+    import yaml
+
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+    bag = Path(bag)
+    info = EpisodeInfo.load(bag)
+    info.outcome = outcome
+    info.save(bag)
+    meta = bag / "metadata.yaml"
+    if meta.is_file():
+        doc = yaml.safe_load(meta.read_text())
+        doc["rosbag2_bagfile_information"].setdefault("custom_data", {})["lapa.outcome"] = outcome
+        tmp = meta.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+        os.replace(tmp, meta)
+
+
+def discard_bag(path: Path) -> Path:
+    """Move a bag into a `discarded/` folder beside it (never deleted outright)."""
+    path = Path(path)
+    target = path.parent / "discarded" / path.name
+    target.parent.mkdir(exist_ok=True)
+    info = EpisodeInfo.load(path)
+    info.status = "discarded"
+    info.save(path)
+    shutil.move(str(path), str(target))
+    return target
+
+
+# ---------------------------------------------------------------------------- reading
+def find_bags(folder: Path) -> List[Path]:
+    """Episode bag directories under `folder` (a bag itself, or a folder of bags), discarded ones excluded."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise BagError(f"{folder}: does not exist")
+    if list(folder.glob("*.mcap")):
+        return [folder]
+    bags = sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "discarded" and list(p.glob("*.mcap")))
+    return bags
+
+
+def is_complete(bag: Path) -> bool:
+    return (Path(bag) / "metadata.yaml").is_file()
+
+
+@dataclasses.dataclass
+class BagMessage:
+    topic: str
+    msgtype: str
+    timestamp_ns: int       # receive time
+    data: bytes             # CDR
+
+
+def read_messages(bag: Path, topics: Optional[List[str]] = None) -> Iterator[BagMessage]:
+    """All messages of a complete bag (rosbags reader); BagError naming the bag when it is unreadable."""
+    from rosbags.rosbag2 import Reader
+
+    bag = Path(bag)
+    if not is_complete(bag):
+        raise BagError(f"{bag}: incomplete bag (no metadata.yaml; the recorder was killed?): "
+                       f"run `lapa bags recover {bag}`")
+    try:
+        with Reader(bag) as reader:
+            conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            for conn, ts, data in reader.messages(connections=conns):
+                yield BagMessage(conn.topic, conn.msgtype, ts, bytes(data))
+    except BagError:
+        raise
+    except Exception as e:  # rosbags raises several error types for damaged files
+        raise BagError(f"{bag}: corrupt or truncated bag ({type(e).__name__}: {e})") from e
+
+
+def bag_topics(bag: Path) -> Dict[str, Tuple[str, int]]:
+    """topic -> (msgtype, message count) from a complete bag's metadata."""
+    from rosbags.rosbag2 import Reader
+
+    try:
+        with Reader(Path(bag)) as reader:
+            return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+    except Exception as e:
+        raise BagError(f"{bag}: cannot open ({type(e).__name__}: {e})") from e
+
+
+def recover_bag(bag: Path) -> Dict[str, int]:
+    """Rebuild a complete bag from an MCAP file cut short (recorder killed): keeps every whole chunk.
+
+    The damaged file is kept as <name>.mcap.damaged. Returns message counts per topic."""
+    from mcap.stream_reader import StreamReader
+
+    bag = Path(bag)
+    mcaps = sorted(bag.glob("*.mcap"))
+    if not mcaps:
+        raise BagError(f"{bag}: no .mcap file to recover")
+    src = mcaps[0]
+    damaged = src.with_suffix(".mcap.damaged")
+    os.replace(src, damaged)
+    schemas, channels, messages = {}, {}, []
+    try:
+        with open(damaged, "rb") as f:
+            try:
+                for record in StreamReader(f, skip_magic=False, emit_chunks=False).records:
+                    name = type(record).__name__
+                    if name == "Schema":
+                        schemas[record.id] = record.name
+                    elif name == "Channel":
+                        channels[record.id] = (record.topic, schemas.get(record.schema_id, ""))
+                    elif name == "Message" and record.channel_id in channels:
+                        messages.append((record.channel_id, record.log_time, bytes(record.data)))
+            except Exception:  # the cut: everything before it has been read
+                pass
+    except OSError as e:
+        os.replace(damaged, src)
+        raise BagError(f"{bag}: cannot read {src.name}: {e}") from e
+    if not channels:
+        os.replace(damaged, src)
+        raise BagError(f"{bag}: nothing recoverable in {src.name} (cut before the first chunk)")
+    info = EpisodeInfo.load(bag)
+    info.status = "recovered"
+    tmp = bag.parent / ".recovering" / bag.name  # same name: metadata.yaml refers to <name>.mcap
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.parent.mkdir(exist_ok=True)
+    writer = EpisodeBagWriter(tmp, info)
+    for topic, msgtype in channels.values():
+        writer.add_topic(topic, msgtype)
+    for cid, t, data in messages:
+        writer.write(channels[cid][0], t, data)
+    writer.close(info.outcome, status="recovered")
+    for f in tmp.iterdir():
+        os.replace(f, bag / f.name)
+    tmp.rmdir()
+    try:
+        tmp.parent.rmdir()
+    except OSError:
+        pass
+    return dict(writer.counts)

@@ -1,0 +1,299 @@
+"""recorder: writes teleoperated episodes to rosbag2 MCAP bags, one bag per episode.
+
+Subscribes to every topic in `topics` as soon as it appears (raw CDR, no deserialization; QoS
+matched to the publisher: best effort for cameras, transient local for the instruction) and, while
+recording, hands the bytes to a writer thread (lapa_ros.bags, zstd chunks).
+Services:
+  recorder/start          std_srvs/Trigger: open a new episode bag in `output_dir`
+  recorder/stop           std_srvs/Trigger: close it (kept)
+  recorder/discard        std_srvs/Trigger: close it and move it to <output_dir>/discarded/
+  recorder/mark_success   std_srvs/SetBool: outcome of the current (or last) episode, true = success
+Publishes /diagnostics: state, bag, per-topic counts, drops, queue depth.
+The instruction (from the `instruction` topic), `operator` and the outcome go in the bag's metadata.
+A full disk stops the episode with a clear error and keeps what was written; a recorder killed
+mid-episode leaves a bag that `lapa bags recover` (or the converter) completes.
+"""
+from __future__ import annotations
+
+import collections
+import importlib
+import queue
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from ..bags import BagError, DiskFullError, EpisodeBagWriter, EpisodeInfo, discard_bag, set_outcome
+from ..ros_common import COMMAND_QOS, Param, declare_params, run_node
+
+DEFAULT_TOPICS = ["camera/image_raw", "camera/camera_info", "joint_states", "ee_pose", "arm_controller/twist_cmd",
+                  "arm_controller/gripper_cmd", "instruction", "sim/success"]
+
+PARAMS = (
+    Param("topics", DEFAULT_TOPICS, "Topics to record (relative names resolve in the node's namespace).",
+          read_only=True),
+    Param("output_dir", "bags", "Folder for episode bags.", read_only=True),
+    Param("operator", "", "Who teleoperates (stored in each bag)."),
+    Param("task", "", "Task label stored in each bag (optional)."),
+    Param("compress", True, "zstd-compress MCAP chunks.", read_only=True),
+    Param("queue_size", 4000, "Messages buffered for the writer thread before dropping.", read_only=True,
+          range=(10, 1000000)),
+    Param("diagnostics_rate", 1.0, "Rate [Hz] of /diagnostics.", read_only=True, range=(0.1, 50.0)),
+)
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class."""
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+class RecorderNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("recorder", **kwargs)
+        self.p = declare_params(self, PARAMS)
+        self.output_dir = Path(self.p.output_dir).expanduser()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.topics = [self.resolve_topic_name(t) for t in self.p.topics]
+        self._types: Dict[str, str] = {}
+        self._subs = {}
+        self._queue: "queue.Queue" = queue.Queue(maxsize=self.p.queue_size)
+        self._writer: Optional[EpisodeBagWriter] = None
+        self._lock = threading.Lock()
+        self.recording = False
+        self.last_bag: Optional[Path] = None
+        self.last_error = ""
+        self.received = collections.Counter()
+        self.dropped = collections.Counter()
+        self._instruction = ""
+        self._latched: Dict[str, bytes] = {}   # last message of latched topics, written at each start
+        self._episode_index = 0
+        self._running = True
+        self._thread = threading.Thread(target=self._write_loop, name="bag_writer", daemon=True)
+        self._thread.start()
+        self.create_service(Trigger, "recorder/start", self._on_start)
+        self.create_service(Trigger, "recorder/stop", self._on_stop)
+        self.create_service(Trigger, "recorder/discard", self._on_discard)
+        self.create_service(SetBool, "recorder/mark_success", self._on_mark)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        self.create_timer(0.25, self._discover)
+        self.create_timer(1.0 / self.p.diagnostics_rate, self._publish_diagnostics)
+        self._discover()
+        self.get_logger().info(f"recording {len(self.topics)} topics to {self.output_dir} "
+                               "(services recorder/start, stop, discard, mark_success)")
+
+    # ------------------------------------------------------------------ subscriptions
+    def _qos_for(self, topic: str) -> QoSProfile:
+        infos = self.get_publishers_info_by_topic(topic)
+        best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
+        latched = infos and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+        return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                          reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+    def _discover(self) -> None:
+        available = dict(self.get_topic_names_and_types())
+        for topic in self.topics:
+            if topic in self._subs or topic not in available or not self.get_publishers_info_by_topic(topic):
+                continue
+            msgtype = available[topic][0]
+            try:
+                cls = message_class(msgtype)
+            except (ImportError, AttributeError, ValueError) as e:
+                self.get_logger().error(f"cannot record {topic} ({msgtype}): {e}")
+                self._subs[topic] = None
+                continue
+            self._types[topic] = msgtype
+            qos = self._qos_for(topic)
+            self._subs[topic] = self.create_subscription(cls, topic, self._callback(topic, latched=(
+                qos.durability == DurabilityPolicy.TRANSIENT_LOCAL)), qos, raw=True)
+            self.get_logger().info(f"subscribed {topic} [{msgtype}]")
+            with self._lock:
+                if self._writer is not None:
+                    self._queue_put(("topic", topic, msgtype))
+
+    def _callback(self, topic: str, latched: bool):
+        is_instruction = topic.rsplit("/", 1)[-1] == "instruction"
+
+        def on_message(data: bytes) -> None:
+            now = time.time_ns()
+            self.received[topic] += 1
+            if latched:
+                self._latched[topic] = data
+            if is_instruction:
+                self._instruction = deserialize_message(data, String).data
+            if self.recording:
+                self._queue_put(("msg", topic, now, data))
+        return on_message
+
+    def _queue_put(self, item) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped[item[1]] += 1
+
+    # ------------------------------------------------------------------ services
+    def _on_start(self, request, response):
+        with self._lock:
+            if self._writer is not None:
+                response.success, response.message = False, f"already recording {self._writer.path}"
+                return response
+            self._episode_index += 1
+            name = datetime.now().strftime("episode_%Y%m%d_%H%M%S") + f"_{self._episode_index:03d}"
+            info = EpisodeInfo(instruction=self._instruction, operator=self.p.operator, task=self.p.task,
+                               started=time.time())
+            try:
+                self._writer = EpisodeBagWriter(self.output_dir / name, info, compress=self.p.compress)
+                for topic, msgtype in self._types.items():
+                    self._writer.add_topic(topic, msgtype)
+            except BagError as e:
+                self._writer = None
+                self.last_error = str(e)
+                response.success, response.message = False, str(e)
+                self.get_logger().error(str(e))
+                return response
+            # Latched topics (the instruction) were sent before the episode: their last message opens the bag.
+            for topic, data in self._latched.items():
+                self._queue_put(("msg", topic, time.time_ns(), data))
+            self.recording = True
+            self.last_error = ""
+        response.success, response.message = True, str(self.output_dir / name)
+        self.get_logger().info(f"recording {name}: \"{self._instruction}\"")
+        return response
+
+    def _finish(self, discard: bool) -> str:
+        with self._lock:
+            if self._writer is None:
+                raise BagError(f"recording had already stopped: {self.last_error}" if self.last_error
+                               else "not recording")
+            self.recording = False
+            done = threading.Event()
+            self._queue.put(("close", discard, done))  # after every message already queued
+        if not done.wait(timeout=60.0):
+            raise BagError("the writer did not finish within 60 s")
+        return self.last_error
+
+    def _on_stop(self, request, response):
+        try:
+            error = self._finish(discard=False)
+            response.success = not error
+            response.message = error or f"saved {self.last_bag}"
+        except BagError as e:
+            response.success, response.message = False, str(e)
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_discard(self, request, response):
+        try:
+            self._finish(discard=True)
+            response.success, response.message = True, f"discarded: moved to {self.last_bag}"
+        except BagError as e:
+            response.success, response.message = False, str(e)
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_mark(self, request, response):
+        outcome = "success" if request.data else "failure"
+        with self._lock:
+            writer = self._writer
+            if writer is not None:
+                writer.info.outcome = outcome
+                writer.info.save(writer.path)
+        if writer is None:
+            if self.last_bag is None or not self.last_bag.exists():
+                response.success, response.message = False, "no episode to mark"
+                return response
+            set_outcome(self.last_bag, outcome)
+        response.success, response.message = True, f"{outcome}: {(writer.path if writer else self.last_bag).name}"
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------ writer thread
+    def _write_loop(self) -> None:
+        while self._running or not self._queue.empty():
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            writer = self._writer
+            kind = item[0]
+            try:
+                if kind == "msg" and writer is not None:
+                    _, topic, stamp, data = item
+                    if topic not in writer.counts:
+                        writer.add_topic(topic, self._types[topic])
+                    writer.write(topic, stamp, data)
+                elif kind == "topic" and writer is not None:
+                    writer.add_topic(item[1], item[2])
+                elif kind == "close":
+                    _, discard, done = item
+                    if writer is not None:
+                        path = writer.close()
+                        self.last_bag = discard_bag(path) if discard else path
+                    with self._lock:
+                        self._writer = None
+                    done.set()
+            except DiskFullError as e:
+                self._fail(writer, str(e))
+            except BagError as e:
+                self._fail(writer, str(e))
+
+    def _fail(self, writer: Optional[EpisodeBagWriter], message: str) -> None:
+        with self._lock:
+            self.recording = False
+            self.last_error = message
+            if writer is not None:
+                writer.abort()
+                self.last_bag = writer.path
+            self._writer = None
+        # Drain what was queued for the failed bag; answer a pending stop.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] == "close":
+                item[2].set()
+        self.get_logger().error(message)
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        writer = self._writer
+        level = 2 if self.last_error else 0
+        status = DiagnosticStatus(level=bytes([level]), name="lapa_ros: recorder",
+                                  message=self.last_error or ("recording" if self.recording else "idle"))
+        values = {"recording": str(self.recording), "bag": str(writer.path if writer else self.last_bag or ""),
+                  "queue": str(self._queue.qsize()), "instruction": self._instruction}
+        values.update({f"received.{t}": str(n) for t, n in sorted(self.received.items())})
+        values.update({f"dropped.{t}": str(n) for t, n in sorted(self.dropped.items())})
+        if writer is not None:
+            values.update({f"written.{t}": str(n) for t, n in sorted(writer.counts.items())})
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(msg)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            try:
+                self._finish(discard=False)
+            except BagError:
+                pass
+        self._running = False
+        self._thread.join(timeout=10.0)
+
+
+def main(args=None) -> int:
+    return run_node(RecorderNode, args, multithreaded=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""The recorder as a separate process: every message in the bag, two readers agree, SIGKILL, full disk."""
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from lapa_ros.bags import EpisodeInfo, bag_topics, is_complete, read_messages, recover_bag
+from lapa_ros.graph import NodeSpec
+from lapa_ros.messages import image_msg
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from lapa_ros.ros_common import LATCHED_QOS
+
+pytestmark = pytest.mark.timeout(240)
+TOPICS = ["camera/image_raw", "camera2/image_raw", "joint_states", "instruction"]
+
+
+def recorder(out: Path, prefix=()):
+    return NodeSpec(name="recorder", executable="recorder_node", module="lapa_ros.nodes.recorder",
+                    config=("recorder.yaml",), prefix=tuple(prefix),
+                    parameters={"topics": TOPICS, "output_dir": str(out), "operator": "tester"})
+
+
+# Reliable with a deep history, so that every message reaches the recorder and a missing one can
+# only be the recorder's loss (best-effort drops are DDS's; `lapa bench recorder` measures those).
+CAMERA_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+class Publishers:
+    """Two 640x480 cameras at 30 Hz and joint states at 100 Hz, counted."""
+
+    def __init__(self, ros):
+        self.ros = ros
+        self.cams = [ros.node.create_publisher(Image, t, CAMERA_QOS) for t in TOPICS[:2]]
+        self.joints = ros.node.create_publisher(JointState, "joint_states", CAMERA_QOS)
+        self.instruction = ros.node.create_publisher(String, "instruction", LATCHED_QOS)
+        self.instruction.publish(String(data="put the cup on the plate"))
+        rng = np.random.default_rng(0)
+        self.frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        self.sent = {t: 0 for t in TOPICS[:3]}
+
+    def run(self, seconds: float) -> None:
+        t0 = time.monotonic()
+        k = 0
+        while time.monotonic() - t0 < seconds:
+            now = self.ros.node.get_clock().now().to_msg()
+            if k % 10 in (0, 3, 7):  # 30 Hz of the 100 Hz loop
+                for cam, topic in zip(self.cams, TOPICS[:2]):
+                    cam.publish(image_msg(self.frame, now, "camera"))
+                    self.sent[topic] += 1
+            js = JointState(name=[f"j{i}" for i in range(7)], position=[0.01 * k] * 7)
+            js.header.stamp = now
+            self.joints.publish(js)
+            self.sent["joint_states"] += 1
+            k += 1
+            time.sleep(max(0.0, t0 + k * 0.01 - time.monotonic()))
+
+
+def _service(ros, name, srv=Trigger, **fields):
+    return ros.call(ros.node.create_client(srv, f"recorder/{name}"), srv.Request(**fields), timeout=60)
+
+
+def _wait_subscribed(ros, pubs, graph):
+    ros.wait_for(lambda: graph.dead() or all(p.get_subscription_count() > 0 for p in pubs.cams + [pubs.joints]),
+                 30, "recorder subscriptions")
+    graph.check_alive()
+    time.sleep(0.5)
+
+
+def test_recorder_keeps_every_message_of_two_cameras_and_joint_states(ros, start_graph, tmp_path):
+    pubs = Publishers(ros)
+    graph = start_graph([recorder(tmp_path)])
+    _wait_subscribed(ros, pubs, graph)
+    started = _service(ros, "start")
+    assert started.success, started.message
+    pubs.run(3.0)
+    time.sleep(1.0)  # let the last messages arrive
+    stopped = _service(ros, "stop")
+    assert stopped.success, stopped.message
+    assert _service(ros, "mark_success", SetBool, data=True).success
+    bag = Path(started.message)
+    assert is_complete(bag)
+    topics = bag_topics(bag)
+    counts = {t.lstrip("/"): n for t, (_, n) in topics.items()}
+    for topic, n in pubs.sent.items():
+        assert counts[topic] == n, f"{topic}: published {n}, recorded {counts[topic]}"
+    assert counts["instruction"] == 1
+    info = EpisodeInfo.load(bag)
+    assert (info.instruction, info.operator, info.outcome) == ("put the cup on the plate", "tester", "success")
+    assert "lapa.outcome: success" in (bag / "metadata.yaml").read_text()
+
+    # The same bag through the independent mcap + mcap-ros2 reader.
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    with open(next(bag.glob("*.mcap")), "rb") as f:
+        decoded = list(make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages())
+    by_topic = {}
+    for _, channel, _, msg in decoded:
+        by_topic.setdefault(channel.topic.lstrip("/"), []).append(msg)
+    assert {t: len(v) for t, v in by_topic.items()} == counts
+    img = by_topic["camera/image_raw"][0]
+    assert (img.width, img.height, img.encoding) == (640, 480, "rgb8")
+    assert np.array_equal(np.frombuffer(bytes(img.data), np.uint8).reshape(480, 640, 3), pubs.frame)
+    rosbags_images = [m for m in read_messages(bag, ["/camera/image_raw"])]
+    assert len(rosbags_images) == counts["camera/image_raw"]
+
+
+def test_discard_moves_the_bag_aside(ros, start_graph, tmp_path):
+    pubs = Publishers(ros)
+    graph = start_graph([recorder(tmp_path)])
+    _wait_subscribed(ros, pubs, graph)
+    started = _service(ros, "start")
+    pubs.run(0.5)
+    assert _service(ros, "discard").success
+    assert not Path(started.message).exists()
+    moved = tmp_path / "discarded" / Path(started.message).name
+    assert moved.is_dir() and EpisodeInfo.load(moved).status == "discarded"
+
+
+def test_recorder_killed_mid_episode_leaves_a_recoverable_bag(ros, start_graph, tmp_path):
+    pubs = Publishers(ros)
+    graph = start_graph([recorder(tmp_path)])
+    _wait_subscribed(ros, pubs, graph)
+    started = _service(ros, "start")
+    pubs.run(2.0)
+    os.killpg(graph.procs["recorder"].pid, signal.SIGKILL)
+    graph.procs["recorder"].wait(timeout=10)
+    bag = Path(started.message)
+    assert not is_complete(bag)
+    counts = recover_bag(bag)
+    assert is_complete(bag) and EpisodeInfo.load(bag).status == "recovered"
+    n_images = counts.get("/camera/image_raw", 0)
+    assert 0 < n_images <= pubs.sent["camera/image_raw"], counts
+    assert len(list(read_messages(bag, ["/camera/image_raw"]))) == n_images
+
+
+def test_full_disk_stops_recording_with_a_clear_error_and_keeps_the_data(ros, start_graph, tmp_path):
+    pubs = Publishers(ros)
+    # A 6 MB file size limit stands in for a full disk: writes fail with EFBIG like ENOSPC.
+    graph = start_graph([recorder(tmp_path, prefix=("prlimit", f"--fsize={6 * 2**20}", "--"))])
+    _wait_subscribed(ros, pubs, graph)
+    started = _service(ros, "start")
+    assert started.success
+    pubs.run(2.0)
+    time.sleep(0.5)
+    stop = _service(ros, "stop")
+    assert not stop.success and "disk full" in stop.message
+    graph.check_alive()  # the recorder survives and reports the problem
+    assert "disk full" in graph.log("recorder")
+    bag = Path(started.message)
+    counts = recover_bag(bag)
+    assert counts.get("/camera/image_raw", 0) > 0, "what was written before the disk filled is kept"
