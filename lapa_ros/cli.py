@@ -15,7 +15,8 @@ import importlib
 import sys
 from typing import List, Optional, Tuple
 
-# (command words, module with add_arguments(parser) and main(args) -> int, one-line help)
+# (command words, module with add_arguments(parser) and main(args) -> int, one-line help);
+# "module:name" means functions add_<name>_arguments and <name>_main in that module.
 COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("demo",), "lapa_ros.demo", "run the stack on the simulated arm: episodes, success, rollout video"),
     (("bringup",), "lapa_ros.bringup", "start a node graph (what `ros2 launch` starts) without ros2 launch"),
@@ -23,6 +24,9 @@ COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("data", "generate"), "lapa_sim.generate", "run the scripted experts in simulation and write episodes"),
     (("data", "info"), "lapa_models.data.tools", "summarize an episode dataset"),
     (("data", "import-videos"), "lapa_models.data.import_videos", "turn a folder of videos into unlabelled episodes"),
+    (("bags", "convert"), "lapa_ros.bag_convert", "convert episode bags to training episodes (aligned on stamps)"),
+    (("bags", "recover"), "lapa_ros.bag_tools:recover", "complete bags left by a recorder that was killed"),
+    (("bags", "info"), "lapa_ros.bag_tools:info", "topics, counts, rates and episode facts of bags"),
     (("bench", "sim"), "lapa_sim.bench", "benchmark: sim step + render time, episode generation throughput"),
 ]
 
@@ -42,8 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         # Only the chosen command's module is imported (its options are needed for parsing and --help).
         if _chosen_words()[:len(words)] == list(words):
-            importlib.import_module(module).add_arguments(p)
+            _function(module, "add_arguments")(p)
     return parser
+
+
+def _function(module: str, kind: str):
+    """add_arguments / main of a command module, or add_<name>_arguments / <name>_main for 'module:name'."""
+    name = ""
+    if ":" in module:
+        module, name = module.split(":", 1)
+    mod = importlib.import_module(module)
+    if not name:
+        return getattr(mod, kind)
+    return getattr(mod, f"add_{name}_arguments" if kind == "add_arguments" else f"{name}_main")
 
 
 def _chosen_words() -> List[str]:
@@ -64,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         (getattr(args, "_help", None) or build_parser().print_help)()
         return 2
     try:
-        return int(importlib.import_module(module).main(args) or 0)
+        return int(_function(module, "main")(args) or 0)
     except KeyboardInterrupt:
         return 130
 

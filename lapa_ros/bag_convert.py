@@ -1,0 +1,306 @@
+"""Recorded episode bags -> training episodes (lapa_models.data format). No rclpy import.
+
+    lapa bags convert bags/ data/my_demos                       # actions = the operator's commands
+    lapa bags convert bags/ data/my_demos --actions deltas      # actions = next-state velocity
+
+For every camera frame (the reference stream) the state and the action are aligned on header stamps
+with lapa_ros.core.alignment, the code the policy node uses live:
+  state   ee position (PoseStamped) and gripper (finger joint of JointState), nearest sample within
+          --state-tolerance of the frame (the policy node looks them up the same way)
+  action  commands: the operator's command in force just before the next frame (zero-order hold;
+          no command within --command-max-age = the operator held still: zero velocity)
+          deltas: (ee[i+1] - ee[i]) / (t[i+1] - t[i]), gripper = the commanded gripper (else the state)
+Messages without a header (the Float64 gripper command) are placed on the frames' clock using the
+bags' receive times and the median offset between the frames' receive times and stamps.
+
+Bags whose outcome is not "success" are skipped (--include-failures keeps them), discarded ones are
+never converted. A bag that cannot be converted (corrupt, truncated, a required topic missing,
+timestamps that do not match) is reported with its name and topic and the others are still
+converted. Incomplete bags (recorder killed) are recovered first.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .bags import BagError, EpisodeInfo, find_bags, is_complete, recover_bag
+from .core import alignment, images
+from .core.robot_state import gripper_state_from_joint
+
+ACTION_NAMES = ["vx", "vy", "vz", "gripper"]
+STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper"]
+
+
+@dataclasses.dataclass
+class ConversionConfig:
+    image_topic: str = "/camera/image_raw"
+    pose_topic: str = "/ee_pose"
+    joint_topic: str = "/joint_states"
+    twist_topic: str = "/arm_controller/twist_cmd"
+    gripper_topic: str = "/arm_controller/gripper_cmd"
+    actions: str = "commands"            # commands | deltas
+    gripper_joint: str = "r_close"
+    gripper_open_position: float = 0.0
+    gripper_closed_position: float = 0.04
+    image_size: Optional[Tuple[int, int]] = None
+    state_tolerance: float = 0.05        # [s]
+    command_max_age: float = 0.25        # [s]
+    include_failures: bool = False
+    min_frames: int = 5
+
+
+@dataclasses.dataclass
+class BagStreams:
+    """The decoded streams of one bag: stamps [s] on the frames' clock, values as arrays."""
+
+    frames: List[np.ndarray]
+    frame_stamps: np.ndarray
+    pose_stamps: np.ndarray
+    poses: np.ndarray                    # (N, 3)
+    joint_stamps: np.ndarray
+    grippers: np.ndarray                 # (N,) gripper state from the finger joint
+    twist_stamps: np.ndarray
+    twists: np.ndarray                   # (N, 3)
+    gripper_cmd_stamps: np.ndarray
+    gripper_cmds: np.ndarray
+    counts: Dict[str, int]
+
+
+def _stamp(header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
+    """Decode the topics the converter needs (mcap + mcap-ros2 reader)."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    mcap_files = sorted(Path(bag).glob("*.mcap"))
+    if not mcap_files:
+        raise BagError(f"{bag}: no .mcap file")
+    wanted = {cfg.image_topic, cfg.pose_topic, cfg.joint_topic, cfg.twist_topic, cfg.gripper_topic}
+    frames, frame_stamps, frame_recv = [], [], []
+    pose_stamps, poses, joint_stamps, grippers = [], [], [], []
+    twist_stamps, twists, gripper_recv, gripper_cmds = [], [], [], []
+    counts: Dict[str, int] = {}
+    try:
+        with open(mcap_files[0], "rb") as f:
+            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            for schema, channel, message, msg in reader.iter_decoded_messages(topics=list(wanted)):
+                topic = channel.topic
+                counts[topic] = counts.get(topic, 0) + 1
+                if topic == cfg.image_topic:
+                    try:
+                        if schema.name.endswith("CompressedImage"):
+                            rgb = images.decode_compressed(msg.format, msg.data)
+                        else:
+                            arr = images.decode(msg.height, msg.width, msg.encoding, msg.step, msg.data,
+                                                bool(msg.is_bigendian))
+                            rgb = images.to_rgb8(arr, msg.encoding)
+                    except images.ImageConversionError as e:
+                        raise BagError(f"{bag}: topic {topic}: {e}") from e
+                    if cfg.image_size is not None and rgb.shape[:2] != tuple(cfg.image_size):
+                        import cv2
+
+                        rgb = cv2.resize(rgb, (cfg.image_size[1], cfg.image_size[0]), interpolation=cv2.INTER_AREA)
+                    frames.append(rgb)
+                    frame_stamps.append(_stamp(msg.header))
+                    frame_recv.append(message.log_time * 1e-9)
+                elif topic == cfg.pose_topic:
+                    p = msg.pose.position
+                    pose_stamps.append(_stamp(msg.header))
+                    poses.append((p.x, p.y, p.z))
+                elif topic == cfg.joint_topic:
+                    names = list(msg.name)
+                    if cfg.gripper_joint in names:
+                        q = msg.position[names.index(cfg.gripper_joint)]
+                        joint_stamps.append(_stamp(msg.header))
+                        grippers.append(gripper_state_from_joint(q, cfg.gripper_open_position,
+                                                                 cfg.gripper_closed_position))
+                elif topic == cfg.twist_topic:
+                    t = msg.twist.linear
+                    twist_stamps.append(_stamp(msg.header))
+                    twists.append((t.x, t.y, t.z))
+                elif topic == cfg.gripper_topic:
+                    gripper_recv.append(message.log_time * 1e-9)
+                    gripper_cmds.append(float(msg.data))
+    except BagError:
+        raise
+    except Exception as e:  # damaged files raise many kinds of errors in the readers
+        raise BagError(f"{bag}: corrupt or truncated bag ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise BagError(f"{bag}: required topic {cfg.image_topic} has no messages "
+                       f"(topics in the bag: {', '.join(sorted(counts)) or 'none'})")
+    order = np.argsort(frame_stamps, kind="stable")
+    frame_stamps = np.asarray(frame_stamps)[order]
+    offset = float(np.median(np.asarray(frame_stamps) - np.asarray(frame_recv)[order]))
+    return BagStreams(frames=[frames[i] for i in order], frame_stamps=frame_stamps,
+                      pose_stamps=np.asarray(pose_stamps), poses=np.asarray(poses, dtype=np.float64).reshape(-1, 3),
+                      joint_stamps=np.asarray(joint_stamps), grippers=np.asarray(grippers, dtype=np.float64),
+                      twist_stamps=np.asarray(twist_stamps), twists=np.asarray(twists, dtype=np.float64).reshape(-1, 3),
+                      gripper_cmd_stamps=np.asarray(gripper_recv) + offset,
+                      gripper_cmds=np.asarray(gripper_cmds, dtype=np.float64), counts=counts)
+
+
+def _require(bag: Path, topic: str, stamps: np.ndarray, frame_stamps: np.ndarray, idx: np.ndarray, what: str) -> None:
+    if len(stamps) == 0:
+        raise BagError(f"{bag}: required topic {topic} has no messages ({what})")
+    matched = float(np.mean(idx >= 0))
+    if matched < 0.5:
+        lag = float(np.median(stamps) - np.median(frame_stamps))
+        raise BagError(f"{bag}: topic {topic}: timestamps do not match the camera's (only {100 * matched:.0f}% of "
+                       f"frames have a sample within tolerance; median offset {lag:+.3f} s: different clocks?)")
+
+
+def streams_to_episode(bag: Path, s: BagStreams, cfg: ConversionConfig):
+    """Aligned (frames, timestamps, states, actions) + a report."""
+    from lapa_models.data.episodes import Episode
+
+    t = s.frame_stamps
+    n = len(t)
+    if n < cfg.min_frames:
+        raise BagError(f"{bag}: only {n} frames on {cfg.image_topic} (need {cfg.min_frames})")
+    period = float(np.median(np.diff(t))) if n > 1 else 0.05
+    pose_idx = alignment.nearest_indices(t, s.pose_stamps, cfg.state_tolerance) if len(s.pose_stamps) else np.full(n, -1)
+    _require(bag, cfg.pose_topic, s.pose_stamps, t, pose_idx, "end-effector pose for the state")
+    grip_idx = alignment.nearest_indices(t, s.joint_stamps, cfg.state_tolerance) if len(s.joint_stamps) else np.full(n, -1)
+    _require(bag, cfg.joint_topic, s.joint_stamps, t, grip_idx,
+             f"gripper joint '{cfg.gripper_joint}' for the state")
+    keep = (pose_idx >= 0) & (grip_idx >= 0)  # frames with a state; the others are dropped (reported)
+    states = np.concatenate([s.poses[pose_idx], s.grippers[grip_idx][:, None]], axis=1).astype(np.float32)
+
+    # The command in force just before the next frame answers this one.
+    next_t = np.append(t[1:], t[-1] + period) - 1e-3
+    grip_cmd_idx = alignment.previous_indices(next_t, s.gripper_cmd_stamps) if len(s.gripper_cmd_stamps) else np.full(n, -1)
+    gripper_action = np.where(grip_cmd_idx >= 0, s.gripper_cmds[np.maximum(grip_cmd_idx, 0)] if len(s.gripper_cmds) else 0,
+                              states[:, 3])
+    held = 0
+    if cfg.actions == "commands":
+        if len(s.twist_stamps) == 0:
+            raise BagError(f"{bag}: required topic {cfg.twist_topic} has no messages (actions from commands; "
+                           "use --actions deltas to derive them from the states)")
+        cmd_idx = alignment.previous_indices(next_t, s.twist_stamps, cfg.command_max_age)
+        velocity = np.where(cmd_idx[:, None] >= 0, s.twists[np.maximum(cmd_idx, 0)], 0.0)
+        held = int(np.sum(cmd_idx < 0))
+    elif cfg.actions == "deltas":
+        pos = states[:, :3].astype(np.float64)
+        dt = np.diff(t)
+        velocity = np.zeros((n, 3))
+        velocity[:-1] = np.diff(pos, axis=0) / np.maximum(dt, 1e-6)[:, None]
+        velocity[-1] = velocity[-2] if n > 1 else 0.0
+    else:
+        raise ValueError(f"actions must be 'commands' or 'deltas', got {cfg.actions!r}")
+    actions = np.concatenate([velocity, gripper_action[:, None]], axis=1).astype(np.float32)
+    if not np.all(np.isfinite(actions)):
+        raise BagError(f"{bag}: topic {cfg.twist_topic}: NaN/Inf in the recorded commands")
+
+    idx = np.flatnonzero(keep)
+    if len(idx) < cfg.min_frames:
+        raise BagError(f"{bag}: only {len(idx)} frames have a state within {cfg.state_tolerance} s")
+    info = EpisodeInfo.load(bag)
+    ts = t[idx] - t[idx[0]]
+    gaps = alignment.find_gaps(t, period, factor=2.0)
+    report = {"bag": str(bag), "frames": int(len(idx)), "dropped_frames_without_state": int(n - len(idx)),
+              "duration": float(ts[-1]), "rate_hz": float((len(idx) - 1) / ts[-1]) if ts[-1] > 0 else 0.0,
+              "gaps": [{"start": round(a - t[0], 3), "duration": round(d, 3)} for a, _, d in gaps],
+              "frames_without_command": held, "topics": s.counts, "outcome": info.outcome,
+              "instruction": info.instruction}
+    episode = Episode(frames=np.stack([s.frames[i] for i in idx]), timestamps=ts, actions=actions[idx],
+                      states=states[idx], instruction=info.instruction, task=info.task,
+                      success=info.outcome == "success",
+                      metadata={"source": "bag", "bag": Path(bag).name, "operator": info.operator,
+                                "actions_from": cfg.actions})
+    return episode, report
+
+
+def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = True) -> dict:
+    """Convert every episode bag under ``src`` into the dataset ``out``; returns a summary with reports."""
+    from tqdm import tqdm
+
+    from lapa_models.data.episodes import DatasetInfo, EpisodeWriter
+
+    bags = find_bags(Path(src))
+    if not bags:
+        raise BagError(f"{src}: no episode bags (folders with a .mcap file)")
+    writer = None
+    converted, skipped, failed, reports = [], [], [], []
+    done = set()
+    if (Path(out) / "meta" / "episodes.jsonl").exists():
+        from lapa_models.data.episodes import EpisodeDataset
+
+        done = {e.get("bag") for e in EpisodeDataset(out).entries}
+    for bag in tqdm(bags, desc="convert bags", unit="bag", disable=not progress, file=sys.stderr):
+        if bag.name in done:
+            skipped.append({"bag": str(bag), "reason": "already converted"})
+            continue
+        try:
+            info = EpisodeInfo.load(bag)
+            if info.outcome != "success" and not cfg.include_failures:
+                skipped.append({"bag": str(bag), "reason": f"outcome {info.outcome}"})
+                continue
+            if not is_complete(bag):
+                recover_bag(bag)
+            try:
+                streams = read_streams(bag, cfg)
+            except BagError as first:
+                if "corrupt or truncated" not in str(first):
+                    raise
+                try:  # a truncated file: keep every whole chunk
+                    recover_bag(bag)
+                except BagError:
+                    raise first from None
+                streams = read_streams(bag, cfg)
+            episode, report = streams_to_episode(bag, streams, cfg)
+            if writer is None:
+                h, w = episode.frames.shape[1:3]
+                fps = report["rate_hz"] or 20.0
+                writer = EpisodeWriter(out, DatasetInfo(fps=round(fps, 3), image_height=h, image_width=w,
+                                                        action_names=ACTION_NAMES, state_names=STATE_NAMES,
+                                                        source="bags", extra={"converted_from": str(src),
+                                                                              "actions_from": cfg.actions}))
+            writer.write(episode)
+            converted.append(bag.name)
+            reports.append(report)
+        except (BagError, ValueError) as e:
+            failed.append({"bag": str(bag), "error": str(e)})
+            print(f"failed: {e}", file=sys.stderr)
+    summary = {"out": str(out), "converted": len(converted), "skipped": skipped, "failed": failed,
+               "episodes": reports}
+    if converted:
+        (Path(out) / "meta" / "conversion_report.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="a folder of episode bags (or one bag)")
+    p.add_argument("out", help="episode dataset to write (appends if it exists)")
+    p.add_argument("--actions", choices=["commands", "deltas"], default="commands")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--include-failures", action="store_true")
+    p.add_argument("--image-topic", default=ConversionConfig.image_topic)
+    p.add_argument("--gripper-joint", default=ConversionConfig.gripper_joint)
+    p.add_argument("--gripper-open", type=float, default=ConversionConfig.gripper_open_position)
+    p.add_argument("--gripper-closed", type=float, default=ConversionConfig.gripper_closed_position)
+    p.add_argument("--state-tolerance", type=float, default=ConversionConfig.state_tolerance)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = ConversionConfig(actions=args.actions, image_size=tuple(args.image_size) if args.image_size else None,
+                           include_failures=args.include_failures, image_topic=args.image_topic,
+                           gripper_joint=args.gripper_joint, gripper_open_position=args.gripper_open,
+                           gripper_closed_position=args.gripper_closed, state_tolerance=args.state_tolerance)
+    summary = convert_bags(Path(args.src), Path(args.out), cfg)
+    for r in summary["episodes"]:
+        print(f"{Path(r['bag']).name}: {r['frames']} frames, {r['duration']:.1f} s at {r['rate_hz']:.1f} Hz, "
+              f"{len(r['gaps'])} gap(s), {r['frames_without_command']} frame(s) without command")
+    for f in summary["failed"]:
+        print(f"FAILED {f['error']}")
+    print(json.dumps({k: summary[k] for k in ("out", "converted")} |
+                     {"skipped": len(summary["skipped"]), "failed": len(summary["failed"])}))
+    return 1 if summary["failed"] else 0
