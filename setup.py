@@ -18,6 +18,9 @@ NODES = {
     "policy_node": "lapa_ros.nodes.policy:main",
     "arm_controller_node": "lapa_ros.nodes.arm_controller:main",
     "recorder_node": "lapa_ros.nodes.recorder:main",
+    "keyboard_teleop_node": "lapa_ros.teleop.keyboard:main",
+    "gamepad_teleop_node": "lapa_ros.teleop.joy_teleop:main_gamepad",
+    "spacemouse_teleop_node": "lapa_ros.teleop.joy_teleop:main_spacemouse",
 }
 
 setup(

@@ -41,6 +41,7 @@ from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..core.actions import ActionLayout
+from ..core.alignment import StampedBuffer
 from ..core.chunking import MODES, ChunkBlender
 from ..core.images import ImageConversionError
 from ..core.robot_state import assemble_state, gripper_state_from_joint
@@ -54,7 +55,9 @@ PARAMS = (
     Param("precision", "fp32", "Graph precision.", read_only=True, choices=("fp32", "fp16")),
     Param("threads", 0, "CPU threads for inference (0: ONNX Runtime's default).", read_only=True, range=(0, 256)),
     Param("control_rate", 20.0, "Rate [Hz] of published commands.", read_only=True, range=(1.0, 1000.0)),
-    Param("max_input_age", 0.2, "Frames and robot states older than this [s] are not acted on.", range=(0.001, 10.0)),
+    Param("max_input_age", 0.2, "Frames older than this [s] are not acted on.", range=(0.001, 10.0)),
+    Param("state_tolerance", 0.05, "The robot state used with a frame is the sample nearest its stamp, within this [s] "
+                                   "(the bag converter aligns training data the same way).", range=(0.001, 10.0)),
     Param("blend", "ensemble", "How overlapping chunks are blended.", choices=MODES),
     Param("ensemble_decay", 0.01, "Temporal ensembling weight exp(-m*i), i = 0 for the oldest chunk.",
           range=(-10.0, 10.0)),
@@ -121,10 +124,8 @@ class PolicyNode(LifecycleNode):
         self._frame = None          # (rgb or msg, stamp)
         self._instruction: Optional[str] = None
         self._embedding = None
-        self._ee_position = None
-        self._ee_stamp = -np.inf
-        self._gripper = None
-        self._gripper_stamp = -np.inf
+        self._ee_positions = StampedBuffer(256)
+        self._grippers = StampedBuffer(256)
         self.counts = collections.Counter()
         self.latencies = collections.deque(maxlen=200)
         self.inference_ms = collections.deque(maxlen=200)
@@ -226,17 +227,15 @@ class PolicyNode(LifecycleNode):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position
-        self._ee_position = np.array([p.x, p.y, p.z])
-        self._ee_stamp = stamp_to_sec(msg.header.stamp)
+        self._ee_positions.push(stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
 
     def _on_joints(self, msg: JointState) -> None:
         try:
             i = list(msg.name).index(self.p.gripper_joint)
         except ValueError:
             return
-        self._gripper = gripper_state_from_joint(msg.position[i], self.p.gripper_open_position,
-                                                 self.p.gripper_closed_position)
-        self._gripper_stamp = stamp_to_sec(msg.header.stamp)
+        self._grippers.push(stamp_to_sec(msg.header.stamp), gripper_state_from_joint(
+            msg.position[i], self.p.gripper_open_position, self.p.gripper_closed_position))
 
     # ------------------------------------------------------------------ inference
     def _inference_loop(self) -> None:
@@ -276,13 +275,16 @@ class PolicyNode(LifecycleNode):
             return
         state = None
         if self.state_names:
-            if now - min(self._ee_stamp, self._gripper_stamp) > self.p.max_input_age:
-                self.counts["stale_state"] += 1
-                self.get_logger().warning("robot state missing or older than max_input_age: holding",
+            # The state nearest the frame's stamp, as the bag converter aligns the training data.
+            ee = self._ee_positions.at(stamp, self.p.state_tolerance)
+            grip = self._grippers.at(stamp, self.p.state_tolerance)
+            if ee is None or grip is None:
+                self.counts["no_state_near_frame"] += 1
+                self.get_logger().warning(f"no robot state within {self.p.state_tolerance} s of the frame: holding",
                                           throttle_duration_sec=2.0)
                 return
             try:
-                state = assemble_state(self.state_names, self._ee_position, self._gripper)
+                state = assemble_state(self.state_names, ee.value, grip.value)
             except ValueError as e:
                 self.counts["bad_state"] += 1
                 self.get_logger().warning(f"state unusable: {e}", throttle_duration_sec=2.0)

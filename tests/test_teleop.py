@@ -1,0 +1,148 @@
+"""Teleop: device mappings (pure) and the nodes over DDS (Joy topic, a real terminal via a pty)."""
+import os
+import pty
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import TwistStamped
+from sensor_msgs.msg import Joy
+from std_msgs.msg import Bool, Float64
+from std_srvs.srv import Trigger
+
+from lapa_ros.graph import NodeSpec
+from lapa_ros.messages import twist_to_arrays
+from lapa_ros.ros_common import COMMAND_QOS
+from lapa_ros.teleop.mapping import (EV_ABS, EV_KEY, GAMEPAD, SPACEMOUSE, EvdevState, JoyMapper, KeyboardMapper,
+                                     pack_events)
+
+
+# ----------------------------------------------------------------------------- pure mappings
+def test_gamepad_sticks_map_to_scaled_twist_with_a_deadzone():
+    m = JoyMapper(GAMEPAD, max_linear=0.2, max_angular=0.5)
+    lin, ang, grip, events = m.update([0.05, 1.0, 0, 0, -0.5, 0], [0] * 8)
+    assert np.allclose(lin, [0.2, 0.0, -0.2 * (0.5 - 0.1) / 0.9]) and np.allclose(ang, 0) and grip == 0
+    lin, _, grip, _ = m.update([0, 0, 0, 0, 0, 0], [1] + [0] * 7)
+    assert np.allclose(lin, 0) and grip == 1.0  # A held closes the gripper
+    assert m.update([np.nan] * 6, [0] * 8)[0].tolist() == [0, 0, 0]
+
+
+def test_buttons_fire_events_once_per_press():
+    m = JoyMapper(GAMEPAD, 0.1, 0.5)
+    start = [0] * 8
+    start[7] = 1
+    assert m.update([0] * 6, start)[3] == ["start"]
+    assert m.update([0] * 6, start)[3] == []  # still held: no new event
+    estop = [0] * 8
+    estop[4] = 1
+    assert m.update([0] * 6, estop)[3] == ["estop"]
+
+
+def test_spacemouse_button_toggles_gripper_and_alternates_start_and_save():
+    m = JoyMapper(SPACEMOUSE, 0.1, 0.5)
+    assert m.update([0] * 6, [1, 0])[2] == 1.0
+    assert m.update([0] * 6, [0, 0])[2] == 1.0
+    assert m.update([0] * 6, [1, 0])[2] == 0.0
+    assert m.update([0] * 6, [0, 1])[3] == ["start"]
+    m.update([0] * 6, [0, 0])
+    assert m.update([0] * 6, [0, 1])[3] == ["save"]
+
+
+def test_keyboard_motion_lasts_while_the_key_repeats_then_stops():
+    k = KeyboardMapper(max_linear=0.05, hold=0.5)
+    k.key("w", now=10.0)
+    assert np.allclose(k.velocity(10.3), [0.05, 0, 0])
+    k.key("w", now=10.4)  # autorepeat
+    assert np.allclose(k.velocity(10.8), [0.05, 0, 0])
+    assert np.allclose(k.velocity(10.95), 0)
+    assert k.key(" ", now=11) == "estop" and k.key("1", now=11) == "start" and k.key("g", now=11) is None
+    assert k.gripper == 1.0
+
+
+def test_evdev_stream_is_parsed_into_axes_and_buttons():
+    state = EvdevState(axis_codes=[0, 1], button_codes=[0x130], abs_ranges={0: (-32768, 32767), 1: (-32768, 32767)})
+    data = pack_events([(EV_ABS, 0, 32767), (EV_ABS, 1, -32768), (EV_KEY, 0x130, 1)])
+    used = state.feed(data + data[:10])  # a partial record stays for the next read
+    assert used == len(data)
+    assert np.allclose(state.axes, [1.0, -1.0], atol=1e-4) and state.buttons == [1]
+
+
+# ----------------------------------------------------------------------------- nodes over DDS
+def _teleop_spec(profile):
+    return NodeSpec(name=f"{profile}_teleop", executable=f"{profile}_teleop_node",
+                    module="lapa_ros.teleop.joy_teleop", config=(f"{profile}_teleop.yaml",))
+
+
+@pytest.mark.timeout(120)
+def test_gamepad_node_turns_joy_messages_into_commands_and_recorder_calls(ros, start_graph):
+    twists, grippers, estops, starts = [], [], [], []
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd", twists.append, COMMAND_QOS)
+    ros.node.create_subscription(Float64, "arm_controller/gripper_cmd", grippers.append, COMMAND_QOS)
+    ros.node.create_subscription(Bool, "arm_controller/estop", estops.append, COMMAND_QOS)
+
+    def on_start(request, response):
+        starts.append(time.monotonic())
+        response.success, response.message = True, "bags/episode_1"
+        return response
+
+    ros.node.create_service(Trigger, "recorder/start", on_start)
+    joy = ros.node.create_publisher(Joy, "joy", COMMAND_QOS)
+    graph = start_graph([NodeSpec(name="gamepad_teleop", executable="gamepad_teleop_node",
+                                  module="lapa_ros.teleop.joy_teleop", config=("gamepad_teleop.yaml",))])
+    ros.wait_for(lambda: graph.dead() or joy.get_subscription_count() > 0, 30, "teleop node")
+    graph.check_alive()
+    time.sleep(0.5)
+    assert not twists, "no Joy input yet: nothing is commanded"
+    buttons = [0] * 8
+    buttons[0] = 1  # close gripper
+    buttons[7] = 1  # start an episode
+    for _ in range(10):
+        joy.publish(Joy(axes=[0.0, -1.0, 0.0, 0.0, 0.0, 0.0], buttons=buttons))
+        time.sleep(0.05)
+    ros.wait_for(lambda: len(twists) > 3 and starts, 5, "commands and the recorder call")
+    lin, _ = twist_to_arrays(twists[-1])
+    assert np.allclose(lin, [-0.1, 0.0, 0.0]) and grippers[-1].data == 1.0 and len(starts) == 1  # stick back: -x
+    buttons = [0] * 8
+    buttons[4] = 1
+    joy.publish(Joy(axes=[0.0] * 6, buttons=buttons))
+    ros.wait_for(lambda: estops, 5, "e-stop")
+    n = len(twists)
+    time.sleep(1.0)  # Joy silent beyond joy_timeout: the node stops commanding
+    assert len(twists) - n < 15
+
+
+@pytest.mark.timeout(120)
+def test_keyboard_node_reads_a_terminal(ros, ros_env, tmp_path):
+    twists, estops = [], []
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd", twists.append, COMMAND_QOS)
+    ros.node.create_subscription(Bool, "arm_controller/estop", estops.append, COMMAND_QOS)
+    master, slave = pty.openpty()
+    env = {**os.environ, **ros_env}
+    proc = subprocess.Popen([sys.executable, "-m", "lapa_ros.teleop.keyboard", "--ros-args", "-p", "max_linear_speed:=0.05"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    try:
+        ros.wait_for(lambda: len(twists) > 2 or proc.poll() is not None, 60, "keyboard node commands")
+        assert proc.poll() is None
+        assert np.allclose(twist_to_arrays(twists[-1])[0], 0), "no key: zero velocity"
+        for _ in range(6):
+            os.write(master, b"a")
+            time.sleep(0.1)
+        lin, _ = twist_to_arrays(twists[-1])
+        assert np.allclose(lin, [0.0, 0.05, 0.0]), lin
+        os.write(master, b" ")
+        ros.wait_for(lambda: estops, 5, "e-stop from the space bar")
+        time.sleep(0.2)
+        assert np.allclose(twist_to_arrays(twists[-1])[0], 0), "e-stop also stops the keyboard's own motion"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.close(master)
+
+
+def test_keyboard_node_without_a_terminal_exits_with_a_clear_error(ros_env):
+    out = subprocess.run([sys.executable, "-m", "lapa_ros.teleop.keyboard"], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, env={**os.environ, **ros_env}, timeout=60)
+    assert out.returncode == 1 and "needs a terminal" in out.stderr + out.stdout
