@@ -295,7 +295,11 @@ def main(args: argparse.Namespace) -> int:
                            include_failures=args.include_failures, image_topic=args.image_topic,
                            gripper_joint=args.gripper_joint, gripper_open_position=args.gripper_open,
                            gripper_closed_position=args.gripper_closed, state_tolerance=args.state_tolerance)
-    summary = convert_bags(Path(args.src), Path(args.out), cfg)
+    try:
+        summary = convert_bags(Path(args.src), Path(args.out), cfg)
+    except BagError as e:
+        print(f"lapa bags convert: {e}", file=sys.stderr)
+        return 1
     for r in summary["episodes"]:
         print(f"{Path(r['bag']).name}: {r['frames']} frames, {r['duration']:.1f} s at {r['rate_hz']:.1f} Hz, "
               f"{len(r['gaps'])} gap(s), {r['frames_without_command']} frame(s) without command")

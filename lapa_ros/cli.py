@@ -24,6 +24,7 @@ COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("data", "generate"), "lapa_sim.generate", "run the scripted experts in simulation and write episodes"),
     (("data", "info"), "lapa_models.data.tools", "summarize an episode dataset"),
     (("data", "import-videos"), "lapa_models.data.import_videos", "turn a folder of videos into unlabelled episodes"),
+    (("record", "sim"), "lapa_ros.record_session", "record demonstrations in simulation through ROS (expert operator)"),
     (("bags", "convert"), "lapa_ros.bag_convert", "convert episode bags to training episodes (aligned on stamps)"),
     (("bags", "recover"), "lapa_ros.bag_tools:recover", "complete bags left by a recorder that was killed"),
     (("bags", "info"), "lapa_ros.bag_tools:info", "topics, counts, rates and episode facts of bags"),

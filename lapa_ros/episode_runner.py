@@ -58,6 +58,7 @@ class EpisodeRunner(Node):
         self.create_subscription(Bool, "sim/success", self._on_success, COMMAND_QOS)
         self.reset_client = self.create_client(Trigger, "sim/reset")
         self.arm_client = self.create_client(Trigger, "arm_controller/arm")
+        self._service_clients = {}
         self.param_client = self.create_client(SetParameters, f"{robot}/set_parameters")
         self._executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self._executor.add_node(self)
@@ -138,9 +139,29 @@ class EpisodeRunner(Node):
             raise RuntimeError(f"reset failed: {response.message}")
         return dict(kv.split("=", 1) for kv in response.message.split())
 
+    def trigger(self, service: str, timeout: float = 30.0) -> str:
+        """Call a std_srvs/Trigger service; returns its message, raises RuntimeError if it failed."""
+        client = self._service_clients.get(service) or self._service_clients.setdefault(service, self.create_client(Trigger, service))
+        response = self._call(client, Trigger.Request(), timeout)
+        if not response.success:
+            raise RuntimeError(f"{service}: {response.message}")
+        return response.message
+
+    def set_bool(self, service: str, value: bool, timeout: float = 30.0) -> str:
+        from std_srvs.srv import SetBool
+
+        client = self._service_clients.get(service) or self._service_clients.setdefault(service, self.create_client(SetBool, service))
+        response = self._call(client, SetBool.Request(data=value), timeout)
+        if not response.success:
+            raise RuntimeError(f"{service}: {response.message}")
+        return response.message
+
     def run_episode(self, task: str, instruction: str, max_steps: int, control_period: float,
-                    frames_after_success: int = 5, seed: Optional[int] = None) -> EpisodeResult:
-        """One episode: task -> reset -> instruction -> wait for success or the step limit."""
+                    frames_after_success: int = 5, seed: Optional[int] = None,
+                    on_start=None) -> EpisodeResult:
+        """One episode: task -> reset -> instruction -> wait for success or the step limit.
+
+        on_start: called once the new episode has begun (e.g. to start recording)."""
         self.set_task(task)
         if seed is not None:
             self._set_seed(seed)
@@ -152,6 +173,8 @@ class EpisodeRunner(Node):
             self._frames, self._frame_count, self._success = [], 0, False
             self._episode_start = float(info["stamp"])
         self.pub_instruction.publish(String(data=instruction))
+        if on_start is not None:
+            on_start()
         timeout = max_steps * control_period * 3.0 + 5.0
         success_at = None
         while True:

@@ -10,6 +10,8 @@ NodeSpecs. Each argument is declared once in a table (name, default, description
   policy       robot: camera + policy + arm_controller (ros2 launch lapa_ros policy.launch.py)
   sim_policy   simulated arm + policy + arm_controller (what `make demo` runs)
   sim_teleop   simulated arm + arm_controller + an operator (the scripted expert in simulation)
+  record       robot: camera + arm_controller + recorder + a teleop device (ros2 launch lapa_ros record.launch.py)
+  sim_record   sim_teleop + recorder: demonstrations recorded to bags in simulation
 """
 from __future__ import annotations
 
@@ -82,6 +84,17 @@ def camera_node(backend: str, serial: str = "", device: str = "0", video_path: s
                     parameters={"backend": backend, "serial": serial, "device": device, "video_path": video_path})
 
 
+def recorder_node(output_dir: str, operator: str = "", real_time: bool = True) -> NodeSpec:
+    return NodeSpec(name="recorder", executable="recorder_node", module="lapa_ros.nodes.recorder",
+                    config=("recorder.yaml",),
+                    parameters={"output_dir": output_dir, "operator": operator, **_sim_time(real_time)})
+
+
+def joy_teleop_node(profile: str, device: str = "") -> NodeSpec:
+    return NodeSpec(name=f"{profile}_teleop", executable=f"{profile}_teleop_node", module="lapa_ros.teleop.joy_teleop",
+                    config=(f"{profile}_teleop.yaml",), parameters={"device": device} if device else {})
+
+
 def scripted_expert_node(real_time: bool = True) -> NodeSpec:
     return NodeSpec(name="scripted_expert", executable="scripted_expert_node",
                     module="lapa_ros.teleop.scripted_expert", config=("scripted_expert.yaml",),
@@ -140,7 +153,45 @@ def sim_teleop_graph(task: str = "push", real_time: str = "true", lockstep: str 
             scripted_expert_node(rt)]
 
 
+RECORD_ARGS = (
+    LaunchArgument("teleop", "gamepad", "Operator device: gamepad, spacemouse, or none (run keyboard_teleop_node "
+                                        "in its own terminal)."),
+    LaunchArgument("teleop_device", "", "Read this /dev/input/eventN instead of the joy/spacenav driver's topic."),
+    LaunchArgument("output_dir", "bags", "Folder for the episode bags."),
+    LaunchArgument("operator", "", "Operator name stored in each bag."),
+    LaunchArgument("camera", "realsense", "Camera backend: realsense, v4l2 or video."),
+    LaunchArgument("camera_serial", "", "RealSense serial number (empty: the only camera)."),
+    LaunchArgument("controller", "servo", "Arm backend: servo (MoveIt Servo), joint_trajectory or forward_position."),
+)
+
+
+def record_graph(teleop: str = "gamepad", teleop_device: str = "", output_dir: str = "bags", operator: str = "",
+                 camera: str = "realsense", camera_serial: str = "", controller: str = "servo") -> List[NodeSpec]:
+    """Teleoperated demonstrations on the robot: camera + arm controller + recorder (+ a joy device)."""
+    nodes = [camera_node(camera, camera_serial), arm_controller_node(sim=False, backend=controller),
+             recorder_node(output_dir, operator)]
+    if teleop in ("gamepad", "spacemouse"):
+        nodes.append(joy_teleop_node(teleop, teleop_device))
+    elif teleop not in ("none", "keyboard"):
+        raise ValueError(f"teleop must be gamepad, spacemouse, keyboard or none, got '{teleop}'")
+    return nodes
+
+
+SIM_RECORD_ARGS = SIM_TELEOP_ARGS + (
+    LaunchArgument("output_dir", "bags", "Folder for the episode bags."),
+)
+
+
+def sim_record_graph(task: str = "push", real_time: str = "true", lockstep: str = "false",
+                     output_dir: str = "bags") -> List[NodeSpec]:
+    """The simulated arm operated by the scripted expert, recorded to bags."""
+    return sim_teleop_graph(task, real_time, lockstep) + [recorder_node(output_dir, "scripted_expert",
+                                                                       _bool(real_time))]
+
+
 GRAPHS: Dict[str, Tuple[Callable[..., List[NodeSpec]], Sequence[LaunchArgument]]] = {
+    "record": (record_graph, RECORD_ARGS),
+    "sim_record": (sim_record_graph, SIM_RECORD_ARGS),
     "policy": (policy_graph, POLICY_ARGS),
     "sim_policy": (sim_policy_graph, SIM_POLICY_ARGS),
     "sim_teleop": (sim_teleop_graph, SIM_TELEOP_ARGS),

@@ -17,8 +17,8 @@ def stamp_to_sec(stamp: Time) -> float:
 
 
 def sec_to_stamp(t: float) -> Time:
-    sec = math.floor(t)
-    return Time(sec=int(sec), nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+    sec, nanosec = divmod(int(round(t * 1e9)), 1_000_000_000)  # 3.9999999999 s -> (4, 0), not (3, 0)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def image_msg(rgb: np.ndarray, stamp: Time, frame_id: str, encoding: str = "rgb8") -> Image:

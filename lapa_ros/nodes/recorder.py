@@ -34,6 +34,12 @@ from std_srvs.srv import SetBool, Trigger
 from ..bags import BagError, DiskFullError, EpisodeBagWriter, EpisodeInfo, discard_bag, set_outcome
 from ..ros_common import COMMAND_QOS, Param, declare_params, run_node
 
+try:  # rclpy >= Iron passes receive timestamps to two-argument callbacks
+    from rclpy.subscription import MessageInfo  # noqa: F401
+    _MESSAGE_INFO = True
+except ImportError:
+    _MESSAGE_INFO = False
+
 DEFAULT_TOPICS = ["camera/image_raw", "camera/camera_info", "joint_states", "ee_pose", "arm_controller/twist_cmd",
                   "arm_controller/gripper_cmd", "instruction", "sim/success"]
 
@@ -76,6 +82,7 @@ class RecorderNode(Node):
         self._instruction = ""
         self._latched: Dict[str, bytes] = {}   # last message of latched topics, written at each start
         self._episode_index = 0
+        self._started_ns = 0
         self._running = True
         self._thread = threading.Thread(target=self._write_loop, name="bag_writer", daemon=True)
         self._thread.start()
@@ -123,16 +130,23 @@ class RecorderNode(Node):
     def _callback(self, topic: str, latched: bool):
         is_instruction = topic.rsplit("/", 1)[-1] == "instruction"
 
-        def on_message(data: bytes) -> None:
-            now = time.time_ns()
+        def on_message(data: bytes, info=None) -> None:
+            # The bag time is when DDS received the message (rclpy >= Iron tells us); a message received
+            # before `start` but handled after it belongs to no episode.
+            now = info["received_timestamp"] if info else time.time_ns()
             self.received[topic] += 1
             if latched:
                 self._latched[topic] = data
             if is_instruction:
                 self._instruction = deserialize_message(data, String).data
-            if self.recording:
+                writer = self._writer
+                if writer is not None:  # a new instruction during an episode is that episode's instruction
+                    writer.info.instruction = self._instruction
+            if self.recording and now >= self._started_ns:
                 self._queue_put(("msg", topic, now, data))
-        return on_message
+        if _MESSAGE_INFO:
+            return on_message
+        return lambda data: on_message(data)
 
     def _queue_put(self, item) -> None:
         try:
@@ -163,6 +177,7 @@ class RecorderNode(Node):
             # Latched topics (the instruction) were sent before the episode: their last message opens the bag.
             for topic, data in self._latched.items():
                 self._queue_put(("msg", topic, time.time_ns(), data))
+            self._started_ns = time.time_ns()
             self.recording = True
             self.last_error = ""
         response.success, response.message = True, str(self.output_dir / name)
