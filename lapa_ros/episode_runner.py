@@ -110,10 +110,22 @@ class EpisodeRunner(Node):
             time.sleep(0.005)
         return future.result()
 
-    def wait_until_ready(self, timeout: float = 60.0) -> None:
-        """Block until the robot's reset service answers and its camera publishes."""
+    def begin_recording_frames(self) -> None:
+        """Keep every camera frame from now on (robot episodes, which have no reset stamp)."""
+        with self._lock:
+            self._frames, self._frame_count = [], 0
+            self._episode_start = 0.0
+
+    def end_recording_frames(self) -> List[np.ndarray]:
+        with self._lock:
+            frames, self._frames = self._frames, []
+            self._episode_start = None
+        return frames
+
+    def wait_until_ready(self, timeout: float = 60.0, need_reset_service: bool = True) -> None:
+        """Block until the robot's reset service answers (simulation) and its camera publishes."""
         deadline = time.monotonic() + timeout
-        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+        if need_reset_service and not self.reset_client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"robot not ready: no {self.reset_client.srv_name} service after {timeout:.0f} s")
         while time.monotonic() - self._last_image_time > 1.0:
             if time.monotonic() > deadline:
