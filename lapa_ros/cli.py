@@ -31,6 +31,8 @@ COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("eval",), "lapa_ros.evaluation", "evaluate a policy: N episodes in simulation or on a robot, videos, summary"),
     (("eval-compare",), "lapa_ros.evaluation:compare", "compare evaluation runs side by side (table + plot)"),
     (("bench", "sim"), "lapa_sim.bench", "benchmark: sim step + render time, episode generation throughput"),
+    (("bench", "pipeline"), "lapa_ros.bench:pipeline", "benchmark: camera stamp -> command latency, control rate"),
+    (("bench", "recorder"), "lapa_ros.bench:recorder", "benchmark: recorder drops at 2x640x480@30 Hz, conversion"),
 ]
 
 

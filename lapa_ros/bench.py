@@ -1,0 +1,259 @@
+"""ROS pipeline benchmarks; each prints one JSON object. Not part of the test suite.
+
+    lapa bench pipeline --policy <export>     camera stamp -> command latency p50/p99, achieved rates
+    lapa bench recorder                       recorder throughput and drops at 2 x 640x480 @ 30 Hz,
+                                              bag -> episode conversion speed
+
+Each runs the real nodes as separate processes over DDS on a private ROS domain, on this machine
+only. Numbers from one run are comparable with each other; across runs the machine's load matters.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+
+def _pct(values_ms: List[float]) -> Dict[str, float]:
+    a = np.asarray(values_ms, dtype=float)
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
+
+
+def _rate(times: List[float]) -> float:
+    return round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def _isolated_env() -> Dict[str, str]:
+    return {"ROS_DOMAIN_ID": str(random.Random(os.getpid()).randrange(120, 200)),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "FASTDDS_BUILTIN_TRANSPORTS": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")}
+
+
+def _machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+
+
+# ----------------------------------------------------------------------------- pipeline
+def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
+    import rclpy
+    from geometry_msgs.msg import TwistStamped
+    from sensor_msgs.msg import Image
+    from trajectory_msgs.msg import JointTrajectory
+
+    from .bringup import NodeProcesses
+    from .episode_runner import EpisodeRunner
+    from .evaluation import PolicyDiagnostics
+    from .graph import build_graph
+    from .messages import stamp_to_sec
+    from .ros_common import COMMAND_QOS, SENSOR_QOS
+
+    env = _isolated_env()
+    specs = build_graph("sim_policy", {"model": str(Path(policy).resolve()), "task": task})
+    frames, chunks, commands, outputs = [], [], [], []
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    with tempfile.TemporaryDirectory() as logs, NodeProcesses(specs, env=env, log_dir=Path(logs)) as graph:
+        runner = EpisodeRunner(record_frames=False, context=context)
+        diagnostics = PolicyDiagnostics(runner)
+        lock = threading.Lock()
+
+        def stamp_now(store, stamp_of):
+            def cb(msg):
+                with lock:
+                    store.append((time.monotonic(), time.time(), stamp_of(msg)))
+            return cb
+
+        runner.create_subscription(Image, "camera/image_raw", stamp_now(frames, lambda m: stamp_to_sec(m.header.stamp)),
+                                   SENSOR_QOS)
+        runner.create_subscription(JointTrajectory, "policy/action_chunk",
+                                   stamp_now(chunks, lambda m: stamp_to_sec(m.header.stamp)), COMMAND_QOS)
+        runner.create_subscription(TwistStamped, "arm_controller/twist_cmd",
+                                   stamp_now(commands, lambda m: stamp_to_sec(m.header.stamp)), COMMAND_QOS)
+        runner.create_subscription(TwistStamped, "servo_node/delta_twist_cmds",
+                                   stamp_now(outputs, lambda m: stamp_to_sec(m.header.stamp)), COMMAND_QOS)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                graph.check_alive()
+                try:
+                    runner.wait_until_ready(timeout=2.0)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+            runner.arm()
+            from lapa_sim.tasks import get_task
+
+            spec = get_task(task)
+            # Keep the arm busy for the whole measurement: a new episode whenever one ends.
+            t_end = time.monotonic() + seconds
+            with lock:
+                frames.clear(), chunks.clear(), commands.clear(), outputs.clear()
+            k = 0
+            while time.monotonic() < t_end:
+                runner.run_episode(task, spec.instructions[k % len(spec.instructions)], spec.max_steps, 0.05,
+                                   seed=2000 + k)
+                k += 1
+            diag = diagnostics.report()
+        finally:
+            runner.stop()
+            rclpy.try_shutdown(context=context)
+    frame_stamps = [s for _, _, s in frames]
+    # frame stamp -> its chunk received (wall clock of this process; the sim stamps on the same clock)
+    chunk_latency = [1e3 * (wall - s) for _, wall, s in chunks]
+    # frame stamp -> the first command published (header stamp = publish time) after its chunk arrived
+    cmd_times = np.array([s for _, _, s in commands])
+    command_latency = []
+    for _, wall, s in chunks:
+        i = np.searchsorted(cmd_times, wall - 1e-4)
+        if i < len(cmd_times):
+            command_latency.append(1e3 * (cmd_times[i] - s))
+    return {"benchmark": "pipeline", "machine": _machine(), "policy": str(policy), "task": task,
+            "episodes": k, "seconds": seconds,
+            "camera_rate_hz": _rate([t for t, _, _ in frames]),
+            "inference_rate_hz": _rate([t for t, _, _ in chunks]),
+            "policy_command_rate_hz": _rate([t for t, _, _ in commands]),
+            "controller_output_rate_hz": _rate([t for t, _, _ in outputs]),
+            "frames": len(frame_stamps), "chunks": len(chunks),
+            "camera_stamp_to_chunk": _pct(chunk_latency),
+            "camera_stamp_to_command_publish": _pct(command_latency),
+            "policy_node_diagnostics": diag}
+
+
+# ----------------------------------------------------------------------------- recorder
+def bench_recorder(seconds: float, reliable: bool) -> dict:
+    import rclpy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image, JointState
+    from std_srvs.srv import Trigger
+
+    from .bag_convert import ConversionConfig, convert_bags
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+
+    from .bags import bag_topics, set_outcome
+    from .bringup import NodeProcesses
+    from .graph import NodeSpec
+    from .messages import image_msg, twist_msg
+    from .ros_common import COMMAND_QOS, SENSOR_QOS
+
+    env = _isolated_env()
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST) \
+        if reliable else SENSOR_QOS
+    topics = ["camera/image_raw", "camera2/image_raw", "joint_states", "ee_pose", "arm_controller/twist_cmd"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        spec = NodeSpec(name="recorder", executable="recorder_node", module="lapa_ros.nodes.recorder",
+                        config=("recorder.yaml",), parameters={"topics": topics, "output_dir": str(tmp / "bags")})
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+        node = rclpy.create_node("bench_recorder", context=context)
+        from rclpy.executors import SingleThreadedExecutor
+
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
+        cams = [node.create_publisher(Image, t, qos) for t in topics[:2]]
+        joints = node.create_publisher(JointState, "joint_states", COMMAND_QOS)
+        poses = node.create_publisher(PoseStamped, "ee_pose", COMMAND_QOS)
+        twists = node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+        client = {n: node.create_client(Trigger, f"recorder/{n}") for n in ("start", "stop")}
+        frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        sent = {"camera/image_raw": 0, "camera2/image_raw": 0, "joint_states": 0}
+        with NodeProcesses([spec], env=env, log_dir=tmp / "logs") as graph:
+            deadline = time.monotonic() + 60
+            while not all(p.get_subscription_count() for p in cams + [joints]):
+                graph.check_alive()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("recorder did not subscribe")
+                time.sleep(0.05)
+            time.sleep(0.5)
+            client["start"].wait_for_service(timeout_sec=10)
+            f = client["start"].call_async(Trigger.Request())
+            while not f.done():
+                time.sleep(0.01)
+            bag = Path(f.result().message)
+            t0 = time.monotonic()
+            k = 0
+            while time.monotonic() - t0 < seconds:
+                now = node.get_clock().now().to_msg()
+                if k % 10 in (0, 3, 7):
+                    for cam, topic in zip(cams, topics[:2]):
+                        cam.publish(image_msg(frame, now, "camera"))
+                        sent[topic] += 1
+                    twists.publish(twist_msg(np.array([0.0, 0.05, 0.0]), now, "world"))
+                js = JointState(name=[f"j{i}" for i in range(7)] + ["r_close"], position=[0.0] * 8)
+                js.header.stamp = now
+                joints.publish(js)
+                pose = PoseStamped()
+                pose.header.stamp = now
+                poses.publish(pose)
+                sent["joint_states"] += 1
+                k += 1
+                time.sleep(max(0.0, t0 + k * 0.01 - time.monotonic()))
+            elapsed = time.monotonic() - t0
+            time.sleep(1.0)
+            f = client["stop"].call_async(Trigger.Request())
+            t_stop = time.monotonic()
+            while not f.done():
+                time.sleep(0.01)
+            close_s = time.monotonic() - t_stop
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        recorded = {t.lstrip("/"): n for t, (_, n) in bag_topics(bag).items()}
+        size = sum(p.stat().st_size for p in bag.glob("*.mcap"))
+        set_outcome(bag, "success")
+        t1 = time.monotonic()
+        conversion = convert_bags(bag, tmp / "episodes", ConversionConfig(image_size=(128, 128)), progress=False)
+        convert_s = time.monotonic() - t1
+        converted_frames = sum(r["frames"] for r in conversion["episodes"])
+    drops = {t: sent[t] - recorded.get(t, 0) for t in sent}
+    raw_mb = (sent["camera/image_raw"] + sent["camera2/image_raw"]) * frame.nbytes / 2**20
+    return {"benchmark": "recorder", "machine": _machine(), "qos": "reliable" if reliable else "sensor_data (best effort)",
+            "seconds": round(elapsed, 2), "published": sent, "recorded": recorded, "drops": drops,
+            "raw_image_MB_per_s": round(raw_mb / elapsed, 1), "bag_MB": round(size / 2**20, 1),
+            "stop_to_bag_closed_s": round(close_s, 2),
+            "conversion": {"frames": converted_frames, "seconds": round(convert_s, 2),
+                           "frames_per_s": round(converted_frames / convert_s, 1), "failed": conversion["failed"]}}
+
+
+# ----------------------------------------------------------------------------- commands
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default=None, help="exported policy (default: the demo policy)")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--task", default="drawer-close")
+
+
+def pipeline_main(args: argparse.Namespace) -> int:
+    policy = args.policy
+    if policy is None:
+        from .demo_policy import ensure_demo_policy
+
+        policy = str(ensure_demo_policy())
+    print(json.dumps(bench_pipeline(policy, args.seconds, args.task), indent=2))
+    return 0
+
+
+def add_recorder_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--qos", choices=["sensor", "reliable", "both"], default="both")
+
+
+def recorder_main(args: argparse.Namespace) -> int:
+    modes = {"sensor": [False], "reliable": [True], "both": [False, True]}[args.qos]
+    print(json.dumps([bench_recorder(args.seconds, m) for m in modes], indent=2))
+    return 0
