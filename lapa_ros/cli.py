@@ -28,6 +28,7 @@ COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("bags", "convert"), "lapa_ros.bag_convert", "convert episode bags to training episodes (aligned on stamps)"),
     (("bags", "recover"), "lapa_ros.bag_tools:recover", "complete bags left by a recorder that was killed"),
     (("bags", "info"), "lapa_ros.bag_tools:info", "topics, counts, rates and episode facts of bags"),
+    (("finetune-bags",), "lapa_ros.finetune_bags", "bags + pretrained checkpoint -> finetuned, exported policy"),
     (("eval",), "lapa_ros.evaluation", "evaluate a policy: N episodes in simulation or on a robot, videos, summary"),
     (("eval-compare",), "lapa_ros.evaluation:compare", "compare evaluation runs side by side (table + plot)"),
     (("bench", "sim"), "lapa_sim.bench", "benchmark: sim step + render time, episode generation throughput"),
