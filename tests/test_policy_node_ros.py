@@ -1,0 +1,209 @@
+"""The policy node as a separate process over DDS, with a tiny exported policy (real architecture)."""
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from lapa_models.data.video import write_video
+from lapa_ros.graph import NodeSpec, arm_controller_node, build_graph, camera_node, policy_node
+from lapa_ros.messages import image_msg, twist_to_arrays
+from lapa_ros.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _export_tiny(out: Path, use_state: bool) -> Path:
+    """A tiny LapaPolicy (random weights, real architecture) exported with its model card."""
+    import torch
+
+    from lapa_models.policy.configuration import get_config
+    from lapa_models.policy.export import export_policy
+    from lapa_models.policy.modeling import LapaPolicy
+    from lapa_models.policy.normalization import NormalizationStats
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    actions = np.concatenate([rng.uniform(-0.3, 0.3, (200, 3)) + [0.0, 0.2, 0.0], rng.integers(0, 2, (200, 1))], 1)
+    states = rng.uniform([-0.2, 0.5, 0.05, 0.0], [0.2, 0.8, 0.3, 1.0], (200, 4)) if use_state else None
+    config = get_config("tiny").replace(latent_head=False, action_names=["vx", "vy", "vz", "gripper"],
+                                        state_names=["ee_x", "ee_y", "ee_z", "gripper"] if use_state else None,
+                                        control_rate_hz=20.0, use_state=use_state)
+    policy = LapaPolicy(config, NormalizationStats.from_data(actions, states)).eval()
+    export_policy(policy, out, precisions=("fp32",))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_policy")
+    return {"state": _export_tiny(root / "with_state", True), "no_state": _export_tiny(root / "no_state", False)}
+
+
+def _diag_values(diags, name="lapa_ros: policy"):
+    for d in reversed(diags):
+        for s in d.status:
+            if s.name == name:
+                return {kv.key: kv.value for kv in s.values}
+    return {}
+
+
+def _wait_alive(graph, ros, condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        graph.check_alive()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_missing_or_truncated_model_stops_the_node_with_a_clear_error(start_graph, tiny_exports, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_exports["no_state"], broken)
+    policy_file = broken / "policy.onnx"
+    policy_file.write_bytes(policy_file.read_bytes()[:1000])
+    for model, message in [(tmp_path / "nowhere", "does not exist"), (broken, "truncated")]:
+        graph = start_graph([policy_node(str(model), sim=True)])
+        deadline = time.monotonic() + 60
+        while not graph.dead():
+            assert time.monotonic() < deadline, "node did not exit"
+            time.sleep(0.05)
+        assert graph.dead()["policy"] == 1
+        log = graph.log("policy")
+        assert message in log and str(model) in log, log
+        graph.stop()
+
+
+def test_camera_image_drives_policy_controller_and_the_simulated_arm(ros, start_graph, tiny_exports):
+    graph = start_graph(build_graph("sim_policy", {"model": str(tiny_exports["state"]), "task": "reach"}))
+    poses, chunks, diags = [], [], []
+    ros.node.create_subscription(PoseStamped, "ee_pose", poses.append, COMMAND_QOS)
+    ros.node.create_subscription(JointTrajectory, "policy/action_chunk", chunks.append, COMMAND_QOS)
+    ros.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, COMMAND_QOS)
+    instruction = ros.node.create_publisher(String, "instruction", LATCHED_QOS)
+    instruction.publish(String(data="reach the goal"))
+    _wait_alive(graph, ros, lambda: len(chunks) > 5 and poses, 90, "action chunks from the policy")
+    time.sleep(0.5)
+    p0 = np.array([poses[-1].pose.position.x, poses[-1].pose.position.y, poses[-1].pose.position.z])
+    time.sleep(1.0)
+    p1 = np.array([poses[-1].pose.position.x, poses[-1].pose.position.y, poses[-1].pose.position.z])
+    assert np.linalg.norm(p1 - p0) < 0.003, "controller disarmed: the policy's commands do not move the arm"
+    arm = ros.call(ros.node.create_client(Trigger, "arm_controller/arm"), Trigger.Request())
+    assert arm.success
+    time.sleep(2.0)
+    p2 = np.array([poses[-1].pose.position.x, poses[-1].pose.position.y, poses[-1].pose.position.z])
+    assert np.linalg.norm(p2 - p1) > 0.01, "armed: the arm follows the policy"
+    chunk = chunks[-1]
+    assert chunk.joint_names == ["vx", "vy", "vz", "gripper"] and len(chunk.points) == 4
+    values = _diag_values(diags)
+    assert values["providers_in_use"] == "CPUExecutionProvider" and float(values["inference_rate_hz"]) > 5
+
+
+def test_when_the_camera_stops_the_controller_holds_within_the_watchdog_timeout(ros, start_graph, tiny_exports,
+                                                                                tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (30, 48, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / "cam.mp4", frames, fps=30)
+    pose_pub = ros.node.create_publisher(PoseStamped, "ee_pose", COMMAND_QOS)
+    outputs = []
+    ros.node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds",
+                                 lambda m: outputs.append((time.monotonic(), m)), COMMAND_QOS)
+    ros.node.create_publisher(String, "instruction", LATCHED_QOS).publish(String(data="push the block"))
+    graph = start_graph([camera_node("video", video_path=str(tmp_path / "cam.mp4")),
+                         policy_node(str(tiny_exports["no_state"]), sim=False),
+                         arm_controller_node(sim=False, control_rate=50.0, max_linear_speed=1.0)])
+
+    def publish_pose():
+        pose = PoseStamped()
+        pose.header.stamp = ros.node.get_clock().now().to_msg()
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.45, 0.0, 0.3
+        pose_pub.publish(pose)
+
+    deadline = time.monotonic() + 90
+    armed = False
+    while True:
+        graph.check_alive()
+        publish_pose()
+        if not armed and ros.node.count_subscribers("ee_pose") and graph.procs:
+            client = ros.node.create_client(Trigger, "arm_controller/arm")
+            if client.wait_for_service(timeout_sec=0.1):
+                armed = ros.call(client, Trigger.Request()).success
+        moving = [m for _, m in outputs[-5:] if np.linalg.norm(twist_to_arrays(m)[0]) > 1e-6]
+        if armed and len(moving) == 5:
+            break
+        assert time.monotonic() < deadline, "the policy never moved the arm through the controller"
+        time.sleep(0.02)
+    os.killpg(graph.procs["camera"].pid, signal.SIGKILL)
+    t_stop = time.monotonic()
+    while time.monotonic() - t_stop < 2.0:
+        publish_pose()
+        time.sleep(0.02)
+    held = [t for t, m in outputs if t > t_stop and np.allclose(twist_to_arrays(m)[0], 0)]
+    assert held, "the arm never held after the camera stopped"
+    # The last chunk runs out ((H - 1) x 50 ms for the tiny policy), then the controller's watchdog
+    # (command_timeout 0.25 s) holds on its next cycle.
+    assert held[0] - t_stop < 3 * 0.05 + 0.25 + 0.1, f"held {held[0] - t_stop:.2f} s after the camera stopped"
+    assert all(np.allclose(twist_to_arrays(m)[0], 0) for t, m in outputs if t > held[0] + 0.05)
+
+
+def test_bad_images_and_instructions_are_skipped_without_a_crash(ros, start_graph, tiny_exports):
+    graph = start_graph([policy_node(str(tiny_exports["no_state"]), sim=False)])
+    chunks, diags = [], []
+    ros.node.create_subscription(JointTrajectory, "policy/action_chunk", chunks.append, COMMAND_QOS)
+    ros.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, COMMAND_QOS)
+    images = ros.node.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+    instruction = ros.node.create_publisher(String, "instruction", LATCHED_QOS)
+    _wait_alive(graph, ros, lambda: images.get_subscription_count() > 0, 60, "policy subscription")
+    time.sleep(1.0)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+    def send(msg, times=3):
+        for _ in range(times):
+            msg.header.stamp = ros.node.get_clock().now().to_msg()
+            images.publish(msg)
+            time.sleep(0.08)
+
+    def count_after(fn):
+        n = len(chunks)
+        fn()
+        time.sleep(0.5)
+        return len(chunks) - n
+
+    # No instruction yet: frames are not acted on.
+    assert count_after(lambda: send(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))) == 0
+    for bad in ["", " " * 5, "pick " * 200]:
+        instruction.publish(String(data=bad))
+        time.sleep(0.3)
+        assert count_after(lambda: send(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))) == 0
+    instruction.publish(String(data="stack the blocks"))
+    time.sleep(0.5)
+    # Every colour encoding and size a camera driver produces works.
+    stamp = ros.node.get_clock().now().to_msg()
+    good = [image_msg(rgb[..., ::-1].copy(), stamp, "cam", "bgr8"), image_msg(rgb[..., 0].copy(), stamp, "cam", "mono8"),
+            image_msg(np.dstack([rgb, np.full((48, 64), 255, np.uint8)]), stamp, "cam", "rgba8"),
+            image_msg(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), stamp, "cam")]
+    padded = image_msg(rgb, stamp, "cam")
+    row = padded.width * 3
+    padded.data = b"".join(bytes(padded.data[r * row:(r + 1) * row]) + b"\0" * 16 for r in range(padded.height))
+    padded.step = row + 16
+    good.append(padded)
+    for msg in good:
+        assert count_after(lambda: send(msg)) > 0, msg.encoding
+    empty = image_msg(rgb, stamp, "cam")
+    empty.data = b""
+    depth = image_msg(rng.random((48, 64)).astype(np.float32), stamp, "cam", "32FC1")
+    for msg in (empty, depth):
+        assert count_after(lambda: send(msg)) == 0
+    graph.check_alive()
+    assert count_after(lambda: send(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))) > 0
+    ros.wait_for(lambda: int(_diag_values(diags).get("count.bad_image", 0)) >= 6, 5, "bad images counted")
+    values = _diag_values(diags)
+    assert int(values["count.instruction_rejected"]) == 3
