@@ -85,15 +85,7 @@ def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
                                    stamp_now(outputs, lambda m: stamp_to_sec(m.header.stamp)), COMMAND_QOS)
         runner.start()
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                graph.check_alive()
-                try:
-                    runner.wait_until_ready(timeout=2.0)
-                    break
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise
+            runner.wait_until_ready(timeout=120.0, graph=graph)
             runner.arm()
             from lapa_sim.tasks import get_task
 

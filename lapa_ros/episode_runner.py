@@ -122,14 +122,30 @@ class EpisodeRunner(Node):
             self._episode_start = None
         return frames
 
-    def wait_until_ready(self, timeout: float = 60.0, need_reset_service: bool = True) -> None:
-        """Block until the robot's reset service answers (simulation) and its camera publishes."""
+    def wait_until_ready(self, timeout: float = 60.0, need_reset_service: bool = True, graph=None) -> None:
+        """Block until the robot's reset service answers (simulation) and its camera publishes.
+
+        graph: the NodeProcesses being waited for; if one of its nodes exits, its error is raised at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if graph is not None:
+                graph.check_alive()
+            remaining = deadline - time.monotonic()
+            try:
+                self._wait_ready_once(max(0.1, min(2.0, remaining)), need_reset_service)
+                return
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"robot not ready after {timeout:.0f} s (no "
+                                       f"{'reset service or ' if need_reset_service else ''}camera image)") from None
+
+    def _wait_ready_once(self, timeout: float, need_reset_service: bool) -> None:
         deadline = time.monotonic() + timeout
         if need_reset_service and not self.reset_client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"robot not ready: no {self.reset_client.srv_name} service after {timeout:.0f} s")
+            raise TimeoutError("no reset service")
         while time.monotonic() - self._last_image_time > 1.0:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"robot not ready: no camera image after {timeout:.0f} s")
+                raise TimeoutError("no camera image")
             time.sleep(0.05)
 
     def arm(self, timeout: float = 10.0) -> None:

@@ -197,14 +197,7 @@ def evaluate_sim(policy_dir: Optional[str], tasks: str, episodes_per_task: int, 
         runner.start()
         try:
             t0 = time.monotonic()
-            while True:
-                graph.check_alive()
-                try:
-                    runner.wait_until_ready(timeout=2.0)
-                    break
-                except TimeoutError:
-                    if time.monotonic() - t0 > startup_timeout:
-                        raise
+            runner.wait_until_ready(timeout=startup_timeout, graph=graph)
             runner.arm()
             log(f"robot ready in {time.monotonic() - t0:.1f} s; arm controller armed\n")
             for task in specs_tasks:

@@ -45,15 +45,7 @@ def record(tasks: str, episodes_per_task: int, out: Path, seed: int = 0, real_ti
     with NodeProcesses(specs, env=env, log_dir=out / "logs") as graph:
         runner = EpisodeRunner(record_frames=False, context=context).start()
         try:
-            t0 = time.monotonic()
-            while True:
-                graph.check_alive()
-                try:
-                    runner.wait_until_ready(timeout=2.0)
-                    break
-                except TimeoutError:
-                    if time.monotonic() - t0 > startup_timeout:
-                        raise
+            runner.wait_until_ready(timeout=startup_timeout, graph=graph)
             runner.arm()
             for task in specs_tasks:
                 for k in range(episodes_per_task):

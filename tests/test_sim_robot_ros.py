@@ -119,14 +119,7 @@ def test_scripted_expert_solves_mt10_through_the_controller_over_ros(ros, start_
     graph = start_graph(build_graph("sim_teleop", {"task": "reach", "real_time": "false", "lockstep": "true"}))
     runner = EpisodeRunner(record_frames=False, context=ros.context).start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            graph.check_alive()
-            try:
-                runner.wait_until_ready(timeout=2.0)
-                break
-            except TimeoutError:
-                assert time.monotonic() < deadline, "sim graph did not come up"
+        runner.wait_until_ready(timeout=60.0, graph=graph)
         runner.arm()
         results = []
         for task in load_catalogue().resolve("mt10"):
