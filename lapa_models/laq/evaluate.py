@@ -1,0 +1,249 @@
+"""Evaluate an LAQ checkpoint on held-out labelled episodes: reconstruction, codebook, action probe.
+
+    python -m lapa_models.laq.evaluate --checkpoint runs/laq_tiny/final --data data/sim/mt10_64_eval
+
+Prints one JSON object and writes it (default ``<checkpoint>/eval_<dataset>.json``) with a PNG beside it:
+
+- reconstruction: MSE of frame t+k predicted from frame t and the nearest-code latent tokens, against
+  copying frame t (the baseline a useless latent gets);
+- codebook: usage counts, codes used, perplexity (overall and per token position), distinct token tuples;
+- probe: how much the latent tokens know about the real actions. Target: the mean action over
+  t .. t+k-1 (the commands executed between the two frames; for k = 1 the action at t). Features: the
+  one-hot tokens (T x C). Probes (linear least squares and a small MLP; also a linear probe on the
+  continuous pre-quantization latents, as an upper reference) are fitted on some episodes and scored
+  on the other episodes (split per task): R^2 per action dimension and the accuracy of the sign of each
+  motion axis (vx, vy, vz) on transitions whose |mean action| exceeds --sign-deadband.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .data import frame_pairs, iter_pair_batches, load_frames
+from .modeling import LAQModel
+from .quantizer import usage_and_perplexity
+
+MOTION_AXES = ("vx", "vy", "vz")
+
+
+# ---------------------------------------------------------------------------- probes
+def one_hot_tokens(tokens: np.ndarray, codebook_size: int) -> np.ndarray:
+    """(P, T) tokens -> (P, T * C) float one-hot features."""
+    p, t = tokens.shape
+    features = np.zeros((p, t * codebook_size), dtype=np.float32)
+    features[np.arange(p)[:, None], np.arange(t)[None, :] * codebook_size + tokens] = 1.0
+    return features
+
+
+def fit_linear_probe(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3):
+    """Ridge least squares with an unpenalized bias; returns predict(x)."""
+    mean, std = x.mean(0), x.std(0) + 1e-8
+    xs = np.concatenate([(x - mean) / std, np.ones((len(x), 1))], 1).astype(np.float64)
+    penalty = ridge * len(x) * np.eye(xs.shape[1])
+    penalty[-1, -1] = 0.0
+    w = np.linalg.solve(xs.T @ xs + penalty, xs.T @ y.astype(np.float64))
+    return lambda z: np.concatenate([(z - mean) / std, np.ones((len(z), 1))], 1) @ w
+
+
+def fit_mlp_probe(x: np.ndarray, y: np.ndarray, hidden: int = 128, steps: int = 600, seed: int = 0):
+    """Two-layer MLP on standardized targets, full-batch AdamW; returns predict(x)."""
+    y_mean, y_std = y.mean(0), y.std(0) + 1e-8
+    with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's random stream
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(),
+                                  torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, y.shape[1]))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-2)
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy((y - y_mean) / y_std).float()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices this small only pay for thread synchronization (60x slower on a busy CPU)
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = torch.nn.functional.mse_loss(net(xt), yt)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+
+    def predict(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(z).float()).numpy() * y_std + y_mean
+
+    return predict
+
+
+def r2_scores(y: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Coefficient of determination per column (1: perfect, 0: as good as the held-out mean)."""
+    residual = ((y - prediction) ** 2).sum(0)
+    total = ((y - y.mean(0)) ** 2).sum(0)
+    return np.where(total > 0, 1.0 - residual / np.maximum(total, 1e-12), np.nan)
+
+
+def sign_accuracy(y: np.ndarray, prediction: np.ndarray, deadband: float) -> Tuple[float, float]:
+    """(accuracy of sign(prediction) == sign(y), fraction of samples counted) over |y| > deadband."""
+    moving = np.abs(y) > deadband
+    if not moving.any():
+        return float("nan"), 0.0
+    return float((np.sign(prediction[moving]) == np.sign(y[moving])).mean()), float(moving.mean())
+
+
+def split_by_episode(tasks: Sequence[str], holdout: float, seed: int) -> Tuple[List[int], List[int]]:
+    """(fit, test) episode positions: within each task, a random ``holdout`` share (>= 1 when the task has
+    >= 2 episodes) is kept for testing, so every task is both fitted and scored."""
+    rng = np.random.default_rng(seed)
+    fit, test = [], []
+    for task in sorted(set(tasks)):
+        episodes = [i for i, t in enumerate(tasks) if t == task]
+        rng.shuffle(episodes)
+        n_test = min(len(episodes) - 1, max(1, int(round(holdout * len(episodes))))) if len(episodes) > 1 else 0
+        test += episodes[:n_test]
+        fit += episodes[n_test:]
+    return sorted(fit), sorted(test)
+
+
+def run_probes(tokens: np.ndarray, latents: np.ndarray, targets: np.ndarray, fit: np.ndarray, test: np.ndarray,
+               codebook_size: int, action_names: Sequence[str], deadband: float, seed: int) -> Dict[str, Any]:
+    features = {"linear_tokens": one_hot_tokens(tokens, codebook_size),
+                "mlp_tokens": one_hot_tokens(tokens, codebook_size),
+                "linear_continuous": latents.reshape(len(latents), -1)}
+    motion = [i for i, n in enumerate(action_names) if n in MOTION_AXES] or list(range(min(3, len(action_names))))
+    results = {}
+    for kind, x in features.items():
+        if kind.startswith("mlp"):
+            predict = fit_mlp_probe(x[fit], targets[fit], seed=seed)
+        else:
+            predict = fit_linear_probe(x[fit], targets[fit])
+        prediction = predict(x[test])
+        r2 = r2_scores(targets[test], prediction)
+        signs = {action_names[i]: sign_accuracy(targets[test, i], prediction[:, i], deadband) for i in motion}
+        results[kind] = {"r2": {n: _round(v) for n, v in zip(action_names, r2)},
+                         "r2_mean_motion": _round(float(np.nanmean(r2[motion]))),
+                         "sign_accuracy": {n: _round(v[0]) for n, v in signs.items()},
+                         "sign_counted_fraction": {n: _round(v[1]) for n, v in signs.items()}}
+    return results
+
+
+# ---------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap: Optional[int] = None,
+             probe_holdout: float = 0.3, sign_deadband: float = 0.05, batch_size: int = 256, seed: int = 0,
+             device: Union[str, torch.device] = "cpu", progress: bool = True) -> Dict[str, Any]:
+    """The evaluation report (a JSON-able dict); see the module docstring."""
+    model = LAQModel.from_pretrained(checkpoint, device=device).eval()
+    config = model.config
+    gap = int(frame_gap or config.frame_gap)
+    store = load_frames(data, config, progress=progress)
+    pairs = frame_pairs(store, gap)
+    squared_error, copy_error = np.zeros(len(pairs)), np.zeros(len(pairs))
+    tokens = np.zeros((len(pairs), config.num_latent_tokens), dtype=np.int64)
+    latents = np.zeros((len(pairs), config.num_latent_tokens, config.code_dim), dtype=np.float32)
+    done = 0
+    for chunk, frames_t, frames_tk in iter_pair_batches(store, pairs, batch_size):
+        output = model(frames_t, frames_tk)
+        target = model.preprocess(frames_tk)
+        x_t = model.preprocess(frames_t)
+        n = len(chunk)
+        squared_error[done:done + n] = ((output.prediction.float() - target) ** 2).mean((1, 2, 3)).cpu().numpy()
+        copy_error[done:done + n] = ((x_t - target) ** 2).mean((1, 2, 3)).cpu().numpy()
+        tokens[done:done + n] = output.indices.cpu().numpy()
+        latents[done:done + n] = output.latents.float().cpu().numpy()
+        done += n
+
+    counts = np.bincount(tokens.reshape(-1), minlength=config.codebook_size)
+    used, perplexity = usage_and_perplexity(counts)
+    per_token = [usage_and_perplexity(np.bincount(tokens[:, j], minlength=config.codebook_size))[1]
+                 for j in range(config.num_latent_tokens)]
+    mse, copy = float(squared_error.mean()), float(copy_error.mean())
+    report: Dict[str, Any] = {
+        "checkpoint": str(checkpoint), "data": str(data), "frame_gap": gap, "episodes": store.num_episodes,
+        "reconstruction": {"pairs": int(len(pairs)), "mse": _round(mse), "copy_mse": _round(copy),
+                           "mse_over_copy": _round(mse / max(copy, 1e-12))},
+        "codebook": {"codebook_size": config.codebook_size, "counts": counts.tolist(), "codes_used": used,
+                     "perplexity": _round(perplexity), "perplexity_per_token": [_round(p) for p in per_token],
+                     "distinct_token_tuples": int(len(np.unique(tokens, axis=0))),
+                     "collapse": used < config.codebook_size / 2},
+        "probe": None,
+    }
+    if store.actions is None:
+        report["probe_skipped"] = "dataset has no actions"
+        return report
+    action_names = list(getattr(store.source.info, "action_names", None) or
+                        [f"a{i}" for i in range(store.actions.shape[1])])
+    # The k commands executed between frame t and frame t+k (pairs never cross an episode end).
+    targets = np.mean([store.actions[pairs[:, 0] + j] for j in range(gap)], axis=0)
+    episode_of_pair = store.episode_of(pairs[:, 0])
+    fit_eps, test_eps = split_by_episode(store.tasks, probe_holdout, seed)
+    if not fit_eps or not test_eps:
+        report["probe_skipped"] = f"need >= 2 episodes per task to split, got {store.num_episodes} episodes"
+        return report
+    fit, test = np.isin(episode_of_pair, fit_eps), np.isin(episode_of_pair, test_eps)
+    report["probe"] = {
+        "target": f"mean action over t..t+{gap - 1}", "action_names": action_names,
+        "fit_episodes": len(fit_eps), "test_episodes": len(test_eps), "fit_pairs": int(fit.sum()),
+        "test_pairs": int(test.sum()), "sign_deadband": sign_deadband,
+        "probes": run_probes(tokens, latents, targets, fit, test, config.codebook_size, action_names, sign_deadband,
+                             seed)}
+    return report
+
+
+def _round(x: float, digits: int = 5):
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), digits)
+
+
+# ---------------------------------------------------------------------------- command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="LAQ checkpoint directory")
+    p.add_argument("--data", required=True, help="held-out episode dataset (with actions for the probe)")
+    p.add_argument("--out", default=None, help="report JSON path (default <checkpoint>/eval_<dataset>.json); "
+                                               "the plot goes beside it as .png")
+    p.add_argument("--frame-gap", type=int, default=None, help="default: the gap the model was trained with")
+    p.add_argument("--probe-holdout", type=float, default=0.3,
+                   help="share of each task's episodes the probe is scored on")
+    p.add_argument("--sign-deadband", type=float, default=0.05,
+                   help="sign accuracy counts transitions whose |mean action| exceeds this (action units)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the command; input problems (bad data, checkpoint, config) end in one "error:" line, exit code 2."""
+    try:
+        return _run(args)
+    except (ValueError, FileExistsError) as e:  # the library's errors name the file or field at fault
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .plots import plot_evaluation
+
+    report = evaluate(args.checkpoint, args.data, frame_gap=args.frame_gap, probe_holdout=args.probe_holdout,
+                      sign_deadband=args.sign_deadband, batch_size=args.batch_size, seed=args.seed,
+                      device=args.device, progress=not args.no_progress)
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{Path(args.data).resolve().name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot_evaluation(report, out.with_suffix(".png"))
+    print(json.dumps(report))
+    if report["codebook"]["collapse"]:
+        print(f"WARNING codebook collapse: {report['codebook']['codes_used']}/{report['codebook']['codebook_size']} "
+              "codes in use on this dataset", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
