@@ -1,0 +1,263 @@
+"""Training samples for stages 2 and 3, read from the in-RAM ``FrameStore`` of one or more datasets.
+
+Stage 2 (latent pretraining): (image_t, instruction, LAQ tokens of the transition t -> t+k).
+Stage 3 (action finetuning):  (image_t, instruction, state_t, actions t .. t+H-1).
+
+Action chunks near the end of an episode run past its last frame: the missing steps repeat the
+episode's last action and are flagged in ``action_is_pad`` (True = padding), so the loss can skip them
+and a chunk always has H rows.
+
+LAQ labels (written by the LAQ stage) live in ``<dataset>/latents/<name>/``: ``info.json`` with
+{"laq_checkpoint", "config", "frame_gap": k, "codebook_size": C, "num_tokens": T, "config_sha256"} and
+one int16 (N, T) array per episode, ``episode_XXXXXX.npy``, whose row i holds the tokens of frame i ->
+i+k; rows without a successor frame (i >= N-k) are -1 and are skipped.
+
+Batches come from ``__getitems__`` (a whole batch at once, no per-sample Python work) and are dicts
+of tensors; images stay uint8 (B, H, W, 3) until the model's preprocessing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from lapa_models.data.errors import EpisodeFormatError
+from lapa_models.data.frames import FrameStore
+
+LATENT_INFO_KEYS = ("frame_gap", "codebook_size", "num_tokens")
+
+
+# ============================================================================ LAQ labels
+@dataclasses.dataclass
+class LatentLabels:
+    """LAQ labels of one dataset: its info.json and one (N, T) int16 array per episode_index."""
+
+    info: Dict
+    episodes: Dict[int, np.ndarray]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.info["num_tokens"])
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.info["codebook_size"])
+
+
+def read_latents(dataset_root: str | Path, name: str = "laq") -> LatentLabels:
+    """Read ``<dataset_root>/latents/<name>/`` (format in the module docstring), checking every file."""
+    folder = Path(dataset_root) / "latents" / name
+    info_path = folder / "info.json"
+    if not info_path.is_file():
+        raise EpisodeFormatError(f"{info_path}: no LAQ labels named '{name}' (run the LAQ labelling stage first)")
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as e:
+        raise EpisodeFormatError(f"{info_path}: corrupt JSON ({e})") from e
+    missing = [k for k in LATENT_INFO_KEYS if k not in info]
+    if missing:
+        raise EpisodeFormatError(f"{info_path}: missing {missing}")
+    t, c = int(info["num_tokens"]), int(info["codebook_size"])
+    episodes: Dict[int, np.ndarray] = {}
+    for path in sorted(folder.glob("episode_*.npy")):
+        try:
+            index = int(path.stem.split("_")[1])
+            tokens = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, IndexError) as e:
+            raise EpisodeFormatError(f"{path}: unreadable LAQ label file ({e})") from e
+        if tokens.ndim != 2 or tokens.shape[1] != t:
+            raise EpisodeFormatError(f"{path}: shape {tokens.shape}, expected (N, {t})")
+        if tokens.size and (tokens.min() < -1 or tokens.max() >= c):
+            raise EpisodeFormatError(f"{path}: tokens outside [-1, {c - 1}]")
+        episodes[index] = tokens.astype(np.int16, copy=False)
+    if not episodes:
+        raise EpisodeFormatError(f"{folder}: info.json but no episode_*.npy label files")
+    return LatentLabels(info=info, episodes=episodes)
+
+
+def load_latent_labels(dataset_root: str | Path, name: str = "laq") -> LatentLabels:
+    """LAQ labels through the LAQ stage's own reader (lapa_models.laq.label.load_latents), or through
+    ``read_latents`` where that module is not installed; both read the format above."""
+    try:
+        from lapa_models.laq.label import LatentLabelError, load_latents
+    except ImportError:
+        return read_latents(dataset_root, name)
+    try:
+        info, episodes = load_latents(dataset_root, name=name)
+    except LatentLabelError as e:
+        raise EpisodeFormatError(str(e)) from e
+    return LatentLabels(info=info, episodes=episodes)
+
+
+def align_latents(store: FrameStore, labels: LatentLabels) -> np.ndarray:
+    """(F, T) int16 tokens aligned with ``store.frames`` (-1 where a frame has no label)."""
+    out = np.full((len(store), labels.num_tokens), -1, dtype=np.int16)
+    root = getattr(store.source, "root", "?")
+    for e, episode_index in enumerate(store.episode_ids):
+        tokens = labels.episodes.get(int(episode_index))
+        if tokens is None:
+            raise EpisodeFormatError(f"{root}: episode {episode_index} has no LAQ labels "
+                                     f"(latents/.../episode_{episode_index:06d}.npy)")
+        n = int(store.lengths[e])
+        if len(tokens) != n:
+            raise EpisodeFormatError(f"{root}: LAQ labels of episode {episode_index} have {len(tokens)} rows, "
+                                     f"the episode has {n} frames")
+        out[store.starts[e]: store.starts[e] + n] = tokens
+    return out
+
+
+# ============================================================================ episodes and instructions
+def split_episodes(store: FrameStore, val_fraction: float, seed: int = 0,
+                   success_only: bool = False) -> Tuple[List[int], List[int]]:
+    """(train, validation) episode positions in ``store``; at least one of each when there are two or more."""
+    positions = [e for e in range(store.num_episodes) if not success_only or store.success[e] is not False]
+    if not positions:
+        raise ValueError(f"{getattr(store.source, 'root', '?')}: no episodes left "
+                         f"{'(none is marked successful)' if success_only else ''}")
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(positions))
+    n_val = int(round(len(order) * val_fraction)) if val_fraction > 0 else 0
+    if val_fraction > 0 and len(order) >= 2:
+        n_val = min(max(n_val, 1), len(order) - 1)
+    return sorted(int(e) for e in order[n_val:]), sorted(int(e) for e in order[:n_val])
+
+
+class InstructionTable:
+    """The distinct instructions of some stores; ``index[s][e]``: instruction id of episode e of store s."""
+
+    def __init__(self, stores: Sequence[FrameStore]):
+        self.texts: List[str] = []
+        ids: Dict[str, int] = {}
+        self.index: List[np.ndarray] = []
+        for store in stores:
+            row = []
+            for text in store.instructions:
+                text = text or ""
+                if text not in ids:
+                    ids[text] = len(self.texts)
+                    self.texts.append(text)
+                row.append(ids[text])
+            self.index.append(np.asarray(row, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+# ============================================================================ samples
+class _FrameSamples(torch.utils.data.Dataset):
+    """Common part: a list of global frame indices into one store, and their instruction ids."""
+
+    def __init__(self, store: FrameStore, frames: np.ndarray, instruction_ids: np.ndarray):
+        self.store = store
+        self.frames = np.asarray(frames, dtype=np.int64)
+        self.frame_episode = store.episode_of(self.frames)
+        self.instruction_ids = instruction_ids
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
+        batch = self.__getitems__([i])
+        return {k: v[0] for k, v in batch.items()}
+
+    def _common(self, idx: np.ndarray) -> Dict[str, torch.Tensor]:
+        frames = self.frames[idx]
+        order = np.argsort(frames)   # sorted reads are faster on a memory-mapped store
+        images = np.empty((len(frames),) + self.store.frames.shape[1:], np.uint8)
+        images[order] = self.store.frames[frames[order]]
+        return {"image": torch.from_numpy(images),
+                "instruction_index": torch.from_numpy(self.instruction_ids[self.frame_episode[idx]])}
+
+
+class LatentSamples(_FrameSamples):
+    """(image_t, instruction, LAQ tokens of t -> t+k) for every labelled frame of the chosen episodes."""
+
+    def __init__(self, store: FrameStore, latents: np.ndarray, episodes: Sequence[int],
+                 instruction_ids: np.ndarray):
+        chosen = np.zeros(store.num_episodes, bool)
+        chosen[list(episodes)] = True
+        labelled = np.all(latents >= 0, axis=1) & chosen[store.episode_of(np.arange(len(store)))]
+        super().__init__(store, np.flatnonzero(labelled), instruction_ids)
+        self.latents = latents
+
+    def __getitems__(self, indices: Sequence[int]) -> Dict[str, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        batch = self._common(idx)
+        batch["latent_tokens"] = torch.from_numpy(self.latents[self.frames[idx]].astype(np.int64))
+        return batch
+
+
+class ActionChunkSamples(_FrameSamples):
+    """(image_t, instruction, state_t, actions t .. t+H-1 padded with the last action, pad mask)."""
+
+    def __init__(self, store: FrameStore, chunk_size: int, episodes: Sequence[int],
+                 instruction_ids: np.ndarray, use_state: bool = True):
+        if store.actions is None:
+            raise EpisodeFormatError(f"{getattr(store.source, 'root', '?')}: dataset has no actions to finetune on")
+        frames = np.concatenate([np.arange(store.starts[e], store.starts[e] + store.lengths[e]) for e in episodes])
+        super().__init__(store, frames, instruction_ids)
+        self.chunk_size = chunk_size
+        self.use_state = use_state and store.states is not None
+        ends = store.starts + store.lengths - 1                    # last frame of each episode
+        offsets = np.arange(chunk_size)
+        steps = self.frames[:, None] + offsets[None]                # (N, H)
+        last = ends[self.frame_episode][:, None]
+        self.chunk_index = np.minimum(steps, last)                   # repeats the last action past the end
+        self.chunk_is_pad = steps > last
+
+    def __getitems__(self, indices: Sequence[int]) -> Dict[str, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        batch = self._common(idx)
+        batch["actions"] = torch.from_numpy(self.store.actions[self.chunk_index[idx]])
+        batch["action_is_pad"] = torch.from_numpy(self.chunk_is_pad[idx])
+        if self.use_state:
+            batch["state"] = torch.from_numpy(np.asarray(self.store.states[self.frames[idx]], np.float32))
+        return batch
+
+
+class ConcatSamples(torch.utils.data.Dataset):
+    """Several sample sets (one per dataset) as one; batches may mix them."""
+
+    def __init__(self, parts: Sequence[_FrameSamples]):
+        self.parts = [p for p in parts if len(p)]
+        if not self.parts:
+            raise ValueError("no training samples (episodes too short for the frame gap, or none selected)")
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        shapes = {p.store.frames.shape[1:] for p in self.parts}
+        if len(shapes) > 1:
+            raise ValueError(f"datasets have different image sizes {sorted(shapes)}: give --frame-size H W")
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
+        batch = self.__getitems__([i])
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> Dict[str, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        part_of = np.searchsorted(self.offsets, idx, side="right") - 1
+        pieces, order = [], []
+        for p in np.unique(part_of):
+            sel = np.flatnonzero(part_of == p)
+            pieces.append(self.parts[p].__getitems__(idx[sel] - self.offsets[p]))
+            order.append(sel)
+        if len(pieces) == 1:
+            return pieces[0]
+        inverse = np.argsort(np.concatenate(order))
+        keys = set.intersection(*(set(piece) for piece in pieces))
+        return {k: torch.cat([piece[k] for piece in pieces])[inverse] for k in keys}
+
+
+def identity_collate(batch):
+    """DataLoader collate for datasets whose ``__getitems__`` already returns a batch."""
+    return batch
+
+
+def open_stores(paths: Sequence[str | Path], frame_size: Optional[Tuple[int, int]] = None,
+                progress: bool = True) -> List[FrameStore]:
+    return [FrameStore(p, image_size=frame_size, progress=progress) for p in paths]

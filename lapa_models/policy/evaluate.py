@@ -1,0 +1,175 @@
+"""Closed-loop success of an exported policy on the simulated arm, through ``PolicyRuntime``.
+
+    python -m lapa_models.policy.evaluate --export artifacts/policy --tasks reach,drawer-close,button-press-topdown \\
+        --episodes 20 --seed 1000
+
+Every control step: render the camera, read the state (ee position + gripper), run the per-frame graph
+and command the arm. How the chunk of H actions becomes one command (``--execution``):
+
+    ensemble   (default) average of every chunk that covers this step, newer chunks weighted more
+               (ACT's temporal ensembling); the policy runs every frame
+    first      the first action of the newest chunk (receding horizon); the policy runs every frame
+    open-loop:N   N actions of a chunk in a row before the next prediction
+
+Seeds default to 1000+ (the generator's training episodes use 0..N-1), so layouts are unseen.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import deque
+from typing import Dict, List, Optional
+
+import numpy as np
+
+
+class ChunkExecutor:
+    """Turns a stream of predicted chunks (H, A) into one action per control step."""
+
+    def __init__(self, mode: str = "ensemble", ensemble_decay: float = 0.1):
+        self.mode = mode
+        self.decay = ensemble_decay
+        self.open_loop = int(mode.split(":")[1]) if mode.startswith("open-loop:") else 0
+        if mode not in ("ensemble", "first") and not self.open_loop:
+            raise ValueError(f"unknown execution mode {mode!r}: ensemble, first or open-loop:N")
+        self.reset()
+
+    def reset(self) -> None:
+        self.chunks: deque = deque()
+        self.queue: List[np.ndarray] = []
+
+    def needs_prediction(self) -> bool:
+        return not self.open_loop or not self.queue
+
+    def push(self, chunk: np.ndarray) -> None:
+        if self.open_loop:
+            self.queue = list(chunk[: self.open_loop])
+        else:
+            self.chunks.appendleft([chunk, 0])   # [chunk, age in steps]
+            while len(self.chunks) > len(chunk):
+                self.chunks.pop()
+
+    def next_action(self) -> np.ndarray:
+        if self.open_loop:
+            return self.queue.pop(0)
+        if self.mode == "first":
+            chunk, age = self.chunks[0]
+            action = chunk[0]
+        else:
+            actions, weights = [], []
+            for chunk, age in self.chunks:
+                if age < len(chunk):
+                    actions.append(chunk[age])
+                    weights.append(np.exp(-self.decay * age))
+            action = np.average(actions, axis=0, weights=weights)
+        for entry in self.chunks:
+            entry[1] += 1
+        return np.asarray(action, np.float32)
+
+
+def run_episode(world, runtime, instruction: str, executor: ChunkExecutor, max_speed: float,
+                frames: Optional[list] = None) -> Dict:
+    executor.reset()
+    latencies = []
+    while not world.done:
+        image = world.render()
+        if frames is not None:
+            frames.append(image)
+        if executor.needs_prediction():
+            t = time.perf_counter()
+            chunk = runtime.act(image, instruction, world.state if runtime.takes_state else None)
+            latencies.append(time.perf_counter() - t)
+            executor.push(chunk)
+        action = executor.next_action()
+        velocity = np.clip(action[:3], -max_speed, max_speed)
+        gripper = float(np.clip(action[3], 0.0, 1.0)) if len(action) > 3 else 0.0
+        world.step(velocity, gripper)
+    return {"success": bool(world.success), "steps": int(world.step_count),
+            "policy_ms_p50": round(float(np.median(latencies)) * 1e3, 2) if latencies else None}
+
+
+def evaluate(export_dir: str, tasks: str, episodes: int, seed: int = 1000, image_size=(128, 128),
+             execution: str = "ensemble", precision: str = "fp32", threads: Optional[int] = None,
+             video: Optional[str] = None, progress: bool = True) -> Dict:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from lapa_sim.tasks import load_catalogue
+    from lapa_sim.world import SimWorld
+
+    from .runtime import PolicyRuntime
+
+    runtime = PolicyRuntime(export_dir, precision=precision, intra_op_threads=threads)
+    executor = ChunkExecutor(execution)
+    specs = load_catalogue().resolve(tasks)
+    results: Dict = {"export": str(export_dir), "execution": execution, "precision": precision,
+                     "seed": seed, "episodes_per_task": episodes, "tasks": {}}
+    frames: Optional[list] = [] if video else None
+    world = None
+    for spec in specs:
+        outcomes = []
+        for k in range(episodes):
+            s = seed + k
+            if world is None:
+                world = SimWorld(spec, seed=s, image_size=tuple(image_size))
+            elif world.task.name != spec.name:
+                world.set_task(spec, seed=s)
+            else:
+                world.reset(s)
+            rng = np.random.default_rng(s)
+            instruction = spec.instructions[int(rng.integers(len(spec.instructions)))]
+            outcome = run_episode(world, runtime, instruction, executor, world.max_speed, frames)
+            outcomes.append({"seed": s, "instruction": instruction, **outcome})
+            if progress:
+                print(f"{spec.name} seed {s}: {'success' if outcome['success'] else 'fail'} "
+                      f"in {outcome['steps']} steps", file=sys.stderr)
+        results["tasks"][spec.name] = {
+            "success_rate": float(np.mean([o["success"] for o in outcomes])),
+            "mean_steps": float(np.mean([o["steps"] for o in outcomes])), "episodes": outcomes}
+    if world is not None:
+        world.close()
+    results["success_rate"] = float(np.mean([t["success_rate"] for t in results["tasks"].values()]))
+    if video and frames:
+        from lapa_models.data.video import VideoWriter
+
+        h, w = frames[0].shape[:2]
+        with VideoWriter(video, 20.0, w, h, "h264") as vw:
+            for f in frames:
+                vw.write(f)
+        results["video"] = video
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--export", required=True, help="export folder (model_card.json)")
+    p.add_argument("--tasks", default="demo", help="tasks or task sets, comma separated")
+    p.add_argument("--episodes", type=int, default=10, help="per task")
+    p.add_argument("--seed", type=int, default=1000, help="first seed (training data uses 0..N-1)")
+    p.add_argument("--image-size", type=int, nargs=2, default=[128, 128], metavar=("H", "W"),
+                   help="camera size (as in the training data)")
+    p.add_argument("--execution", default="ensemble", help="ensemble, first or open-loop:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--video", default=None, help="write every episode's frames to this mp4")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
+    results = evaluate(args.export, args.tasks, args.episodes, args.seed, tuple(args.image_size), args.execution,
+                       args.precision, args.threads, args.video)
+    text = json.dumps(results, indent=2)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    summary = {k: v for k, v in results.items() if k != "tasks"}
+    summary["tasks"] = {k: {"success_rate": v["success_rate"], "mean_steps": v["mean_steps"]}
+                        for k, v in results["tasks"].items()}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

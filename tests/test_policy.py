@@ -1,0 +1,494 @@
+"""Stages 2 and 3 (lapa_models.policy): training on LAQ-labelled sim data, export, runtime, bad inputs.
+
+Tiny configs, no network (HF_HUB_OFFLINE=1). One small simulated dataset is generated per module and
+labelled by a real (randomly initialised) LAQ model through lapa_models.laq.label.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import torch  # noqa: E402
+
+# One thread: on a shared 2-core machine, two OpenMP threads per process spin against each other.
+torch.set_num_threads(1)
+
+from lapa_models.policy import export as policy_export  # noqa: E402
+from lapa_models.policy import finetune, pretrain  # noqa: E402
+from lapa_models.policy.augmentation import ImageAugmentation  # noqa: E402
+from lapa_models.policy.configuration import PolicyConfig, get_config  # noqa: E402
+from lapa_models.policy.data import (ActionChunkSamples, InstructionTable, LatentSamples, align_latents,  # noqa: E402
+                                     read_latents, split_episodes)
+from lapa_models.policy.modeling import LapaPolicy, MissingWeightsError  # noqa: E402
+from lapa_models.policy.normalization import NormalizationStats  # noqa: E402
+from lapa_models.policy.runtime import ModelCardError, PolicyInputError, PolicyRuntime  # noqa: E402
+
+TASKS = "reach,drawer-close,button-press-topdown"
+INSTRUCTION = "close the drawer"
+
+
+def _run(module, argv) -> dict:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    args = parser.parse_args([str(a) for a in argv])
+    assert module.main(args) == 0
+    return json.loads((Path(args.out) / "summary.json").read_text())
+
+
+def _train_losses(run_dir: Path, key: str) -> list:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in records if key in r]
+
+
+TRAIN_ARGS = ["--config", "tiny", "--batch-size", 32, "--lr", 3e-3, "--warmup-steps", 5, "--log-every", 5,
+              "--eval-every", 20, "--save-every", 0, "--no-progress", "--threads", 1, "--no-augment"]
+
+
+# ============================================================================ fixtures
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory) -> Path:
+    from lapa_sim.generate import generate
+
+    root = tmp_path_factory.mktemp("policy_sim") / "sim"
+    generate(root, tasks=TASKS, episodes_per_task=3, image_size=(64, 64), workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def laq_labels(sim_data, tmp_path_factory) -> dict:
+    """Labels from the real LAQ pipeline: a randomly initialised tiny LAQ model, labelling the dataset."""
+    from lapa_models.laq import LAQModel, get_config as laq_config
+    from lapa_models.laq.label import label_dataset
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path_factory.mktemp("laq") / "laq_tiny"
+    LAQModel(laq_config("tiny")).save_pretrained(checkpoint)
+    return label_dataset(checkpoint, sim_data, name="laq", progress=False)
+
+
+@pytest.fixture(scope="module")
+def pretrained(sim_data, laq_labels, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("policy_runs") / "pretrain"
+    _run(pretrain, ["--data", sim_data, "--out", out, "--steps", 60, *TRAIN_ARGS])
+    return out
+
+
+@pytest.fixture(scope="module")
+def finetuned(sim_data, pretrained, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("policy_runs") / "finetune"
+    _run(finetune, ["--data", sim_data, "--init", pretrained / "final", "--out", out, "--steps", 60, *TRAIN_ARGS])
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(finetuned, sim_data, tmp_path_factory) -> Path:
+    from lapa_models.data.episodes import EpisodeDataset
+
+    out = tmp_path_factory.mktemp("policy_export") / "policy"
+    frames = EpisodeDataset(sim_data).load(0).frames
+    policy_export.export_policy(finetuned / "final", out, precisions=("fp32", "fp16"), sample_images=frames)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runtime(exported) -> PolicyRuntime:
+    return PolicyRuntime(exported, providers=("cpu",), intra_op_threads=1)
+
+
+@pytest.fixture(scope="module")
+def frames(sim_data) -> np.ndarray:
+    from lapa_models.data.episodes import EpisodeDataset
+
+    return EpisodeDataset(sim_data).load(2).frames
+
+
+# ============================================================================ training
+def test_pretraining_on_laq_labels_lowers_latent_loss(pretrained, laq_labels):
+    losses = _train_losses(pretrained, "train/latent_loss")
+    assert laq_labels["pairs"] > 0
+    assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
+    summary = json.loads((pretrained / "summary.json").read_text())
+    assert "val/latent_accuracy" in summary["val"] and 0.0 <= summary["val"]["val/latent_accuracy"] <= 1.0
+    config = PolicyConfig.load(pretrained / "final" / "config.json")
+    assert config.latent_labels["config_sha256"]          # provenance of the labels is kept
+    assert (pretrained / "training.png").stat().st_size > 0
+    assert not list((pretrained / "final").glob("*.bin")) and not list((pretrained / "final").glob("*.pt"))
+
+
+def test_finetuning_from_pretrained_lowers_action_loss_and_keeps_backbone(finetuned, pretrained):
+    losses = _train_losses(finetuned, "train/action_loss")
+    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    policy = LapaPolicy.from_pretrained(finetuned / "final")
+    assert policy.latent_head is None and policy.action_head is not None
+    assert policy.config.action_names == ["vx", "vy", "vz", "gripper"] and policy.config.state_dim == 4
+    assert policy.config.control_rate_hz == pytest.approx(20.0)
+    assert (finetuned / "final" / "normalization.json").is_file()
+    run = json.loads((finetuned / "run.json").read_text())
+    assert run["init"] == str(pretrained / "final")
+
+
+def test_finetuning_from_pretrained_starts_from_the_pretrained_weights(pretrained):
+    from safetensors.torch import load_file
+
+    stats = NormalizationStats.from_data(np.random.default_rng(0).normal(size=(50, 4)),
+                                         np.random.default_rng(1).normal(size=(50, 4)))
+    from lapa_models.policy.modeling import policy_from_checkpoint_for_finetuning
+
+    model = policy_from_checkpoint_for_finetuning(pretrained / "final", stats)
+    saved = load_file(str(pretrained / "final" / "model.safetensors"))
+    own = model.state_dict()
+    assert torch.equal(own["queries"], saved["queries"])
+    assert torch.equal(own["vision.proj.weight"], saved["vision.proj.weight"])
+    assert not any(k.startswith("latent_head") for k in own)
+
+
+def test_finetuning_from_scratch_with_bins_head_lowers_loss(sim_data, tmp_path):
+    out = tmp_path / "scratch_bins"
+    summary = _run(finetune, ["--data", sim_data, "--init", "scratch", "--action-head", "bins", "--out", out,
+                              "--steps", 60, *TRAIN_ARGS])
+    losses = _train_losses(out, "train/action_loss")
+    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    assert summary["action_head"] == "bins"
+    policy = LapaPolicy.from_pretrained(out / "final")
+    chunk = policy.eval().predict_action_chunk(np.zeros((64, 64, 3), np.uint8), INSTRUCTION, np.zeros(4))
+    # Bins decode to bin midpoints, inside the data's range.
+    centers = policy.stats.bin_centers
+    for a in range(4):
+        assert np.all(np.isin(chunk[0, :, a].numpy(), centers[a]))
+
+
+def test_training_resumes_from_its_latest_checkpoint(sim_data, tmp_path):
+    out = tmp_path / "resume"
+    args = ["--data", sim_data, "--init", "scratch", "--out", out, "--config", "tiny", "--batch-size", 16,
+            "--log-every", 1, "--eval-every", 100, "--no-progress", "--threads", 1]
+    _run(finetune, args + ["--steps", 10, "--save-every", 5, "--keep-checkpoints", 1])
+    assert (out / "checkpoint-5" / "optimizer.safetensors").is_file()
+    shutil.rmtree(out / "final")
+    summary = _run(finetune, args + ["--steps", 14, "--resume"])
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 14 and steps[-1] == 14
+    assert steps.count(6) == 2 and steps.count(11) == 1   # continued from step 5, not from the start
+
+
+# ============================================================================ data
+def test_action_chunks_repeat_the_last_action_past_the_episode_end_and_mask_it(sim_data):
+    from lapa_models.data.frames import FrameStore
+
+    store = FrameStore(sim_data, progress=False)
+    table = InstructionTable([store])
+    samples = ActionChunkSamples(store, 8, [0], table.index[0])
+    n = int(store.lengths[0])
+    last = samples.__getitems__([n - 1])
+    assert last["action_is_pad"][0].tolist() == [False] + [True] * 7
+    expected = torch.from_numpy(store.actions[n - 1]).expand(8, -1)
+    assert torch.equal(last["actions"][0], expected)
+    first = samples.__getitems__([0])
+    assert not first["action_is_pad"].any() and torch.equal(first["actions"][0], torch.from_numpy(store.actions[:8]))
+    assert first["image"].dtype == torch.uint8 and first["state"].shape == (1, 4)
+
+
+def test_latent_samples_skip_frames_without_a_successor(sim_data, laq_labels):
+    from lapa_models.data.frames import FrameStore
+
+    store = FrameStore(sim_data, progress=False)
+    labels = read_latents(sim_data, "laq")    # our own reader agrees with the LAQ stage's output
+    tokens = align_latents(store, labels)
+    gap = int(labels.info["frame_gap"])
+    samples = LatentSamples(store, tokens, range(store.num_episodes), InstructionTable([store]).index[0])
+    assert len(samples) == int(sum(max(0, n - gap) for n in store.lengths))
+    batch = samples.__getitems__(list(range(len(samples))))
+    assert int(batch["latent_tokens"].min()) >= 0
+
+
+def test_latent_reader_names_the_bad_file(tmp_path):
+    from lapa_models.data.errors import EpisodeFormatError
+
+    folder = tmp_path / "latents" / "laq"
+    folder.mkdir(parents=True)
+    (folder / "info.json").write_text(json.dumps({"frame_gap": 1, "codebook_size": 8, "num_tokens": 4}))
+    np.save(folder / "episode_000000.npy", np.full((5, 3), 2, np.int16))
+    with pytest.raises(EpisodeFormatError, match="episode_000000.npy"):
+        read_latents(tmp_path, "laq")
+
+
+def test_validation_split_holds_out_whole_episodes(sim_data):
+    from lapa_models.data.frames import FrameStore
+
+    store = FrameStore(sim_data, progress=False)
+    train, val = split_episodes(store, 0.3, seed=0)
+    assert set(train).isdisjoint(val) and len(train) + len(val) == store.num_episodes and val
+
+
+def test_quantile_bins_decode_exact_gripper_values_and_stay_close_elsewhere():
+    rng = np.random.default_rng(0)
+    actions = np.concatenate([rng.uniform(-0.8, 0.8, (1000, 3)), rng.integers(0, 2, (1000, 1))], 1)
+    stats = NormalizationStats.from_data(actions, num_bins=256)
+    decoded = stats.bins_to_actions(stats.actions_to_bins(actions))
+    assert np.array_equal(decoded[:, 3], actions[:, 3].astype(np.float32))
+    assert np.abs(decoded[:, :3] - actions[:, :3]).max() < 0.02
+    normalized = stats.normalize_actions(actions, "mean_std")
+    assert np.allclose(stats.unnormalize_actions(normalized, "mean_std"), actions, atol=1e-5)
+
+
+def test_augmentation_changes_images_but_keeps_shape_and_range():
+    images = torch.rand(4, 3, 32, 32)
+    out = ImageAugmentation()(images, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, images)
+
+
+# ============================================================================ model and config
+def test_checkpoint_round_trip_reproduces_the_action_chunk(finetuned, frames, tmp_path):
+    policy = LapaPolicy.from_pretrained(finetuned / "final").eval()
+    policy.save_pretrained(tmp_path / "copy")
+    again = LapaPolicy.from_pretrained(tmp_path / "copy").eval()
+    state = np.array([0.0, 0.6, 0.2, 0.0], np.float32)
+    a = policy.predict_action_chunk(frames[:2], INSTRUCTION, state)
+    b = again.predict_action_chunk(frames[:2], INSTRUCTION, state)
+    assert torch.equal(a, b) and a.shape == (2, policy.config.chunk_size, 4)
+    policy.reset()
+    assert policy.select_action(frames[0], INSTRUCTION, state).shape == (4,)
+
+
+def test_missing_pretrained_weights_say_where_to_put_them(tmp_path):
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+        LapaPolicy(get_config("tiny", vision_model="google/siglip-base-patch16-224"))
+    with pytest.raises(MissingWeightsError, match="config.json"):
+        LapaPolicy(get_config("tiny", vision_model=str(tmp_path)))
+
+
+def test_truncated_checkpoint_weights_give_a_clear_error(finetuned, tmp_path):
+    copy = tmp_path / "ckpt"
+    shutil.copytree(finetuned / "final", copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        LapaPolicy.from_pretrained(copy)
+
+
+def test_vision_tower_loads_pretrained_weights_and_preprocessing_from_a_local_folder(tmp_path):
+    from transformers import SiglipConfig, SiglipModel
+
+    tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    full = SiglipModel(SiglipConfig(text_config=dict(tiny, vocab_size=100, max_position_embeddings=16),
+                                    vision_config=dict(tiny, image_size=32, patch_size=8)))
+    full.save_pretrained(tmp_path / "siglip")
+    (tmp_path / "siglip" / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.4, 0.4, 0.4], "image_std": [0.3, 0.3, 0.3]}))
+    policy = LapaPolicy(get_config("tiny", vision_model=str(tmp_path / "siglip"), freeze_vision=True))
+    ours = policy.vision.tower.state_dict()["embeddings.patch_embedding.weight"]
+    assert torch.equal(ours, full.state_dict()["vision_model.embeddings.patch_embedding.weight"])
+    assert policy.config.image_mean == (0.4, 0.4, 0.4) and policy.config.image_std == (0.3, 0.3, 0.3)
+    assert not any(p.requires_grad for p in policy.vision.tower.parameters())
+
+
+def test_clip_vision_tower_is_selectable():
+    stats = NormalizationStats.from_data(np.zeros((10, 4)), np.zeros((10, 4)))
+    policy = LapaPolicy(get_config("tiny", vision_model="config:clip-tiny"), stats).eval()
+    assert policy.config.vision_config["model_type"] == "clip_vision_model"
+    assert policy.predict_action_chunk(np.zeros((48, 40, 3), np.uint8), INSTRUCTION, np.zeros(4)).shape == (1, 4, 4)
+
+
+def test_unknown_config_name_is_an_error():
+    with pytest.raises(ValueError, match="tiny"):
+        get_config("huge")
+
+
+# ============================================================================ export and runtime
+def test_export_writes_both_graphs_in_fp32_and_fp16_with_parity_in_the_card(exported):
+    card = json.loads((exported / "model_card.json").read_text())
+    for name in ("instruction_encoder.onnx", "policy.onnx", "instruction_encoder_fp16.onnx", "policy_fp16.onnx",
+                 "tokenizer.json"):
+        assert name in card["files"] and len(card["files"][name]["sha256"]) == 64
+    parity = card["parity"]
+    assert parity["policy.fp32"]["max_abs_diff"] <= 1e-4
+    assert parity["instruction_encoder.fp32"]["max_abs_diff"] <= 1e-4
+    assert parity["policy.fp16"]["max_fraction_of_range"] <= 0.05
+    assert card["action"]["chunk_size"] == 4 and card["action"]["names"] == ["vx", "vy", "vz", "gripper"]
+    assert card["graphs"]["policy"]["inputs"][0]["shape"] == ["batch", "height", "width", 3]
+    assert [480, 640] in [shape[1:3] for shape in parity["policy.fp32"]["inputs"]]
+    print("export parity max abs diff:", {k: v["max_abs_diff"] for k, v in parity.items()})
+
+
+def test_export_refuses_a_graph_that_disagrees_with_pytorch(finetuned, exported, monkeypatch):
+    policy = LapaPolicy.from_pretrained(finetuned / "final").eval()
+    files = {"fp32": {"instruction_encoder": "instruction_encoder.onnx", "policy": "policy.onnx"}}
+    assert policy_export.check_parity(policy, exported, files, 1e-4, 0.05, None)["policy.fp32"]["max_abs_diff"] < 1e-4
+    real = policy_export._torch_actions
+    monkeypatch.setattr(policy_export, "_torch_actions", lambda policy, feed: real(policy, feed) + 1e-2)
+    with pytest.raises(policy_export.ExportParityError, match="policy.onnx"):
+        policy_export.check_parity(policy, exported, files, 1e-4, 0.05, None)
+
+
+def test_runtime_reproduces_the_pytorch_action_chunk(runtime, finetuned, frames):
+    policy = LapaPolicy.from_pretrained(finetuned / "final").eval()
+    state = np.array([0.05, 0.6, 0.15, 0.0], np.float32)
+    embedding = runtime.encode_instruction(INSTRUCTION)
+    assert np.abs(embedding - policy.encode_instructions([INSTRUCTION])[0].numpy()).max() < 1e-5
+    for images in (frames[:1], frames[:3], np.ascontiguousarray(np.repeat(np.repeat(frames[:1], 8, 1), 10, 2))):
+        ours = runtime.predict(images, embedding, state)
+        reference = policy.predict_action_chunk(images, INSTRUCTION, state).numpy()
+        assert ours.shape == reference.shape == (len(images), 4, 4) and ours.dtype == np.float32
+        assert np.abs(ours - reference).max() < 1e-4
+    assert runtime.act(frames[0], INSTRUCTION, state).shape == (4, 4)
+
+
+def test_runtime_fp16_stays_close_to_fp32(exported, runtime, frames):
+    half = PolicyRuntime(exported, providers=("cpu",), precision="fp16", intra_op_threads=1, warmup=1)
+    state = np.array([0.05, 0.6, 0.15, 0.0], np.float32)
+    a = runtime.predict(frames[:2], runtime.encode_instruction(INSTRUCTION), state)
+    b = half.predict(frames[:2], half.encode_instruction(INSTRUCTION), state)
+    card = json.loads((exported / "model_card.json").read_text())
+    span = np.array(card["normalization"]["action_max"]) - np.array(card["normalization"]["action_min"])
+    assert np.all(np.abs(a - b).max(axis=(0, 1)) <= 0.05 * np.maximum(span, 1e-6))
+
+
+def test_runtime_tokenizes_like_transformers(runtime, finetuned):
+    policy = LapaPolicy.from_pretrained(finetuned / "final")
+    for text in ("Press the RED button, from above!", "pull the drawer out  ", "reach the goal"):
+        ids, mask = runtime.tokenize(text)
+        assert ids[0].tolist() == policy.tokenize([text])["input_ids"][0].tolist() and mask.all()
+
+
+def test_requested_gpu_provider_that_did_not_load_warns_loudly(exported, caplog):
+    with caplog.at_level(logging.WARNING, logger="lapa_models.policy.runtime"):
+        rt = PolicyRuntime(exported, providers=("cuda", "cpu"), warmup=0)
+    assert rt.providers_in_use == ["CPUExecutionProvider"]
+    assert rt.provider_warning and "CUDAExecutionProvider" in rt.provider_warning
+    assert any("did NOT load" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((64, 64, 3), np.float32), "uint8"),
+    (np.zeros((1, 3, 64, 64), np.uint8), "channels-first"),
+    (np.zeros((64, 64, 4), np.uint8), "RGBA"),
+    (np.zeros((64, 64), np.uint8), r"\(H, W, 3\)"),
+    (np.zeros((4, 4, 3), np.uint8), "height/width"),
+    ([[0, 0, 0]], "numpy uint8 array"),
+])
+def test_wrong_image_shape_or_dtype_is_a_clear_error(runtime, image, message):
+    embedding = runtime.encode_instruction(INSTRUCTION)
+    with pytest.raises(PolicyInputError, match=message):
+        runtime.predict(image, embedding, np.zeros(4, np.float32))
+
+
+def test_wrong_embedding_or_state_is_a_clear_error(runtime, frames):
+    embedding = runtime.encode_instruction(INSTRUCTION)
+    with pytest.raises(PolicyInputError, match="instruction_embedding"):
+        runtime.predict(frames[0], embedding[:-1], np.zeros(4))
+    with pytest.raises(PolicyInputError, match="state"):
+        runtime.predict(frames[0], embedding, None)
+    with pytest.raises(PolicyInputError, match="state"):
+        runtime.predict(frames[0], embedding, np.zeros(7))
+    with pytest.raises(PolicyInputError, match="NaN"):
+        runtime.predict(frames[0], embedding, np.array([0, 0, np.nan, 0]))
+    with pytest.raises(PolicyInputError, match="batch"):
+        runtime.predict(frames[:2], np.stack([embedding] * 3), np.zeros(4))
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("   \n", "empty"),
+                                            ("press the button " * 20, "tokens, more than")])
+def test_empty_or_over_long_instruction_is_a_clear_error(runtime, text, message):
+    with pytest.raises(PolicyInputError, match=message):
+        runtime.encode_instruction(text)
+
+
+def _copy_export(exported: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "export"
+    shutil.copytree(exported, target)
+    return target
+
+
+def test_missing_model_file_names_the_file(exported, tmp_path):
+    target = _copy_export(exported, tmp_path)
+    (target / "policy.onnx").unlink()
+    with pytest.raises(ModelCardError, match=r"policy\.onnx.*missing"):
+        PolicyRuntime(target)
+    (target / "model_card.json").unlink()
+    with pytest.raises(ModelCardError, match="model card is missing"):
+        PolicyRuntime(target)
+
+
+def test_truncated_model_file_is_caught_before_onnx_runtime(exported, tmp_path):
+    target = _copy_export(exported, tmp_path)
+    path = target / "policy.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelCardError, match=r"policy\.onnx.*truncated"):
+        PolicyRuntime(target)
+
+
+def test_model_file_from_another_export_is_rejected(exported, tmp_path):
+    target = _copy_export(exported, tmp_path)
+    data = bytearray((target / "policy.onnx").read_bytes())
+    data[-5] ^= 0xFF     # same size, different content
+    (target / "policy.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelCardError, match=r"policy\.onnx.*sha256"):
+        PolicyRuntime(target)
+
+
+def test_graph_whose_signature_differs_from_the_card_is_rejected(exported, tmp_path):
+    from lapa_models.policy.export import sha256_file
+
+    target = _copy_export(exported, tmp_path)
+    shutil.copy(target / "instruction_encoder.onnx", target / "policy.onnx")
+    card = json.loads((target / "model_card.json").read_text())
+    card["files"]["policy.onnx"] = {"sha256": sha256_file(target / "policy.onnx"),
+                                    "bytes": (target / "policy.onnx").stat().st_size}
+    (target / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="do not match the model card"):
+        PolicyRuntime(target)
+
+
+def test_policy_modules_never_import_ros_and_the_runtime_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import lapa_models.policy.runtime as r; "
+            "bad = [m for m in ('torch', 'transformers', 'rclpy') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    modules = ", ".join(f"lapa_models.policy.{m}" for m in ("configuration", "modeling", "normalization", "data",
+                                                            "augmentation", "training", "pretrain", "finetune",
+                                                            "export", "runtime", "evaluate", "bench"))
+    code = f"import sys, importlib; [importlib.import_module(m) for m in '{modules}'.split(', ')]; " \
+           "sys.exit(1 if 'rclpy' in sys.modules else 0)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ============================================================================ closed loop
+def test_chunk_executor_ensembles_overlapping_chunks_and_runs_open_loop():
+    from lapa_models.policy.evaluate import ChunkExecutor
+
+    ensemble = ChunkExecutor("ensemble", ensemble_decay=0.0)
+    ensemble.push(np.zeros((4, 2), np.float32))
+    assert np.allclose(ensemble.next_action(), 0.0)
+    ensemble.push(np.ones((4, 2), np.float32))
+    assert np.allclose(ensemble.next_action(), 0.5)          # step 1 of the old chunk and step 0 of the new one
+    first = ChunkExecutor("first")
+    first.push(np.arange(8, dtype=np.float32).reshape(4, 2))
+    assert first.next_action().tolist() == [0.0, 1.0]
+    open_loop = ChunkExecutor("open-loop:2")
+    open_loop.push(np.arange(8, dtype=np.float32).reshape(4, 2))
+    assert open_loop.next_action().tolist() == [0.0, 1.0] and not open_loop.needs_prediction()
+    assert open_loop.next_action().tolist() == [2.0, 3.0] and open_loop.needs_prediction()
+
+
+def test_exported_policy_drives_the_simulated_arm_through_the_runtime(exported):
+    from lapa_models.policy.evaluate import evaluate
+
+    result = evaluate(str(exported), "reach", episodes=1, seed=1000, image_size=(64, 64), threads=1,
+                      progress=False)
+    episode = result["tasks"]["reach"]["episodes"][0]
+    assert episode["steps"] >= 1 and episode["policy_ms_p50"] is not None and 0.0 <= result["success_rate"] <= 1.0
