@@ -16,6 +16,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from lapa_ros.core.robot_state import gripper_state_from_joint
+
 from .tasks import CameraSpec, TaskSpec, get_task
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -27,8 +29,11 @@ METAWORLD_STEP_SECONDS = 0.0125
 MAX_SPEED = METAWORLD_ACTION_SCALE / METAWORLD_STEP_SECONDS
 ARM_JOINTS = ("right_j0", "right_j1", "right_j2", "right_j3", "right_j4", "right_j5", "right_j6")
 GRIPPER_JOINTS = ("r_close", "l_close")
-# The gripper opening [m] between the finger pads, for the gripper state reported to users.
-_GRIPPER_MAX_OPENING = 0.1
+# Gripper state as a real stack computes it from joint_states: one finger joint mapped linearly from
+# its open position (0) to its closed position (1). The Sawyer's right finger travels 0 .. 0.04 m.
+GRIPPER_JOINT = "r_close"
+GRIPPER_OPEN_POSITION = 0.0
+GRIPPER_CLOSED_POSITION = 0.04
 
 
 @dataclasses.dataclass
@@ -216,10 +221,10 @@ class SimWorld:
         return np.array([x, y, z, w], dtype=np.float64)
 
     @property
-    def gripper_opening(self) -> float:
-        """Normalized gripper state: 0 open .. 1 closed (from the finger pad distance)."""
-        d = float(np.linalg.norm(self._env.get_body_com("rightpad") - self._env.get_body_com("leftpad")))
-        return float(np.clip(1.0 - d / _GRIPPER_MAX_OPENING, 0.0, 1.0))
+    def gripper_state(self) -> float:
+        """Normalized gripper state: 0 open .. 1 closed, from the finger joint (see GRIPPER_JOINT)."""
+        q = float(self._env.data.joint(GRIPPER_JOINT).qpos[0])
+        return gripper_state_from_joint(q, GRIPPER_OPEN_POSITION, GRIPPER_CLOSED_POSITION)
 
     @property
     def joint_names(self) -> Tuple[str, ...]:
@@ -236,7 +241,7 @@ class SimWorld:
     @property
     def state(self) -> np.ndarray:
         """Proprioceptive state stored with episodes: ee x, y, z [m] and gripper [0..1]."""
-        return np.concatenate([self.ee_position, [self.gripper_opening]]).astype(np.float32)
+        return np.concatenate([self.ee_position, [self.gripper_state]]).astype(np.float32)
 
     STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
 

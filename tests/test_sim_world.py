@@ -81,3 +81,20 @@ def test_episode_ends_at_the_step_limit(world):
     while not world.done:
         world.step(np.zeros(3), 0.0)
     assert world.step_count == world.task.max_steps and not world.success
+
+
+def test_recorded_gripper_state_matches_what_the_policy_node_computes_live(world):
+    """Training data (SimWorld.state) and deployment (policy node from joint_states) agree."""
+    import yaml
+
+    from lapa_ros.core.robot_state import gripper_state_from_joint
+    from lapa_ros.paths import config_file
+
+    params = yaml.safe_load(config_file("policy_sim.yaml").read_text())["/**/policy"]["ros__parameters"]
+    world.reset(3)
+    for gripper in (0.0, 1.0, 0.3):
+        for _ in range(5):
+            world.step(np.zeros(3), gripper)
+        q = dict(zip(world.joint_names, world.joint_positions()))[params["gripper_joint"]]
+        live = gripper_state_from_joint(q, params["gripper_open_position"], params["gripper_closed_position"])
+        assert world.state[3] == pytest.approx(live, abs=1e-6)
