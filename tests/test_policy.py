@@ -492,3 +492,20 @@ def test_exported_policy_drives_the_simulated_arm_through_the_runtime(exported):
                       progress=False)
     episode = result["tasks"]["reach"]["episodes"][0]
     assert episode["steps"] >= 1 and episode["policy_ms_p50"] is not None and 0.0 <= result["success_rate"] <= 1.0
+
+
+def test_slim_checkpoint_leaves_out_the_frozen_pretrained_text_tower_and_reloads_identically(tmp_path):
+    stats = NormalizationStats.from_data(np.random.default_rng(0).normal(size=(50, 4)))
+    config = get_config("tiny", text_model="minilm", tokenizer="minilm").replace(
+        latent_head=False, action_names=["vx", "vy", "vz", "gripper"], use_state=False)
+    policy = LapaPolicy(config, stats).eval()
+    assert policy.frozen_pretrained_prefixes() == ["instruction_encoder.tower."]
+    policy.save_pretrained(tmp_path / "full")
+    policy.save_pretrained(tmp_path / "slim", slim=True)
+    full_mb = (tmp_path / "full" / "model.safetensors").stat().st_size / 2**20
+    slim_mb = (tmp_path / "slim" / "model.safetensors").stat().st_size / 2**20
+    assert slim_mb < 0.1 * full_mb, (slim_mb, full_mb)
+    again = LapaPolicy.from_pretrained(tmp_path / "slim").eval()
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        assert torch.equal(policy.predict_action_chunk(image, INSTRUCTION), again.predict_action_chunk(image, INSTRUCTION))

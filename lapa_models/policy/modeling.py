@@ -610,14 +610,32 @@ class LapaPolicy(nn.Module):
         return self
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """config.json + model.safetensors + normalization.json + tokenizer/ (no pickles)."""
+    def frozen_pretrained_prefixes(self) -> List[str]:
+        """Weights that are frozen copies of a pretrained tower, reloadable from its source."""
+        prefixes = []
+        if self.config.freeze_text and not self.config.text_model.startswith("config:"):
+            prefixes.append("instruction_encoder.tower.")
+        if self.config.freeze_vision and not self.config.vision_model.startswith("config:"):
+            prefixes.append("vision.tower.")
+        return prefixes
+
+    def save_pretrained(self, directory: str | Path, slim: bool = False) -> Path:
+        """config.json + model.safetensors + normalization.json + tokenizer/ (no pickles).
+
+        slim: leave out the frozen pretrained towers (e.g. the 22M-parameter MiniLM), which
+        from_pretrained reloads from their source (the installed package, the hub, a folder): a small
+        policy then ships in a few MB."""
+        import json as _json
+
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "producer": "lapa_models.policy"})
+        excluded = self.frozen_pretrained_prefixes() if slim else []
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()
+                 if not k.startswith(tuple(excluded))}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={
+            "format": "pt", "producer": "lapa_models.policy", "excluded_prefixes": _json.dumps(excluded)})
         tokenizer_dir = directory / TOKENIZER_DIR
         if Path(self.tokenizer_source).resolve() != tokenizer_dir.resolve():
             if tokenizer_dir.exists():
@@ -641,7 +659,15 @@ class LapaPolicy(nn.Module):
             raise FileNotFoundError(f"{directory / STATS_FILE}: missing (the policy has an action head)")
         config = config.replace(tokenizer=_tokenizer_path(directory, config.tokenizer))
         model = cls(config, stats)
-        missing, unexpected = model.load_weights(directory / WEIGHTS_FILE, strict=True)
+        excluded = _excluded_prefixes(directory / WEIGHTS_FILE)
+        missing, unexpected = model.load_weights(directory / WEIGHTS_FILE, strict=True, skip_prefixes=excluded)
+        # A slim checkpoint left out frozen pretrained towers: load them from their source.
+        if "instruction_encoder.tower." in excluded:
+            tower, _, _ = load_text_tower(config.replace(text_config=None))
+            model.instruction_encoder.tower.load_state_dict(tower.state_dict())
+        if "vision.tower." in excluded:
+            tower, _ = load_vision_tower(config.replace(vision_config=None))
+            model.vision.tower.load_state_dict(tower.state_dict())
         return model.to(map_location)
 
     def load_weights(self, path: str | Path, strict: bool = True,
@@ -669,6 +695,19 @@ class LapaPolicy(nn.Module):
             raise ValueError(f"{path}: weights do not match the config: missing {missing[:5]}, "
                              f"unexpected {list(result.unexpected_keys)[:5]}")
         return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def _excluded_prefixes(path: Path) -> List[str]:
+    """Prefixes a slim checkpoint left out (its frozen pretrained towers), from the file's metadata."""
+    import json as _json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(_json.loads((f.metadata() or {}).get("excluded_prefixes", "[]")))
+    except (SafetensorError, OSError, ValueError):
+        return []  # load_weights reports the unreadable file
 
 
 def _tokenizer_path(directory: Path, tokenizer: str) -> str:
