@@ -44,6 +44,10 @@ def _params(profile: str):
     )
 
 
+# The parameters each installed executable declares (its profile's defaults), for tools and tests.
+PARAMS_BY_EXECUTABLE = {f"{profile}_teleop_node": _params(profile) for profile in PROFILES}
+
+
 class JoyTeleopNode(Node):
     def __init__(self, name: str = "joy_teleop", profile: str = "gamepad", **kwargs):
         super().__init__(name, **kwargs)

@@ -47,7 +47,9 @@ def test_graph_nodes_use_installed_executables_and_valid_parameter_files():
     for graph in GRAPHS:
         for spec in build_graph(graph):
             assert eps.get(spec.executable, "").split(":")[0] == spec.module, spec
-            declared = {p.name: p for p in importlib.import_module(spec.module).PARAMS}
+            module = importlib.import_module(spec.module)
+            node_params = getattr(module, "PARAMS_BY_EXECUTABLE", {}).get(spec.executable) or module.PARAMS
+            declared = {p.name: p for p in node_params}
             for i, path in enumerate(spec.config_paths()):
                 doc = yaml.safe_load(path.read_text())
                 assert list(doc) == [f"/**/{spec.name}"], path

@@ -177,6 +177,16 @@ def test_bad_images_and_instructions_are_skipped_without_a_crash(ros, start_grap
         time.sleep(0.5)
         return len(chunks) - n
 
+    def acted_on(msg, timeout=10.0):
+        # Sensor-data QoS is best effort: a frame may be dropped on a loaded machine, so resend until
+        # the policy answers (a skipped frame never gets an answer, however often it is sent).
+        n, deadline = len(chunks), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            send(msg, times=1)
+            if len(chunks) > n:
+                return True
+        return False
+
     # No instruction yet: frames are not acted on.
     assert count_after(lambda: send(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))) == 0
     for bad in ["", " " * 5, "pick " * 200]:
@@ -196,14 +206,14 @@ def test_bad_images_and_instructions_are_skipped_without_a_crash(ros, start_grap
     padded.step = row + 16
     good.append(padded)
     for msg in good:
-        assert count_after(lambda: send(msg)) > 0, msg.encoding
+        assert acted_on(msg), (msg.encoding, msg.width, msg.step)
     empty = image_msg(rgb, stamp, "cam")
     empty.data = b""
     depth = image_msg(rng.random((48, 64)).astype(np.float32), stamp, "cam", "32FC1")
     for msg in (empty, depth):
         assert count_after(lambda: send(msg)) == 0
     graph.check_alive()
-    assert count_after(lambda: send(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))) > 0
+    assert acted_on(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))
     ros.wait_for(lambda: int(_diag_values(diags).get("count.bad_image", 0)) >= 6, 5, "bad images counted")
     values = _diag_values(diags)
     assert int(values["count.instruction_rejected"]) == 3

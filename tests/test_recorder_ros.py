@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
@@ -74,14 +75,31 @@ def _wait_subscribed(ros, pubs, graph):
     time.sleep(0.5)
 
 
+def _wait_received(ros, diags, sent, timeout=30.0):
+    def received():
+        if not diags:
+            return {}
+        values = {kv.key: kv.value for st in diags[-1].status for kv in st.values}
+        return {t: int(values.get(f"received./{t}", values.get(f"received.{t}", -1))) for t in sent}
+
+    deadline = time.monotonic() + timeout
+    while received() != sent:
+        assert time.monotonic() < deadline, f"recorder received {received()}, sent {sent}"
+        time.sleep(0.1)
+
+
 def test_recorder_keeps_every_message_of_two_cameras_and_joint_states(ros, start_graph, tmp_path):
+    diags = []
+    ros.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     pubs = Publishers(ros)
     graph = start_graph([recorder(tmp_path)])
     _wait_subscribed(ros, pubs, graph)
     started = _service(ros, "start")
     assert started.success, started.message
     pubs.run(3.0)
-    time.sleep(1.0)  # let the last messages arrive
+    # Stop only once the recorder has taken in everything sent (on a loaded machine the last messages
+    # can still be in flight): a message that never arrives fails here, one lost later fails below.
+    _wait_received(ros, diags, pubs.sent)
     stopped = _service(ros, "stop")
     assert stopped.success, stopped.message
     assert _service(ros, "mark_success", SetBool, data=True).success
