@@ -36,6 +36,8 @@ COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("bags", "recover"), "lapa_ros.bag_tools:recover", "complete bags left by a recorder that was killed"),
     (("bags", "info"), "lapa_ros.bag_tools:info", "topics, counts, rates and episode facts of bags"),
     (("finetune-bags",), "lapa_ros.finetune_bags", "bags + pretrained checkpoint -> finetuned, exported policy"),
+    (("demo-policy", "train"), "lapa_ros.demo_policy:train", "train the demo policy with the whole LAPA pipeline"),
+    (("demo-policy", "export"), "lapa_ros.demo_policy:export", "export the shipped demo policy to ONNX"),
     (("eval",), "lapa_ros.evaluation", "evaluate a policy: N episodes in simulation or on a robot, videos, summary"),
     (("eval-compare",), "lapa_ros.evaluation:compare", "compare evaluation runs side by side (table + plot)"),
     (("bench", "laq"), "lapa_models.laq.bench", "benchmark: LAQ training and labelling throughput (frame pairs/s)"),

@@ -15,7 +15,9 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import MultiThreadedExecutor
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, String
@@ -60,7 +62,11 @@ class EpisodeRunner(Node):
         self.arm_client = self.create_client(Trigger, "arm_controller/arm")
         self._service_clients = {}
         self.param_client = self.create_client(SetParameters, f"{robot}/set_parameters")
-        self._executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.policy_change_state = self.create_client(ChangeState, "policy/change_state")
+        self.policy_get_state = self.create_client(GetState, "policy/get_state")
+        self._policy_managed: Optional[bool] = None
+        # Single-threaded (rclpy's multi-threaded executor busy-polls); calls wait from other threads.
+        self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self)
         self._thread: Optional[threading.Thread] = None
 
@@ -184,23 +190,44 @@ class EpisodeRunner(Node):
             raise RuntimeError(f"{service}: {response.message}")
         return response.message
 
+    def _has_managed_policy(self) -> bool:
+        """Whether a lifecycle policy node is running (asked once; the expert driver has none)."""
+        if self._policy_managed is None:
+            self._policy_managed = self.policy_change_state.wait_for_service(timeout_sec=1.0)
+        return self._policy_managed
+
+    def set_policy_active(self, active: bool, timeout: float = 10.0) -> None:
+        """Activate or deactivate the managed policy node (no-op without one or when already so)."""
+        if not self._has_managed_policy():
+            return
+        state = self._call(self.policy_get_state, GetState.Request(), timeout).current_state.label
+        if (state == "active") == active:
+            return
+        transition = Transition(id=Transition.TRANSITION_ACTIVATE if active else Transition.TRANSITION_DEACTIVATE)
+        if not self._call(self.policy_change_state, ChangeState.Request(transition=transition), timeout).success:
+            raise RuntimeError(f"policy refused to {'activate' if active else 'deactivate'} (state {state})")
+
     def run_episode(self, task: str, instruction: str, max_steps: int, control_period: float,
                     frames_after_success: int = 5, seed: Optional[int] = None,
                     on_start=None) -> EpisodeResult:
         """One episode: task -> reset -> instruction -> wait for success or the step limit.
 
-        on_start: called once the new episode has begun (e.g. to start recording)."""
+        A managed policy is inactive (holding) from before the reset until the new instruction is
+        out, so no command computed in the previous episode, or for its instruction, moves the arm
+        in this one. on_start: called once the new episode has begun (e.g. to start recording)."""
+        self.set_policy_active(False)
         self.set_task(task)
         if seed is not None:
             self._set_seed(seed)
         with self._lock:
             self._episode_start = None
+        self.pub_instruction.publish(String(data=instruction))  # delivered while the sim resets
         info = self.reset()
         t0 = time.monotonic()
         with self._lock:
             self._frames, self._frame_count, self._success = [], 0, False
             self._episode_start = float(info["stamp"])
-        self.pub_instruction.publish(String(data=instruction))
+        self.set_policy_active(True)
         if on_start is not None:
             on_start()
         timeout = max_steps * control_period * 3.0 + 5.0

@@ -163,7 +163,10 @@ class PolicyDiagnostics:
     def report(self) -> dict:
         keys = ("providers_in_use", "latency_ms_p50", "latency_ms_p99", "inference_ms_p50", "inference_ms_p99",
                 "inference_rate_hz", "command_rate_hz")
-        return {k: self.values[k] for k in keys if k in self.values}
+        out = {k: self.values[k] for k in keys if k in self.values}
+        # How many frames were not acted on, and why (stale, no state near the frame, busy, ...).
+        out.update({k: self.values[k] for k in sorted(self.values) if k.startswith("count.")})
+        return out
 
 
 # ----------------------------------------------------------------------------- simulation

@@ -30,7 +30,7 @@ if [ -d tests/pure ]; then
     env_dir=".venv-py${v/./}"
     if [ ! -x "$env_dir/bin/pytest" ]; then
       "$py" -m venv "$env_dir"
-      "$env_dir/bin/python" -m pip -q --disable-pip-version-check install numpy PyYAML pytest \
+      "$env_dir/bin/python" -m pip -q --disable-pip-version-check install numpy PyYAML pytest pytest-timeout \
         2> >(grep -v 'is ignored: it is neither' >&2)
     fi
     PYTHONPATH=. "$env_dir/bin/python" -m pytest -q -p no:cacheprovider tests/pure

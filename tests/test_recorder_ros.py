@@ -175,4 +175,6 @@ def test_full_disk_stops_recording_with_a_clear_error_and_keeps_the_data(ros, st
     assert "disk full" in graph.log("recorder")
     bag = Path(started.message)
     counts = recover_bag(bag)
-    assert counts.get("/camera/image_raw", 0) > 0, "what was written before the disk filled is kept"
+    # Which camera's frames made it into the 6 MB depends on delivery order: either counts.
+    images = counts.get("/camera/image_raw", 0) + counts.get("/camera2/image_raw", 0)
+    assert images > 0, f"what was written before the disk filled is kept: {counts}"

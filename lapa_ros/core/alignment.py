@@ -179,6 +179,7 @@ class StampedBuffer:
         self._stamps: List[float] = []
         self._values: List[Any] = []
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
 
     def __len__(self) -> int:
         return len(self._stamps)
@@ -201,6 +202,7 @@ class StampedBuffer:
             self._values.insert(i, value)
             if len(self._stamps) > self.maxlen:
                 del self._stamps[0], self._values[0]
+            self._arrived.notify_all()
 
     def latest(self) -> Optional[Stamped]:
         """The sample with the largest stamp, or None when empty."""
@@ -222,6 +224,20 @@ class StampedBuffer:
                     if d <= max_dt and (best is None or d < best[0]):
                         best = (d, j)
             return None if best is None else Stamped(self._stamps[best[1]], self._values[best[1]])
+
+    def wait_at(self, t: float, max_dt: Optional[float], timeout: float) -> Optional[Stamped]:
+        """at(t, max_dt), once a sample stamped at or after t is in (no later arrival can be nearer,
+        the stream being in order) or after `timeout` [s] of waiting, whichever comes first.
+
+        For a frame and a state stamped at the same instant but delivered by different
+        subscriptions: the frame can be handled before its state has been received.
+        """
+        t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"query time must be finite, got {t}")
+        with self._arrived:
+            self._arrived.wait_for(lambda: bool(self._stamps) and self._stamps[-1] >= t, timeout=max(0.0, timeout))
+        return self.at(t, max_dt)
 
     def latest_before(self, t: float, max_age: Optional[float] = None) -> Optional[Stamped]:
         """The latest sample stamped at or before t and at most max_age [s] older, else None."""

@@ -156,16 +156,25 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        """Start acting on frames and publishing commands."""
-        self.blender.reset()
-        self._active = True
+        """Start acting on frames (from the newest one waiting) and publishing commands."""
+        with self._lock:
+            self.blender.reset()
+            self._active = True
+            self._frame_ready.notify()
         self.get_logger().info("active")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        """Stop publishing commands; the arm controller's watchdog holds the arm."""
-        self._active = False
-        self.blender.reset()
+        """Stop acting and command a hold at once (not only after the controller's watchdog).
+
+        An evaluation deactivates the policy around each reset, so that nothing computed for the
+        previous episode (or its instruction) moves the arm in the next one."""
+        with self._lock:
+            self._active = False
+            self.blender.reset()
+        if hasattr(self, "pub_twist"):
+            self.pub_twist.publish(twist_msg(np.zeros(3), self.get_clock().now().to_msg(), self.p.base_frame))
+        self.get_logger().info("inactive: holding")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -204,7 +213,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_image(self, msg) -> None:
         with self._lock:
-            if self._frame is not None:
+            if self._frame is not None and self._active:
                 self.counts["frames_dropped_busy"] += 1
             self._frame = msg
             self._frame_ready.notify()
@@ -241,7 +250,11 @@ class PolicyNode(LifecycleNode):
     def _inference_loop(self) -> None:
         while self._running:
             with self._lock:
-                self._frame_ready.wait_for(lambda: self._frame is not None or not self._running, timeout=0.5)
+                # While inactive the newest frame waits in the slot: activation starts from it.
+                self._frame_ready.wait_for(lambda: (self._frame is not None and self._active) or not self._running,
+                                           timeout=0.5)
+                if not self._active:
+                    continue
                 msg, self._frame = self._frame, None
                 embedding = self._embedding
             if msg is None or not self._running:
@@ -276,8 +289,10 @@ class PolicyNode(LifecycleNode):
         state = None
         if self.state_names:
             # The state nearest the frame's stamp, as the bag converter aligns the training data.
-            ee = self._ee_positions.at(stamp, self.p.state_tolerance)
-            grip = self._grippers.at(stamp, self.p.state_tolerance)
+            # A state stamped with the frame may still be on its way (another subscription):
+            # wait for it, at most state_tolerance, rather than act on an older one or skip.
+            ee = self._ee_positions.wait_at(stamp, self.p.state_tolerance, self.p.state_tolerance)
+            grip = self._grippers.wait_at(stamp, self.p.state_tolerance, self.p.state_tolerance)
             if ee is None or grip is None:
                 self.counts["no_state_near_frame"] += 1
                 self.get_logger().warning(f"no robot state within {self.p.state_tolerance} s of the frame: holding",
@@ -302,8 +317,8 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error("policy output has NaN/Inf: chunk dropped, the arm holds", throttle_duration_sec=2.0)
             return
         with self._lock:
-            if self._embedding is not embedding:
-                return  # the instruction changed during inference
+            if self._embedding is not embedding or not self._active:
+                return  # the instruction changed, or the node was deactivated, during inference
             self.blender.add(stamp, chunk)
         done = self._now()
         self.latencies.append((done - stamp) * 1e3)
@@ -366,7 +381,8 @@ class PolicyNode(LifecycleNode):
 def main(args=None) -> int:
     from ..ros_common import run_node
 
-    return run_node(PolicyNode, args, multithreaded=True)
+    # Single-threaded: inference has its own thread; see lapa_ros.ros_common.run_node.
+    return run_node(PolicyNode, args)
 
 
 if __name__ == "__main__":

@@ -307,7 +307,8 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(RecorderNode, args, multithreaded=True)
+    # Single-threaded: the work has its own thread; see lapa_ros.ros_common.run_node.
+    return run_node(RecorderNode, args)
 
 
 if __name__ == "__main__":

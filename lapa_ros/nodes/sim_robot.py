@@ -310,7 +310,8 @@ class SimRobotNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(SimRobotNode, args, multithreaded=True)
+    # Single-threaded: the work has its own thread; see lapa_ros.ros_common.run_node.
+    return run_node(SimRobotNode, args)
 
 
 if __name__ == "__main__":

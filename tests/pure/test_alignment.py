@@ -1,6 +1,7 @@
 """Time alignment: nearest / previous matching, value alignment, resampling, gaps, and the live buffer."""
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -259,3 +260,21 @@ def test_buffer_concurrent_push_and_read():
         assert len(buf) <= 50
     worker.join()
     assert buf.latest().value == 1999
+
+
+def test_stamped_buffer_waits_for_the_state_of_a_frame_that_arrived_first():
+    buf = StampedBuffer(maxlen=10)
+    buf.push(0.95, "previous")
+    threading.Timer(0.05, buf.push, args=(1.0, "same instant")).start()
+    t0 = time.monotonic()
+    got = buf.wait_at(1.0, max_dt=0.04, timeout=2.0)
+    assert got is not None and got.value == "same instant"
+    assert time.monotonic() - t0 < 1.0  # woke on arrival, not on the timeout
+    # Nothing newer comes: the answer after the timeout is what at() says (here: none within 0.01 s).
+    t0 = time.monotonic()
+    assert buf.wait_at(2.0, max_dt=0.01, timeout=0.1) is None
+    assert 0.09 <= time.monotonic() - t0 < 1.0
+    # A sample at or after t is already there: no waiting at all.
+    t0 = time.monotonic()
+    assert buf.wait_at(0.96, max_dt=0.1, timeout=5.0).value == "previous"
+    assert time.monotonic() - t0 < 0.5
