@@ -31,7 +31,8 @@ def recorder(out: Path, prefix=()):
 
 # Reliable with a deep history, so that every message reaches the recorder and a missing one can
 # only be the recorder's loss (best-effort drops are DDS's; `lapa bench recorder` measures those).
-CAMERA_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# KEEP_ALL: a slow acknowledgement makes publish wait instead of overwriting an unsent sample.
+CAMERA_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_ALL)
 
 
 class Publishers:

@@ -102,7 +102,9 @@ class RecorderNode(Node):
         infos = self.get_publishers_info_by_topic(topic)
         best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
         latched = infos and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
-        return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+        # A deep reader history: at 100 Hz a 100-deep one overflowed (and lost joint states) whenever
+        # this node's executor fell ~1 s behind while the writer thread wrote 55 MB/s of images.
+        return QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST,
                           reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
