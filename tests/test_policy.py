@@ -28,7 +28,7 @@ from lapa_models.policy import finetune, pretrain  # noqa: E402
 from lapa_models.policy.augmentation import ImageAugmentation  # noqa: E402
 from lapa_models.policy.configuration import PolicyConfig, get_config  # noqa: E402
 from lapa_models.policy.data import (ActionChunkSamples, InstructionTable, LatentSamples, align_latents,  # noqa: E402
-                                     read_latents, split_episodes)
+                                     load_latent_labels, split_episodes)
 from lapa_models.policy.modeling import LapaPolicy, MissingWeightsError  # noqa: E402
 from lapa_models.policy.normalization import NormalizationStats  # noqa: E402
 from lapa_models.policy.runtime import ModelCardError, PolicyInputError, PolicyRuntime  # noqa: E402
@@ -201,7 +201,7 @@ def test_latent_samples_skip_frames_without_a_successor(sim_data, laq_labels):
     from lapa_models.data.frames import FrameStore
 
     store = FrameStore(sim_data, progress=False)
-    labels = read_latents(sim_data, "laq")    # our own reader agrees with the LAQ stage's output
+    labels = load_latent_labels(sim_data, "laq")
     tokens = align_latents(store, labels)
     gap = int(labels.info["frame_gap"])
     samples = LatentSamples(store, tokens, range(store.num_episodes), InstructionTable([store]).index[0])
@@ -215,10 +215,11 @@ def test_latent_reader_names_the_bad_file(tmp_path):
 
     folder = tmp_path / "latents" / "laq"
     folder.mkdir(parents=True)
-    (folder / "info.json").write_text(json.dumps({"frame_gap": 1, "codebook_size": 8, "num_tokens": 4}))
+    (folder / "info.json").write_text(json.dumps({"frame_gap": 1, "codebook_size": 8, "num_tokens": 4,
+                                                  "laq_checkpoint": "x", "config": {}, "config_sha256": "x"}))
     np.save(folder / "episode_000000.npy", np.full((5, 3), 2, np.int16))
     with pytest.raises(EpisodeFormatError, match="episode_000000.npy"):
-        read_latents(tmp_path, "laq")
+        load_latent_labels(tmp_path, "laq")
 
 
 def test_validation_split_holds_out_whole_episodes(sim_data):

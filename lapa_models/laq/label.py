@@ -28,6 +28,7 @@ import torch
 
 from lapa_models.data.episodes import EpisodeDataset, open_episodes
 
+from lapa_models.commands import report_input_errors
 from .data import frame_pairs, iter_pair_batches, load_frames
 from .modeling import LAQModel
 
@@ -160,12 +161,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the command; input problems (bad data, checkpoint, config) end in one "error:" line, exit code 2."""
-    try:
-        return _run(args)
-    except (ValueError, FileExistsError) as e:  # the library's errors name the file or field at fault
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return report_input_errors(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

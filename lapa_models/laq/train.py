@@ -28,6 +28,7 @@ from typing import Any, Deque, Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from lapa_models.commands import report_input_errors
 from .configuration import LAQConfig, get_config
 from .data import frame_pairs, gather, load_frames, random_shift, split_episodes
 from .modeling import CheckpointError, LAQModel, read_safetensors
@@ -451,12 +452,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the command; input problems (bad data, checkpoint, config) end in one "error:" line, exit code 2."""
-    try:
-        return _run(args)
-    except (ValueError, FileExistsError) as e:  # the library's errors name the file or field at fault
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return report_input_errors(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

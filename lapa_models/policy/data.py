@@ -18,7 +18,6 @@ of tensors; images stay uint8 (B, H, W, 3) until the model's preprocessing.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -27,8 +26,6 @@ import torch
 
 from lapa_models.data.errors import EpisodeFormatError
 from lapa_models.data.frames import FrameStore
-
-LATENT_INFO_KEYS = ("frame_gap", "codebook_size", "num_tokens")
 
 
 # ============================================================================ LAQ labels
@@ -48,44 +45,11 @@ class LatentLabels:
         return int(self.info["codebook_size"])
 
 
-def read_latents(dataset_root: str | Path, name: str = "laq") -> LatentLabels:
-    """Read ``<dataset_root>/latents/<name>/`` (format in the module docstring), checking every file."""
-    folder = Path(dataset_root) / "latents" / name
-    info_path = folder / "info.json"
-    if not info_path.is_file():
-        raise EpisodeFormatError(f"{info_path}: no LAQ labels named '{name}' (run the LAQ labelling stage first)")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as e:
-        raise EpisodeFormatError(f"{info_path}: corrupt JSON ({e})") from e
-    missing = [k for k in LATENT_INFO_KEYS if k not in info]
-    if missing:
-        raise EpisodeFormatError(f"{info_path}: missing {missing}")
-    t, c = int(info["num_tokens"]), int(info["codebook_size"])
-    episodes: Dict[int, np.ndarray] = {}
-    for path in sorted(folder.glob("episode_*.npy")):
-        try:
-            index = int(path.stem.split("_")[1])
-            tokens = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, IndexError) as e:
-            raise EpisodeFormatError(f"{path}: unreadable LAQ label file ({e})") from e
-        if tokens.ndim != 2 or tokens.shape[1] != t:
-            raise EpisodeFormatError(f"{path}: shape {tokens.shape}, expected (N, {t})")
-        if tokens.size and (tokens.min() < -1 or tokens.max() >= c):
-            raise EpisodeFormatError(f"{path}: tokens outside [-1, {c - 1}]")
-        episodes[index] = tokens.astype(np.int16, copy=False)
-    if not episodes:
-        raise EpisodeFormatError(f"{folder}: info.json but no episode_*.npy label files")
-    return LatentLabels(info=info, episodes=episodes)
-
-
 def load_latent_labels(dataset_root: str | Path, name: str = "laq") -> LatentLabels:
-    """LAQ labels through the LAQ stage's own reader (lapa_models.laq.label.load_latents), or through
-    ``read_latents`` where that module is not installed; both read the format above."""
-    try:
-        from lapa_models.laq.label import LatentLabelError, load_latents
-    except ImportError:
-        return read_latents(dataset_root, name)
+    """LAQ labels through the LAQ stage's own reader (lapa_models.laq.label.load_latents), which
+    checks every file; its errors are re-raised as EpisodeFormatError naming the file."""
+    from lapa_models.laq.label import LatentLabelError, load_latents
+
     try:
         info, episodes = load_latents(dataset_root, name=name)
     except LatentLabelError as e:

@@ -291,8 +291,9 @@ class PolicyNode(LifecycleNode):
             # The state nearest the frame's stamp, as the bag converter aligns the training data.
             # A state stamped with the frame may still be on its way (another subscription):
             # wait for it, at most state_tolerance, rather than act on an older one or skip.
+            deadline = time.monotonic() + self.p.state_tolerance
             ee = self._ee_positions.wait_at(stamp, self.p.state_tolerance, self.p.state_tolerance)
-            grip = self._grippers.wait_at(stamp, self.p.state_tolerance, self.p.state_tolerance)
+            grip = self._grippers.wait_at(stamp, self.p.state_tolerance, deadline - time.monotonic())
             if ee is None or grip is None:
                 self.counts["no_state_near_frame"] += 1
                 self.get_logger().warning(f"no robot state within {self.p.state_tolerance} s of the frame: holding",
