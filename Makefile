@@ -5,6 +5,8 @@ export MUJOCO_GL ?= egl
 # Keep DDS traffic on this machine for demos and tests (set ROS_AUTOMATIC_DISCOVERY_RANGE yourself on a robot).
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
+# Shared memory big enough for camera frames (see the file); export it for other camera drivers too.
+export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds.xml
 
 .PHONY: install demo test test-fast bench compat clean help
 

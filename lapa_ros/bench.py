@@ -22,6 +22,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from .dds import dds_defaults
+
 
 def _pct(values_ms: List[float]) -> Dict[str, float]:
     a = np.asarray(values_ms, dtype=float)
@@ -38,9 +40,10 @@ def _rate(times: List[float]) -> float:
 def _isolated_env() -> Dict[str, str]:
     """The DDS settings of the benchmark's node processes, applied to this process too (it publishes
     and subscribes with them: transports must match, or 640x480 frames fragment and drop)."""
-    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "FASTDDS_BUILTIN_TRANSPORTS": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")}
-    os.environ.update(env)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    dds_defaults()
+    env = {k: os.environ[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_BUILTIN_TRANSPORTS",
+                                      "FASTDDS_DEFAULT_PROFILES_FILE")}
     return {"ROS_DOMAIN_ID": str(random.Random(os.getpid()).randrange(120, 200)), **env}
 
 

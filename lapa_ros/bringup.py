@@ -22,6 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
+from .dds import dds_defaults
 from .graph import GRAPHS, NodeSpec, build_graph
 
 
@@ -41,7 +42,7 @@ def node_command(spec: NodeSpec, overrides_file: Optional[Path]) -> List[str]:
 def default_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # 640x480 images without drops
+    dds_defaults(env)  # 640x480 images without drops
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env

@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from .dds import dds_defaults
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default="demo", help="tasks or task sets (lapa_sim/tasks.yaml), comma separated")
@@ -36,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_sim
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a demo talks to itself only
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    dds_defaults()
     policy = None
     if args.driver == "policy":
         if args.policy:

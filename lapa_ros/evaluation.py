@@ -303,7 +303,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    from .dds import dds_defaults
+
+    dds_defaults()
     if args.robot:
         if not args.instruction.strip():
             print("lapa eval --robot needs --instruction", file=sys.stderr)

@@ -6,12 +6,14 @@ arguments come from the graph's argument table and the nodes from the graph func
 """
 from __future__ import annotations
 
+import os
+
 from .graph import GRAPHS, build_graph
 
 
 def launch_description_for(graph: str):
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -25,5 +27,9 @@ def launch_description_for(graph: str):
                      **({"prefix": " ".join(spec.prefix)} if spec.prefix else {}))
                 for spec in build_graph(graph, values)]
 
+    from .dds import dds_defaults
+
+    # The nodes started here get config/fastdds.xml unless the user set their own DDS settings.
+    dds = [SetEnvironmentVariable(k, v) for k, v in dds_defaults({}).items() if k not in os.environ]
     return LaunchDescription([DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
-                              for a in arguments] + [OpaqueFunction(function=nodes)])
+                              for a in arguments] + dds + [OpaqueFunction(function=nodes)])

@@ -15,10 +15,12 @@ from typing import Callable, Iterator
 
 import pytest
 
+from lapa_ros.dds import dds_defaults
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+dds_defaults()
 
 # Domain ids 1..100, a different stride per pytest process so parallel runs do not collide.
 _domain_ids = itertools.cycle(range(1 + random.Random(os.getpid()).randrange(100), 101))
@@ -33,7 +35,8 @@ def ros_domain() -> int:
 def ros_env(ros_domain) -> dict:
     """Environment for node processes of this test (its own domain, localhost discovery)."""
     return {"ROS_DOMAIN_ID": str(ros_domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-            "FASTDDS_BUILTIN_TRANSPORTS": os.environ["FASTDDS_BUILTIN_TRANSPORTS"], "MUJOCO_GL": "egl"}
+            "FASTDDS_BUILTIN_TRANSPORTS": os.environ["FASTDDS_BUILTIN_TRANSPORTS"],
+            "FASTDDS_DEFAULT_PROFILES_FILE": os.environ["FASTDDS_DEFAULT_PROFILES_FILE"], "MUJOCO_GL": "egl"}
 
 
 class RosTestContext:
