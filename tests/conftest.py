@@ -44,12 +44,14 @@ class RosTestContext:
 
     def __init__(self, domain_id: int, name: str = "test_probe"):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(name, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Single-threaded: rclpy's multi-threaded executor busy-polls and would take a core from the
+        # node processes under test. Tests wait on futures from their own thread (see call()).
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
