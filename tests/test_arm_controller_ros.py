@@ -33,7 +33,10 @@ class Commander:
 
     def _run(self):
         while self.running:
-            self.pub.publish(twist_msg(self.velocity, self.ros.node.get_clock().now().to_msg(), "world"))
+            try:
+                self.pub.publish(twist_msg(self.velocity, self.ros.node.get_clock().now().to_msg(), "world"))
+            except Exception:  # the test ended without stop() and its node is gone
+                return
             time.sleep(0.05)
 
     def stop(self):
@@ -87,11 +90,15 @@ def test_estop_stops_motion_within_one_control_period_and_stays_latched(ros, sta
     assert np.linalg.norm(twist_to_arrays(outputs[-1][1])[0]) > 0.05, "armed controller forwards commands"
     estop = ros.node.create_publisher(Bool, "arm_controller/estop", COMMAND_QOS)
     ros.wait_for(lambda: estop.get_subscription_count() > 0, 10, "e-stop subscriber")
-    t_estop = time.monotonic()
+    t_estop, t_estop_wall = time.monotonic(), time.time()
     estop.publish(Bool(data=True))
     ros.wait_for(lambda: any(t > t_estop and np.allclose(twist_to_arrays(m)[0], 0) for t, m in outputs), 2, "hold")
-    first_hold = min(t for t, m in outputs if t > t_estop and np.allclose(twist_to_arrays(m)[0], 0))
-    assert first_hold - t_estop < PERIOD, f"first hold {1e3 * (first_hold - t_estop):.1f} ms after the e-stop"
+    _, hold = min(((t, m) for t, m in outputs if t > t_estop and np.allclose(twist_to_arrays(m)[0], 0)),
+                  key=lambda tm: tm[0])
+    # The controller's reaction: when it published the hold (its header stamp, wall clock in real time),
+    # not when this test process got round to receiving it.
+    reaction = stamp_to_sec(hold.header.stamp) - t_estop_wall
+    assert reaction < PERIOD, f"first hold {1e3 * reaction:.1f} ms after the e-stop"
     time.sleep(0.3)
     p_stop = _pos(poses)
     # Commands keep coming: the e-stop stays latched, nothing non-zero goes out, the arm does not move.
