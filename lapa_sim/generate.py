@@ -19,7 +19,7 @@ import numpy as np
 
 from lapa_models.data.episodes import DatasetInfo, Episode, EpisodeWriter
 
-from .tasks import TaskSpec, load_catalogue
+from .tasks import TaskSpec, check_runnable, load_catalogue
 from .world import ACTION_NAMES, SimWorld
 
 Job = Tuple[int, str, int]  # (episode index, task name, seed)
@@ -58,10 +58,11 @@ def rollout_expert(world: SimWorld, seed: int, *, render: bool = True, with_acti
 _worker: dict = {}
 
 
-def _init_worker(root: str, info: DatasetInfo, image_size: Tuple[int, int], substeps: int) -> None:
+def _init_worker(root: str, info: DatasetInfo, image_size: Tuple[int, int], substeps: int,
+                 view: Optional[str] = None) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     _worker.update(writer=EpisodeWriter(root, info), image_size=image_size, substeps=substeps, world=None,
-                   with_actions=info.has_actions)
+                   with_actions=info.has_actions, view=load_catalogue().view(view))
 
 
 def _run_job(job: Job) -> dict:
@@ -69,7 +70,7 @@ def _run_job(job: Job) -> dict:
     world: Optional[SimWorld] = _worker["world"]
     if world is None:
         world = _worker["world"] = SimWorld(task, seed=seed, image_size=_worker["image_size"],
-                                            substeps=_worker["substeps"])
+                                            substeps=_worker["substeps"], view=_worker["view"])
     elif world.task.name != task:
         world.set_task(task, seed=seed)
     episode = rollout_expert(world, seed, with_actions=_worker["with_actions"])
@@ -83,18 +84,24 @@ def plan_jobs(tasks: List[TaskSpec], episodes_per_task: int, seed: int) -> List[
 
 def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, seed: int = 0,
              with_actions: bool = True, image_size: Tuple[int, int] = (128, 128), substeps: int = 4,
-             workers: int = 1, codec: str = "lossless", progress: bool = True) -> dict:
-    """Write expert episodes to ``out``; returns a summary. Skips episodes already written."""
+             workers: int = 1, codec: str = "lossless", progress: bool = True, view: Optional[str] = None) -> dict:
+    """Write expert episodes to ``out``; returns a summary. Skips episodes already written.
+
+    ``view``: a named scene variation of the catalogue (camera and lighting), for cross-environment data."""
     from tqdm import tqdm
 
-    specs = load_catalogue().resolve(tasks)
+    catalogue = load_catalogue()
+    specs = catalogue.resolve(tasks)
+    catalogue.view(view)   # an unknown view is an error before any work
+    for spec in specs:
+        check_runnable(spec)
     probe = SimWorld(specs[0], image_size=image_size, substeps=substeps, render=False)
     fps = 1.0 / probe.control_period
     probe.close()
     info = DatasetInfo(fps=fps, image_height=image_size[0], image_width=image_size[1],
                        action_names=list(ACTION_NAMES) if with_actions else None,
                        state_names=list(SimWorld.STATE_NAMES), video_codec=codec, source="sim",
-                       extra={"generator": "lapa_sim.generate", "substeps": substeps,
+                       extra={"generator": "lapa_sim.generate", "substeps": substeps, "view": view or "default",
                               "action_units": "m/s (vx, vy, vz), gripper 0 open..1 closed"})
     writer = EpisodeWriter(out, info)
     done = writer.completed_indices()
@@ -102,7 +109,7 @@ def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, 
     bar = tqdm(total=len(jobs), desc=f"generate {Path(out).name}", unit="ep", disable=not progress,
                file=sys.stderr)
     successes = frames = 0
-    initargs = (str(out), info, tuple(image_size), substeps)
+    initargs = (str(out), info, tuple(image_size), substeps, view)
     if workers <= 1:
         _init_worker(*initargs)
         results = map(_run_job, jobs)
@@ -138,12 +145,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--substeps", type=int, default=4, help="Meta-World steps per control step (4 -> 20 Hz)")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--codec", default="lossless", choices=["lossless", "h264"])
+    p.add_argument("--view", default=None,
+                   help="a scene variation from the catalogue's `views` (camera and lighting), e.g. shifted")
 
 
 def main(args: argparse.Namespace) -> int:
     import json
 
     summary = generate(args.out, args.tasks, args.episodes_per_task, args.seed, not args.no_actions,
-                       tuple(args.image_size), args.substeps, args.workers, args.codec)
+                       tuple(args.image_size), args.substeps, args.workers, args.codec, view=args.view)
     print(json.dumps(summary))
     return 0

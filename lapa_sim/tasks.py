@@ -1,10 +1,14 @@
 """The simulated task catalogue: names, instructions, cameras and experts, read from tasks.yaml.
 
-The list of tasks is data (``tasks.yaml`` beside this file); this module only parses and validates it.
+The list of tasks is data (``tasks.yaml`` beside this file, or the file named by the environment
+variable ``LAPA_TASKS_FILE``); this module only parses and validates it. A task needs a Meta-World
+environment and instructions; its scripted expert is optional in the file, and a command that needs
+one (episode generation, the benchmark) says so when it is missing.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -47,10 +51,50 @@ class CameraSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ViewSpec:
+    """A variation of the scene for cross-environment experiments: camera changes and lighting.
+
+    camera: fields of CameraSpec replaced on the task's own (free) camera, e.g. {azimuth: 100};
+    light:  headlight ``ambient`` / ``diffuse`` RGB and ``scale`` (multiplies the model's own lights)."""
+
+    name: str
+    camera: Tuple[Tuple[str, object], ...] = ()
+    light: Tuple[Tuple[str, object], ...] = ()
+
+    LIGHT_KEYS = ("ambient", "diffuse", "scale")
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "ViewSpec":
+        d = dict(d or {})
+        extra = set(d) - {"camera", "light"}
+        if extra:
+            raise ValueError(f"view '{name}': unknown keys {sorted(extra)}; expected camera and/or light")
+        camera = dict(d.get("camera") or {})
+        CameraSpec.from_dict({**dataclasses.asdict(CameraSpec()), **camera})   # validates the keys
+        light = dict(d.get("light") or {})
+        bad = set(light) - set(cls.LIGHT_KEYS)
+        if bad:
+            raise ValueError(f"view '{name}': unknown light keys {sorted(bad)}; expected {list(cls.LIGHT_KEYS)}")
+        for key in ("ambient", "diffuse"):
+            if key in light and (len(light[key]) != 3 or not all(0 <= float(v) <= 1 for v in light[key])):
+                raise ValueError(f"view '{name}': light.{key} must be 3 values in [0, 1], got {light[key]}")
+        if "scale" in light and not 0 <= float(light["scale"]) <= 10:
+            raise ValueError(f"view '{name}': light.scale must be in [0, 10], got {light['scale']}")
+        freeze = lambda m: tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in m.items()))  # noqa
+        return cls(name=name, camera=freeze(camera), light=freeze(light))
+
+    def apply_camera(self, camera: CameraSpec) -> CameraSpec:
+        changes = dict(self.camera)
+        if "lookat" in changes:
+            changes["lookat"] = tuple(float(v) for v in changes["lookat"])
+        return dataclasses.replace(camera, **changes) if changes else camera
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskSpec:
     name: str
     env: str
-    expert: str
+    expert: Optional[str]
     instructions: Tuple[str, ...]
     max_steps: int
     camera: CameraSpec
@@ -65,6 +109,15 @@ class TaskSpec:
 class TaskCatalogue:
     tasks: Dict[str, TaskSpec]
     task_sets: Dict[str, Tuple[str, ...]]
+    views: Dict[str, ViewSpec] = dataclasses.field(default_factory=dict)
+
+    def view(self, name: Optional[str]) -> Optional[ViewSpec]:
+        """A named view, or None for the tasks' own scene ('' / 'default' / None)."""
+        if name in (None, "", "default"):
+            return None
+        if name not in self.views:
+            raise ValueError(f"unknown view '{name}'; views in the catalogue: {', '.join(sorted(self.views)) or 'none'}")
+        return self.views[name]
 
     def get(self, name: str) -> TaskSpec:
         if name not in self.tasks:
@@ -94,14 +147,15 @@ def parse_catalogue(raw: dict) -> TaskCatalogue:
     default_cam = defaults.get("camera", {})
     tasks: Dict[str, TaskSpec] = {}
     for name, t in (raw.get("tasks") or {}).items():
-        missing = {"env", "expert", "instructions"} - set(t)
+        missing = {"env", "instructions"} - set(t)
         if missing:
             raise ValueError(f"task '{name}': missing {sorted(missing)}")
         instructions = tuple(str(s).strip() for s in t["instructions"] if str(s).strip())
         if not instructions:
             raise ValueError(f"task '{name}': needs at least one instruction")
         cam = CameraSpec.from_dict({**default_cam, **t.get("camera", {})})
-        tasks[name] = TaskSpec(name=name, env=t["env"], expert=t["expert"], instructions=instructions,
+        expert = str(t["expert"]).strip() if t.get("expert") else None
+        tasks[name] = TaskSpec(name=name, env=t["env"], expert=expert, instructions=instructions,
                                max_steps=int(t.get("max_steps", defaults.get("max_steps", 100))),
                                camera=cam)
     sets: Dict[str, Tuple[str, ...]] = {}
@@ -110,13 +164,45 @@ def parse_catalogue(raw: dict) -> TaskCatalogue:
             if m not in tasks:
                 raise ValueError(f"task set '{set_name}' names unknown task '{m}'")
         sets[set_name] = tuple(members)
-    return TaskCatalogue(tasks=tasks, task_sets=sets)
+    views = {name: ViewSpec.from_dict(name, v) for name, v in (raw.get("views") or {}).items()}
+    return TaskCatalogue(tasks=tasks, task_sets=sets, views=views)
 
 
-@lru_cache(maxsize=4)
+def catalogue_path() -> Path:
+    """The catalogue in use: $LAPA_TASKS_FILE when set, else tasks.yaml beside this module."""
+    return Path(os.environ.get("LAPA_TASKS_FILE") or TASKS_FILE)
+
+
 def load_catalogue(path: Optional[str] = None) -> TaskCatalogue:
-    with open(path or TASKS_FILE) as f:
-        return parse_catalogue(yaml.safe_load(f))
+    return _load(str(Path(path) if path else catalogue_path()))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> TaskCatalogue:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"task catalogue {path} does not exist")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"task catalogue {path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"task catalogue {path}: expected a mapping with 'tasks'")
+    return parse_catalogue(raw)
+
+
+def check_runnable(spec: TaskSpec) -> None:
+    """Raise a clear ValueError unless Meta-World has the task's environment and scripted expert."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE as envs
+    import metaworld.policies as policies
+
+    if f"{spec.env}-goal-observable" not in envs:
+        raise ValueError(f"task '{spec.name}': Meta-World has no environment '{spec.env}'")
+    if not spec.expert:
+        raise ValueError(f"task '{spec.name}' has no scripted expert in the catalogue: episodes (video and "
+                         "demonstrations) cannot be generated for it; add `expert: <class in metaworld.policies>`")
+    if getattr(policies, spec.expert, None) is None:
+        raise ValueError(f"task '{spec.name}': metaworld.policies has no expert '{spec.expert}'")
 
 
 def get_task(name: str) -> TaskSpec:

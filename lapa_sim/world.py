@@ -18,7 +18,7 @@ import numpy as np
 
 from lapa_ros.core.robot_state import gripper_state_from_joint
 
-from .tasks import CameraSpec, TaskSpec, get_task
+from .tasks import CameraSpec, TaskSpec, ViewSpec, get_task
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -52,12 +52,13 @@ class SimWorld:
 
     def __init__(self, task: str | TaskSpec = "push", *, seed: int = 0,
                  image_size: Tuple[int, int] = (128, 128), substeps: int = 4,
-                 camera: Optional[CameraSpec] = None, render: bool = True):
+                 camera: Optional[CameraSpec] = None, render: bool = True, view: Optional[ViewSpec] = None):
         if substeps < 1:
             raise ValueError(f"substeps must be >= 1, got {substeps}")
         self.image_height, self.image_width = int(image_size[0]), int(image_size[1])
         self.substeps = int(substeps)
         self._camera_override = camera
+        self.view = view
         self._render_enabled = render
         self._env = None
         self._renderer = None
@@ -82,11 +83,15 @@ class SimWorld:
             raise ValueError(f"task '{self.task.name}': Meta-World has no environment '{self.task.env}'")
         self._env = envs[key](seed=self.seed)
         self._env.max_path_length = 10**9  # episode length is ours (task.max_steps)
-        expert_cls = getattr(policies, self.task.expert, None)
-        if expert_cls is None:
-            raise ValueError(f"task '{self.task.name}': metaworld.policies has no '{self.task.expert}'")
-        self._expert = expert_cls()
+        self._expert = None
+        if self.task.expert:
+            expert_cls = getattr(policies, self.task.expert, None)
+            if expert_cls is None:
+                raise ValueError(f"task '{self.task.name}': metaworld.policies has no '{self.task.expert}'")
+            self._expert = expert_cls()
         self.camera = self._camera_override or self.task.camera
+        if self.view is not None and self.camera.name is None:
+            self.camera = self.view.apply_camera(self.camera)
         self._setup_renderer()
 
     def _setup_renderer(self) -> None:
@@ -97,6 +102,15 @@ class SimWorld:
         model = self._env.model
         model.vis.quality.offsamples = 0  # no multisampling: 2x faster, sharp enough for 128 px
         model.vis.global_.fovy = self.camera.fovy
+        if self.view is not None:
+            light = dict(self.view.light)
+            if "ambient" in light:
+                model.vis.headlight.ambient[:] = light["ambient"]
+            if "diffuse" in light:
+                model.vis.headlight.diffuse[:] = light["diffuse"]
+            if "scale" in light:
+                model.light_diffuse[:] = model.light_diffuse * float(light["scale"])
+                model.light_specular[:] = model.light_specular * float(light["scale"])
         self._renderer = mujoco.Renderer(model, self.image_height, self.image_width)
         for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                      mujoco.mjtRndFlag.mjRND_SKYBOX):
@@ -256,6 +270,8 @@ class SimWorld:
     def expert_command(self, observation: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float]:
         """The scripted expert's command for the current (or given) privileged observation:
         (linear velocity [m/s], gripper [0..1])."""
+        if self._expert is None:
+            raise ValueError(f"task '{self.task.name}' has no scripted expert in the catalogue")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Constant(s) may be too high": the experts saturate by design
             action = self._expert.get_action(self._obs if observation is None else observation)

@@ -238,3 +238,58 @@ def test_probe_split_keeps_every_task_in_both_halves():
     fit, test = split_by_episode(tasks, 0.3, seed=0)
     assert not set(fit) & set(test) and sorted(fit + test) == list(range(10))
     assert {tasks[i] for i in fit} == {tasks[i] for i in test} == {"reach", "push", "drawer"}
+
+
+def test_show_renders_every_code_of_every_token_and_counts_codebook_use(run, sim, tmp_path, capsys):
+    from lapa_models.laq import show as laq_show
+
+    out = tmp_path / "show"
+    code = laq_show.main(_parse(laq_show, ["--checkpoint", str(run[0] / "final"), "--data", str(sim / "held_out"),
+                                           "--out", str(out), "--frames", "3", "--no-progress"]))
+    assert code == 0
+    report = json.loads((out / "usage.json").read_text())
+    usage = report["usage"]
+    model = LAQModel.from_pretrained(run[0] / "final")
+    t, c = model.config.num_latent_tokens, model.config.codebook_size
+    assert sum(usage["counts"]) == usage["pairs"] * t
+    assert [sum(p) for p in usage["per_position"]] == [usage["pairs"]] * t
+    assert set(usage["per_task"]) == set(TASKS.split(","))
+    assert len(report["frames"]) == 3 and {f["task"] for f in report["frames"]} == set(TASKS.split(","))
+    assert report["video_frames"] == 3 * t * c and (out / "latents.mp4").stat().st_size > 0
+    assert all((out / f"frame_{i:02d}.png").is_file() for i in range(3)) and (out / "usage.png").is_file()
+    assert report["code_effect"] > 0
+    assert "codes in use" in capsys.readouterr().err
+
+
+def test_show_swaps_keep_the_labelled_decoding_and_vary_the_others(run, sim):
+    from lapa_models.laq.data import frame_pairs, gather, load_frames
+    from lapa_models.laq.show import swap_decodings
+
+    model = LAQModel.from_pretrained(run[0] / "final").eval()
+    store = load_frames(sim / "held_out", model.config, progress=False)
+    pairs = frame_pairs(store, model.config.frame_gap)[:2]
+    frames_t, frames_tk = gather(store, pairs)
+    tokens = model.encode(frames_t, frames_tk).numpy()
+    own = model.reconstruct(frames_t, torch.as_tensor(tokens)).numpy()
+    swaps = swap_decodings(model, frames_t, tokens)
+    assert swaps.shape == (2, model.config.num_latent_tokens, model.config.codebook_size) + own.shape[1:]
+    for i in range(2):
+        for j in range(model.config.num_latent_tokens):
+            np.testing.assert_allclose(swaps[i, j, tokens[i, j]], own[i], atol=1e-5)
+            assert np.abs(swaps[i, j] - own[i]).max() > 1e-4   # another code decodes another frame
+
+
+def test_show_warns_about_a_collapsed_codebook(tmp_path, capsys):
+    from lapa_models.laq import show as laq_show
+
+    frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    writer = EpisodeWriter(tmp_path / "static", DatasetInfo(fps=20.0, image_height=64, image_width=64))
+    for _ in range(2):
+        writer.write(Episode(frames=np.stack([frame] * 12), timestamps=np.arange(12) / 20.0))
+    train(get_config("tiny", num_latent_tokens=2), tmp_path / "static", tmp_path / "run", steps=5, batch_size=8,
+          log_every=5, num_monitor_pairs=16, progress=False)
+    code = laq_show.main(_parse(laq_show, ["--checkpoint", str(tmp_path / "run" / "final"), "--data",
+                                           str(tmp_path / "static"), "--out", str(tmp_path / "show"), "--frames", "1",
+                                           "--no-video", "--no-progress"]))
+    assert code == 0
+    assert "WARNING codebook collapse" in capsys.readouterr().err

@@ -98,3 +98,42 @@ def test_recorded_gripper_state_matches_what_the_policy_node_computes_live(world
         q = dict(zip(world.joint_names, world.joint_positions()))[params["gripper_joint"]]
         live = gripper_state_from_joint(q, params["gripper_open_position"], params["gripper_closed_position"])
         assert world.state[3] == pytest.approx(live, abs=1e-6)
+
+
+def test_views_change_camera_and_light_and_unknown_ones_are_named(tmp_path):
+    cat = load_catalogue()
+    shifted = cat.view("shifted")
+    assert cat.view("default") is None and cat.view(None) is None
+    with pytest.raises(ValueError, match="unknown view 'noon'"):
+        cat.view("noon")
+    plain = SimWorld("push", seed=0, image_size=(64, 64))
+    other = SimWorld("push", seed=0, image_size=(64, 64), view=shifted)
+    try:
+        assert other.camera.azimuth != plain.camera.azimuth
+        a, b = plain.render().astype(float), other.render().astype(float)
+        assert np.abs(a - b).mean() > 10
+        np.testing.assert_allclose(plain.state, other.state)   # same scene, only seen differently
+    finally:
+        plain.close()
+        other.close()
+    with pytest.raises(ValueError, match="view 'v': unknown light keys"):
+        parse_catalogue({"tasks": {}, "views": {"v": {"light": {"colour": 1}}}})
+    with pytest.raises(ValueError, match="camera: unknown keys"):
+        parse_catalogue({"tasks": {}, "views": {"v": {"camera": {"zoom": 2}}}})
+
+
+def test_a_task_without_expert_is_catalogued_but_cannot_make_episodes(tmp_path, monkeypatch):
+    from lapa_sim.generate import generate
+    from lapa_sim.tasks import check_runnable
+
+    path = tmp_path / "tasks.yaml"
+    path.write_text("tasks:\n  lonely-door:\n    env: door-open-v3\n    instructions: [open the lonely door]\n"
+                    "  bad-env:\n    env: teleport-v3\n    expert: SawyerReachV3Policy\n    instructions: [go]\n")
+    monkeypatch.setenv("LAPA_TASKS_FILE", str(path))
+    cat = load_catalogue()
+    assert cat.get("lonely-door").expert is None
+    with pytest.raises(ValueError, match="'lonely-door' has no scripted expert"):
+        generate(tmp_path / "data", tasks="lonely-door", episodes_per_task=1, progress=False)
+    with pytest.raises(ValueError, match="no environment 'teleport-v3'"):
+        check_runnable(cat.get("bad-env"))
+    assert not (tmp_path / "data").exists()

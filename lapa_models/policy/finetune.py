@@ -24,8 +24,11 @@ from typing import Dict, List
 
 import numpy as np
 
+from lapa_models.commands import report_input_errors
+
 from .configuration import get_config
-from .data import ActionChunkSamples, ConcatSamples, InstructionTable, split_episodes
+from .data import (ActionChunkSamples, ConcatSamples, InstructionTable, LatentSamples, align_latents,
+                   load_latent_labels, open_stores, split_episodes)
 from .modeling import LapaPolicy, policy_from_checkpoint_for_finetuning
 from .normalization import NormalizationStats
 from .training import add_common_arguments, config_overrides, describe_model, open_training_stores, train
@@ -43,6 +46,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-state", action="store_true", help="do not feed the robot state")
     p.add_argument("--max-episodes-per-task", type=int, default=None,
                    help="train on at most N episodes per task (few-demonstration experiments)")
+    p.add_argument("--demos-per-task", type=int, default=None,
+                   help="train on exactly K episodes of every task, drawn at random (--demo-seed); a task with "
+                        "fewer is an error (few-shot benchmarks)")
+    p.add_argument("--demo-seed", type=int, default=0, help="which K episodes --demos-per-task draws")
+    p.add_argument("--freeze", choices=["none", "vision", "backbone"], default="none",
+                   help="what stays frozen: vision = the vision tower; backbone = vision tower, fusion "
+                        "transformer and queries (only the state projection and the heads train)")
+    p.add_argument("--cotrain-data", nargs="+", default=None,
+                   help="datasets whose pretraining objective is kept as an auxiliary loss while finetuning "
+                        "(e.g. the unlabelled video the checkpoint was latent-pretrained on)")
+    p.add_argument("--cotrain-target", choices=["latents", "actions"], default="latents",
+                   help="the auxiliary objective: LAQ latent tokens (LAPA) or the data's own actions")
+    p.add_argument("--cotrain-latents", default="laq", help="name of the LAQ labels of --cotrain-data")
+    p.add_argument("--cotrain-weight", type=float, default=0.5, help="weight of the auxiliary loss")
 
 
 def _dataset_facts(stores) -> Dict:
@@ -70,13 +87,45 @@ def _per_task(store, episodes: List[int], limit: int) -> List[int]:
     return out
 
 
+def draw_demos(store, episodes: List[int], k: int, seed: int) -> List[int]:
+    """Exactly ``k`` of ``episodes`` for every task, drawn at random; a task with fewer is an error."""
+    by_task: Dict[str, List[int]] = {}
+    for e in episodes:
+        by_task.setdefault(store.tasks[e], []).append(e)
+    short = {t: len(es) for t, es in by_task.items() if len(es) < k}
+    if short:
+        raise ValueError(f"{store.source.root}: --demos-per-task {k} but these tasks have fewer usable "
+                         f"(successful, training-split) episodes: {short}")
+    rng = np.random.default_rng(seed)
+    out: List[int] = []
+    for task in sorted(by_task):
+        out.extend(int(e) for e in rng.choice(by_task[task], size=k, replace=False))
+    return sorted(out)
+
+
+def freeze(model: LapaPolicy, what: str) -> None:
+    """Freeze parts of a policy for finetuning (see --freeze)."""
+    if what in ("vision", "backbone"):
+        model.vision.tower.requires_grad_(False)
+    if what == "backbone":
+        for part in (model.vision, model.instruction_proj, model.fusion, model.final_norm):
+            part.requires_grad_(False)
+        model.queries.requires_grad_(False)
+
+
 def build(args: argparse.Namespace):
     stores = open_training_stores(args)
     facts = _dataset_facts(stores)
-    table = InstructionTable(stores)
+    cotrain = getattr(args, "cotrain_data", None)
+    cotrain_stores = open_stores(cotrain, tuple(args.frame_size) if args.frame_size else None,
+                                 progress=not args.no_progress) if cotrain else []
+    table = InstructionTable(stores + cotrain_stores)
     splits = [split_episodes(s, args.val_fraction, args.seed, success_only=not args.all_episodes) for s in stores]
     if args.max_episodes_per_task:
         splits = [(_per_task(store, train_eps, args.max_episodes_per_task), val_eps)
+                  for store, (train_eps, val_eps) in zip(stores, splits)]
+    if getattr(args, "demos_per_task", None):
+        splits = [(draw_demos(store, train_eps, args.demos_per_task, args.demo_seed), val_eps)
                   for store, (train_eps, val_eps) in zip(stores, splits)]
     # Statistics from the training episodes only: validation stays unseen.
     actions, states = [], []
@@ -92,13 +141,17 @@ def build(args: argparse.Namespace):
     num_bins = base.num_bins if base is not None else 256
     stats = NormalizationStats.from_data(np.concatenate(actions),
                                          np.concatenate(states) if use_state else None, num_bins=num_bins)
+    keep_latents = bool(cotrain) and args.cotrain_target == "latents"
+    if keep_latents and args.init == "scratch":
+        raise ValueError("--cotrain-target latents needs a latent-pretrained --init (scratch has no latent head)")
     if args.init == "scratch":
         model = LapaPolicy(base.replace(latent_head=False, **{k: v for k, v in changes.items() if v is not None}),
                            stats)
     else:
         if not Path(args.init).is_dir():
             raise FileNotFoundError(f"--init {args.init}: not a checkpoint folder (or give 'scratch')")
-        model = policy_from_checkpoint_for_finetuning(args.init, stats, **changes)
+        model = policy_from_checkpoint_for_finetuning(args.init, stats, keep_latent_head=keep_latents, **changes)
+    freeze(model, getattr(args, "freeze", "none"))
     train_parts: List = []
     val_parts: List = []
     for s, (store, (train_eps, val_eps)) in enumerate(zip(stores, splits)):
@@ -107,16 +160,41 @@ def build(args: argparse.Namespace):
             val_parts.append(ActionChunkSamples(store, model.config.chunk_size, val_eps, table.index[s], use_state))
     train_set = ConcatSamples(train_parts)
     val_set = ConcatSamples(val_parts) if val_parts else None
+    aux = None
+    if cotrain:
+        aux_parts: List = []
+        offset = len(stores)
+        for s, store in enumerate(cotrain_stores):
+            episodes = list(range(store.num_episodes))
+            ids = table.index[offset + s]
+            if args.cotrain_target == "latents":
+                labels = load_latent_labels(store.source.root, args.cotrain_latents)
+                lab_shape = (labels.num_tokens, labels.codebook_size)
+                own = (model.config.latent_num_tokens, model.config.latent_codebook_size)
+                if lab_shape != own:
+                    raise ValueError(f"{store.source.root}: labels have {lab_shape} (tokens, codes), the "
+                                     f"checkpoint predicts {own}")
+                aux_parts.append(LatentSamples(store, align_latents(store, labels), episodes, ids))
+            else:
+                aux_parts.append(ActionChunkSamples(store, model.config.chunk_size, episodes, ids, use_state))
+        aux = (ConcatSamples(aux_parts), float(args.cotrain_weight))
     describe = {"stage": "action-finetuning", "init": args.init, **describe_model(model),
                 "action_head": model.config.action_head, "chunk_size": model.config.chunk_size,
                 "action_dim": model.config.action_dim, "state_dim": model.config.state_dim,
-                "episodes": sum(len(t) for t, _ in splits), "instructions": len(table)}
-    return model, train_set, val_set, table, describe
+                "episodes": sum(len(t) for t, _ in splits), "instructions": len(table),
+                "freeze": getattr(args, "freeze", "none"),
+                "cotrain": None if aux is None else {"data": cotrain, "target": args.cotrain_target,
+                                                     "weight": aux[1], "samples": len(aux[0])}}
+    return model, train_set, val_set, table, describe, aux
 
 
 def main(args: argparse.Namespace) -> int:
-    model, train_set, val_set, table, describe = build(args)
-    summary = train(model, train_set, val_set, table, args, metric="action_l1", describe=describe)
+    return report_input_errors(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    model, train_set, val_set, table, describe, aux = build(args)
+    summary = train(model, train_set, val_set, table, args, metric="action_l1", describe=describe, aux=aux)
     print(json.dumps(summary))
     return 0
 

@@ -463,13 +463,16 @@ class LapaPolicy(nn.Module):
 
     # ------------------------------------------------------------------ the network
     def fuse(self, pixels: torch.Tensor, instruction_embedding: torch.Tensor,
-             state: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """pixels (B, 3, S, S) in [0, 1], embedding (B, E), state (B, S) in robot units -> (B, T, D) queries."""
+             state: Optional[torch.Tensor] = None, require_state: bool = True) -> torch.Tensor:
+        """pixels (B, 3, S, S) in [0, 1], embedding (B, E), state (B, S) in robot units -> (B, T, D) queries.
+
+        ``require_state=False`` lets a policy that takes the state run without it (its state token left
+        out): latent targets on video, which has no robot state, while finetuning with an auxiliary loss."""
         dtype = self.compute_dtype
         b = pixels.shape[0]
         pixels = ((pixels - self.image_mean) / self.image_std).to(dtype)
         tokens = [self.vision(pixels), self.instruction_proj(instruction_embedding.to(dtype)).unsqueeze(1)]
-        if self.state_proj is not None:
+        if self.state_proj is not None and (state is not None or require_state):
             if state is None:
                 raise ValueError(f"this policy takes the robot state ({self.config.state_dim} values)")
             state = ((state.float() - self.state_mean) / self.state_std).to(dtype)
@@ -520,7 +523,7 @@ class LapaPolicy(nn.Module):
             embedding = batch["instruction_embedding"]
         else:
             embedding = self.instruction_encoder(batch["input_ids"], batch["attention_mask"])
-        queries = self.fuse(pixels, embedding, batch.get("state"))
+        queries = self.fuse(pixels, embedding, batch.get("state"), require_state="actions" in batch)
         out: Dict[str, torch.Tensor] = {}
         losses = []
         if "latent_tokens" in batch:
@@ -716,15 +719,19 @@ def _tokenizer_path(directory: Path, tokenizer: str) -> str:
 
 
 def policy_from_checkpoint_for_finetuning(init: str | Path, stats: NormalizationStats,
-                                          **config_changes: Any) -> LapaPolicy:
-    """A latent-pretrained checkpoint with a new action head: backbone, fusion and queries are kept,
-    the latent head is dropped."""
+                                          keep_latent_head: bool = False, **config_changes: Any) -> LapaPolicy:
+    """A pretrained checkpoint with a new action head: backbone, fusion and queries are kept; the latent
+    head is dropped unless ``keep_latent_head`` (to keep the latent loss as an auxiliary while finetuning).
+    An action-pretrained checkpoint keeps its action head where the shapes agree."""
     init = Path(init)
     config = PolicyConfig.load(init / CONFIG_FILE)
-    config = config.replace(tokenizer=_tokenizer_path(init, config.tokenizer), latent_head=False,
+    if keep_latent_head and not config.latent_head:
+        raise ValueError(f"{init}: has no latent head to keep (it is not latent-pretrained)")
+    config = config.replace(tokenizer=_tokenizer_path(init, config.tokenizer), latent_head=keep_latent_head,
                             **{k: v for k, v in config_changes.items() if v is not None})
     model = LapaPolicy(config, stats)
-    missing, _ = model.load_weights(init / WEIGHTS_FILE, strict=False, skip_prefixes=("latent_head.",))
+    skip = () if keep_latent_head else ("latent_head.",)
+    missing, _ = model.load_weights(init / WEIGHTS_FILE, strict=False, skip_prefixes=skip)
     unexpected_missing = [k for k in missing if not k.startswith(("action_head.", "state_proj."))]
     if unexpected_missing:
         raise ValueError(f"{init}: checkpoint lacks {unexpected_missing[:5]}; is it a LAPA policy checkpoint?")

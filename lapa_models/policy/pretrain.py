@@ -17,6 +17,8 @@ import json
 import sys
 from typing import Dict, List
 
+from lapa_models.commands import report_input_errors
+
 from .configuration import get_config
 from .data import ConcatSamples, InstructionTable, LatentSamples, align_latents, load_latent_labels, split_episodes
 from .modeling import LapaPolicy
@@ -65,6 +67,10 @@ def build(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    return report_input_errors(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
     model, train_set, val_set, table, describe = build(args)
     summary = train(model, train_set, val_set, table, args, metric="latent_accuracy", describe=describe)
     print(json.dumps(summary))

@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -183,8 +183,12 @@ class InstructionInputs:
 
 
 def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: argparse.Namespace,
-          metric: str, describe: Dict) -> Dict:
-    """Train ``model`` on ``train_set`` and return a summary. ``metric``: the headline metric's key."""
+          metric: str, describe: Dict, aux: Optional[Tuple] = None) -> Dict:
+    """Train ``model`` on ``train_set`` and return a summary. ``metric``: the headline metric's key.
+
+    ``aux``: (samples, weight): every step also draws a batch of these samples (another objective, e.g.
+    the latent tokens of the pretraining video) and adds ``weight`` x its loss; its metrics are logged
+    with an ``aux_`` prefix."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm import tqdm
@@ -221,6 +225,17 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
     batch_size = min(args.batch_size, len(train_set))
     loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True,
                                          collate_fn=identity_collate, num_workers=0)
+    aux_batches: Optional[Iterator] = None
+    if aux is not None:
+        aux_loader = torch.utils.data.DataLoader(aux[0], batch_size=min(args.batch_size, len(aux[0])), shuffle=True,
+                                                 drop_last=True, collate_fn=identity_collate, num_workers=0)
+        aux_loader = accelerator.prepare(aux_loader)
+
+        def _forever():
+            while True:
+                yield from aux_loader
+
+        aux_batches = _forever()
     prepared_model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     mode = "none" if args.no_augment else args.augment
     augment = {"none": None, "color": ImageAugmentation(crop_scale=(1.0, 1.0), max_shift=0.0),
@@ -276,6 +291,10 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
             inputs = to_inputs(batch, training=True)
             with accelerator.autocast():
                 result = prepared_model(inputs)
+                if aux_batches is not None:
+                    aux_result = prepared_model(to_inputs(next(aux_batches), training=True))
+                    result = {**result, **{f"aux_{k}": v for k, v in aux_result.items()}}
+                    result["loss"] = result["loss"] + aux[1] * aux_result["loss"]
             accelerator.backward(result["loss"])
             if args.grad_clip:
                 accelerator.clip_grad_norm_(params, args.grad_clip)

@@ -1,0 +1,260 @@
+"""What a LAPA benchmark run is: task lists, arms, settings, budgets; the named presets; the checks.
+
+Plain Python (the catalogue is read for the checks, no simulator is started). A run's resolved
+configuration is written to ``<out>/benchmark.json``; a folder is only ever resumed with the same one.
+
+Settings (the paper's protocol, on simulated tasks):
+    in-domain    K labelled demos of each *target* task, K in ``shots``; the targets are in the video
+    cross-task   the ``cross_shots`` models evaluated on *video-only* tasks (in the unlabelled video, no
+                 labelled demo) and on *held-out* tasks (in neither), with their own instructions
+    cross-env    pretraining video seen through another camera and light (``view``) than the demos and
+                 the evaluation, at K = ``cross_shots``
+
+Arms (same architecture, same finetuning steps and batch of labelled demos):
+    scratch      no pretraining
+    lapa         LAQ on the video (no actions) -> latent pretraining -> action finetuning
+    action       the same video with its true actions (the upper bound): action pretraining -> finetuning
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+ARMS = ("scratch", "lapa", "action")
+SETTINGS = ("in-domain", "cross-task", "cross-env")
+
+
+class BenchmarkConfigError(ValueError):
+    """A configuration that cannot run (the message says what and how to fix it)."""
+
+
+@dataclasses.dataclass
+class BenchmarkConfig:
+    # --- tasks (names or sets of the catalogue)
+    targets: Tuple[str, ...] = ()          # in the video AND given K labelled demos each
+    video_only: Tuple[str, ...] = ()       # in the video only: cross-task evaluation
+    extra_video: Tuple[str, ...] = ()      # more video for variety (not evaluated)
+    held_out: Tuple[str, ...] = ()         # in neither video nor demos: evaluated zero-shot
+    # --- protocol
+    settings: Tuple[str, ...] = SETTINGS
+    arms: Tuple[str, ...] = ARMS
+    shots: Tuple[int, ...] = (5, 10, 25)
+    cross_shots: int = 10                  # K of the models used for cross-task and cross-env
+    seeds: Tuple[int, ...] = (0, 1, 2)     # training seeds (finetuning seed and which K demos are drawn)
+    eval_episodes: int = 20                # per task and training seed
+    eval_seed: int = 100_000               # first evaluation seed (the same layouts for every arm)
+    # --- data
+    image_size: int = 64
+    video_episodes: int = 25               # per video task
+    video_seed: int = 0
+    demo_pool: int = 30                    # demos generated per target task (K are drawn from them)
+    demo_seed: int = 50_000
+    view: str = "shifted"                  # the catalogue view of the cross-env pretraining video
+    # --- stage 1: LAQ
+    laq_config: str = "tiny"
+    laq_steps: int = 3000
+    laq_frame_gap: int = 3
+    laq_batch_size: int = 32
+    # --- stages 2 and 3: the policy
+    policy_config: str = "small"
+    vision_model: str = "config:siglip-mini"
+    pretrain_steps: int = 3000
+    finetune_steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-4
+    augment: str = "color"
+    # --- levers (see the README's levers table)
+    cotrain_weight: float = 0.5            # the pretraining objective kept as an auxiliary loss while finetuning
+    freeze: str = "none"                   # none | vision | backbone
+    execution: str = "ensemble"            # how chunks become commands in evaluation
+    threads: int = 0                       # torch threads (0: all cores)
+    preset: str = "custom"
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "BenchmarkConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise BenchmarkConfigError(f"unknown benchmark settings {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def replace(self, **changes: Any) -> "BenchmarkConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def video_tasks(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(self.targets + self.video_only + self.extra_video))
+
+    def uses(self, setting: str) -> bool:
+        return setting in self.settings
+
+    @property
+    def finetune_shots(self) -> Tuple[int, ...]:
+        """Every K a model is finetuned at (in-domain shots, plus cross_shots for the other settings)."""
+        ks = set(self.shots) if self.uses("in-domain") else set()
+        if self.uses("cross-task") or self.uses("cross-env"):
+            ks.add(self.cross_shots)
+        return tuple(sorted(ks))
+
+
+# ---------------------------------------------------------------------------- presets
+_QUICK = dict(
+    preset="quick", targets=("reach", "drawer-close"), video_only=("button-press-topdown",), extra_video=(),
+    held_out=("door-close",), shots=(2,), cross_shots=2, seeds=(0, 1), eval_episodes=2,
+    image_size=32, video_episodes=3, demo_pool=3, laq_config="tiny", laq_steps=30, laq_batch_size=8,
+    policy_config="tiny", vision_model="config:siglip-tiny", pretrain_steps=20, finetune_steps=12, batch_size=8,
+    threads=0)
+# About 3 hours on 2 CPU cores (see the README's "Does latent pretraining help?").
+_CPU = dict(
+    preset="cpu",
+    targets=("push", "drawer-open", "window-open", "button-press"),
+    video_only=("reach", "door-open", "window-close", "drawer-close"),
+    extra_video=("button-press-topdown", "door-close", "plate-slide", "coffee-button"),
+    held_out=(), shots=(5, 10, 25), cross_shots=10, seeds=(0, 1, 2), eval_episodes=20, image_size=64,
+    video_episodes=25, demo_pool=30, laq_config="tiny", laq_steps=3000, policy_config="small",
+    vision_model="config:siglip-mini", pretrain_steps=3000, finetune_steps=600, batch_size=32)
+# Paper-like scale for a GPU: more video, a larger LAQ, the SigLIP-base policy at 224 px.
+_GPU = dict(
+    preset="gpu",
+    targets=("push", "drawer-open", "window-open", "button-press", "pick-place", "peg-insert-side"),
+    video_only=("reach", "door-open", "window-close", "drawer-close", "faucet-open", "sweep-into"),
+    extra_video=("button-press-topdown", "door-close", "plate-slide", "coffee-button", "faucet-close",
+                 "push-back"),
+    held_out=(), shots=(5, 10, 25), cross_shots=10, seeds=(0, 1, 2, 3, 4), eval_episodes=50, image_size=224,
+    video_episodes=200, demo_pool=30, laq_config="small", laq_steps=30000, laq_batch_size=64,
+    policy_config="siglip-base", vision_model="google/siglip-base-patch16-224", pretrain_steps=20000,
+    finetune_steps=3000, batch_size=64, lr=1e-4)
+PRESETS: Dict[str, Dict[str, Any]] = {"quick": _QUICK, "cpu": _CPU, "gpu": _GPU}
+
+
+def preset(name: str) -> BenchmarkConfig:
+    if name not in PRESETS:
+        raise BenchmarkConfigError(f"unknown preset '{name}'; choose one of {sorted(PRESETS)}")
+    return BenchmarkConfig(**PRESETS[name])
+
+
+def parse_assignment(text: str) -> Tuple[str, Any]:
+    """'key=value' -> (key, value) with the value typed like the field (lists: comma separated)."""
+    if "=" not in text:
+        raise BenchmarkConfigError(f"--set {text!r}: expected key=value")
+    key, value = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    fields = {f.name: f for f in dataclasses.fields(BenchmarkConfig)}
+    if key not in fields:
+        raise BenchmarkConfigError(f"--set {key}: unknown setting; known: {', '.join(sorted(fields))}")
+    default = getattr(BenchmarkConfig(), key)
+    try:
+        if isinstance(default, tuple):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            typed = tuple(int(v) for v in items) if key in ("shots", "seeds") else tuple(items)
+        elif isinstance(default, bool):
+            typed = value.lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, int):
+            typed = int(value)
+        elif isinstance(default, float):
+            typed = float(value)
+        else:
+            typed = value
+    except ValueError as e:
+        raise BenchmarkConfigError(f"--set {key}={value}: {e}") from e
+    return key, typed
+
+
+# ---------------------------------------------------------------------------- checks
+def _ranges_overlap(a: Tuple[int, int], b: Tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
+    """Resolve task sets to task names and check everything that can be checked before any work.
+
+    ``catalogue``: a lapa_sim.tasks.TaskCatalogue. Returns the config with task lists expanded."""
+    from lapa_sim.tasks import check_runnable
+
+    resolved = {}
+    for field in ("targets", "video_only", "extra_video", "held_out"):
+        names = getattr(config, field)
+        resolved[field] = tuple(t.name for t in catalogue.resolve(list(names))) if names else ()
+    config = config.replace(**resolved)
+    if not config.targets:
+        raise BenchmarkConfigError("no target tasks: give --targets (the tasks that get labelled demos)")
+    groups = {k: set(v) for k, v in resolved.items()}
+    for a, b in (("targets", "video_only"), ("targets", "held_out"), ("video_only", "held_out"),
+                 ("extra_video", "held_out")):
+        both = groups[a] & groups[b]
+        if both:
+            raise BenchmarkConfigError(f"tasks {sorted(both)} are in both --{a.replace('_', '-')} and "
+                                       f"--{b.replace('_', '-')}; each task has one role")
+    for name in config.video_tasks + config.held_out:
+        check_runnable(catalogue.get(name))
+    bad = [s for s in config.settings if s not in SETTINGS]
+    if bad:
+        raise BenchmarkConfigError(f"unknown settings {bad}; choose from {list(SETTINGS)}")
+    bad = [a for a in config.arms if a not in ARMS]
+    if bad:
+        raise BenchmarkConfigError(f"unknown arms {bad}; choose from {list(ARMS)}")
+    if "scratch" not in config.arms:
+        raise BenchmarkConfigError("the scratch arm is the baseline every other arm is compared with: keep it")
+    if config.uses("cross-task") and not (config.video_only or config.held_out):
+        raise BenchmarkConfigError("cross-task needs --video-only and/or --held-out tasks")
+    if config.uses("cross-env"):
+        if config.view in ("", "default"):
+            raise BenchmarkConfigError("cross-env needs a view other than the default (--set view=NAME)")
+        catalogue.view(config.view)
+    if not config.shots or min(config.shots) < 1 or config.cross_shots < 1:
+        raise BenchmarkConfigError(f"shots must be >= 1, got {list(config.shots)} and cross_shots {config.cross_shots}")
+    largest = max(config.finetune_shots or (0,))
+    if largest > config.demo_pool:
+        raise BenchmarkConfigError(
+            f"K = {largest} labelled demos per task is more than the {config.demo_pool} generated per target task: "
+            f"raise demo_pool (--set demo_pool={largest + 5}) or lower the shots")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise BenchmarkConfigError(f"seeds must be distinct and at least one, got {list(config.seeds)}")
+    if config.eval_episodes < 1:
+        raise BenchmarkConfigError("eval_episodes must be >= 1")
+    evaluation = (config.eval_seed, config.eval_seed + config.eval_episodes)
+    for what, start, n in (("video", config.video_seed, config.video_episodes),
+                           ("demo", config.demo_seed, config.demo_pool)):
+        if _ranges_overlap(evaluation, (start, start + n)):
+            raise BenchmarkConfigError(f"evaluation seeds {evaluation[0]}..{evaluation[1] - 1} overlap the {what} "
+                                       f"seeds {start}..{start + n - 1}: evaluation layouts must be unseen")
+    if _ranges_overlap((config.video_seed, config.video_seed + config.video_episodes),
+                       (config.demo_seed, config.demo_seed + config.demo_pool)):
+        raise BenchmarkConfigError("video and demo seeds overlap: the demos must be new episodes")
+    if config.freeze not in ("none", "vision", "backbone"):
+        raise BenchmarkConfigError(f"freeze must be none, vision or backbone, got {config.freeze!r}")
+    if config.augment not in ("color", "crop+color", "none"):
+        raise BenchmarkConfigError(f"augment must be color, crop+color or none, got {config.augment!r}")
+    for field in ("laq_steps", "pretrain_steps", "finetune_steps", "batch_size", "video_episodes", "image_size"):
+        if getattr(config, field) < 1:
+            raise BenchmarkConfigError(f"{field} must be >= 1")
+    return config
+
+
+def check_folder(out: Path, config: BenchmarkConfig) -> None:
+    """A results folder is resumed only with the configuration it was started with."""
+    path = out / "benchmark.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BenchmarkConfigError(f"{path}: unreadable ({e}); use another --out") from e
+    now = config.to_dict()
+    differs = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differs:
+        detail = "; ".join(f"{k}: folder {saved.get(k)!r}, now {now.get(k)!r}" for k in differs[:6])
+        raise BenchmarkConfigError(
+            f"{out} holds a benchmark with another configuration ({detail}). Nothing was changed: give another "
+            f"--out, or the same options as before to resume it")
+
+
+def task_list(text: str) -> List[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]

@@ -1,0 +1,310 @@
+"""`lapa benchmark`: does latent pretraining on video beat training from scratch? The paper's protocol,
+as one resumable command on the simulated tasks.
+
+    lapa benchmark --preset quick --out runs/benchmark/quick        # minutes: a smoke run (tests run it)
+    lapa benchmark --preset cpu --out runs/benchmark/cpu            # about 3 hours on 2 CPU cores
+    lapa benchmark --preset gpu --out runs/benchmark/gpu            # paper-like scale, for a GPU
+    lapa benchmark --preset cpu --targets push,reach --video-only door-open --out ...   # your own tasks
+    lapa benchmark --preset cpu --set cotrain_weight=0 --out ...    # one lever changed
+
+Every step is a public `lapa` command, printed before it runs (its output goes to <out>/logs/); a
+finished step leaves a marker in <out>/steps/ and is skipped when the command is run again, so an
+interrupted run resumes where it stopped. The folder:
+
+    benchmark.json          the resolved configuration (a folder is only resumed with the same one)
+    data/                   video (with actions: only the action-pretrained arm reads them), video seen
+                            from the cross-env view, a pool of labelled demos per target task
+    pretrain/<view>/        laq/, lapa/ (latent pretraining), action/ (action pretraining), latents/ (what
+                            each latent action does: `lapa laq show`)
+    cells/<setting>/<arm>/k<K>/seed<s>/   finetune/ (metrics, plot), eval_*.json (every episode)
+    results/                results.md, results.json, success_vs_demos.png, per-task table
+See config.py for the settings and arms, stats.py for the intervals and the gap-closure ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, parse_assignment, preset,
+                     task_list, validate)
+
+
+@dataclasses.dataclass
+class Step:
+    """One public command of the pipeline."""
+
+    key: str                   # unique, names its marker and log
+    words: List[str]           # `lapa <words>`
+    module: str                # the module whose add_arguments / main the command runs
+    argv: List[str]
+    after: Optional[Callable[[], None]] = None    # cleanup after success
+
+    def command(self) -> str:
+        return "lapa " + " ".join(self.words) + " " + " ".join(shlex.quote(str(a)) for a in self.argv)
+
+
+class Benchmark:
+    def __init__(self, config: BenchmarkConfig, out: Path, keep_models: bool = False):
+        self.config = config
+        self.out = Path(out)
+        self.keep_models = keep_models
+
+    # ------------------------------------------------------------------ paths
+    def data(self, name: str) -> Path:
+        return self.out / "data" / name
+
+    def video(self, view: str) -> Path:
+        return self.data("video" if view == "default" else f"video-{view}")
+
+    def pretrain(self, view: str) -> Path:
+        return self.out / "pretrain" / view
+
+    def cell(self, setting: str, arm: str, k: int, seed: int) -> Path:
+        return self.out / "cells" / setting / arm / f"k{k}" / f"seed{seed}"
+
+    def views(self) -> List[str]:
+        views = ["default"] if any(a != "scratch" for a in self.config.arms) else []
+        if self.config.uses("cross-env") and any(a != "scratch" for a in self.config.arms):
+            views.append(self.config.view)
+        return views
+
+    # ------------------------------------------------------------------ the plan
+    def plan(self) -> List[Step]:
+        c = self.config
+        size = [c.image_size, c.image_size]
+        threads = ["--threads", c.threads] if c.threads else []
+        steps: List[Step] = []
+        for view in ["default"] + ([c.view] if c.uses("cross-env") else []):
+            if view != "default" and all(a == "scratch" for a in c.arms):
+                continue
+            steps.append(Step(f"data-video-{view}", ["data", "generate"], "lapa_sim.generate",
+                              ["--tasks", ",".join(c.video_tasks), "--episodes-per-task", c.video_episodes,
+                               "--seed", c.video_seed, "--image-size", *size, "--workers", 2,
+                               "--out", self.video(view)] + ([] if view == "default" else ["--view", view])))
+        steps.append(Step("data-demos", ["data", "generate"], "lapa_sim.generate",
+                          ["--tasks", ",".join(c.targets), "--episodes-per-task", c.demo_pool, "--seed", c.demo_seed,
+                           "--image-size", *size, "--workers", 2, "--out", self.data("demos")]))
+        policy_arch = ["--config", c.policy_config, "--vision-model", c.vision_model]
+        common = ["--batch-size", c.batch_size, "--lr", c.lr, "--augment", c.augment, "--no-progress",
+                  "--save-every", 0, *threads]
+        for view in self.views():
+            video, pre = self.video(view), self.pretrain(view)
+            if "lapa" in c.arms:
+                steps.append(Step(f"laq-train-{view}", ["laq", "train"], "lapa_models.laq.train",
+                                  ["--data", video, "--config", c.laq_config, "--frame-gap", c.laq_frame_gap,
+                                   "--steps", c.laq_steps, "--batch-size", c.laq_batch_size, "--out", pre / "laq",
+                                   "--no-progress", *threads]))
+                steps.append(Step(f"laq-label-{view}", ["laq", "label"], "lapa_models.laq.label",
+                                  ["--checkpoint", pre / "laq" / "final", "--data", video, "--no-progress"]))
+                steps.append(Step(f"laq-show-{view}", ["laq", "show"], "lapa_models.laq.show",
+                                  ["--checkpoint", pre / "laq" / "final", "--data", video, "--frames", 6,
+                                   "--out", pre / "latents"]))
+                steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"], "lapa_models.policy.pretrain",
+                                  ["--data", video, *policy_arch, "--steps", c.pretrain_steps, "--out", pre / "lapa",
+                                   "--val-fraction", 0.05, "--seed", 0, *common]))
+            if "action" in c.arms:
+                steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"], "lapa_models.policy.finetune",
+                                  ["--data", video, "--init", "scratch", *policy_arch, "--steps", c.pretrain_steps,
+                                   "--out", pre / "action", "--val-fraction", 0.05, "--seed", 0, *common]))
+        for setting, arm, k, seed, view in self.cells():
+            steps.extend(self._cell_steps(setting, arm, k, seed, view, policy_arch, common))
+        return steps
+
+    def cells(self):
+        """(setting, arm, K, seed, pretraining view) of every model finetuned."""
+        c = self.config
+        for k in c.finetune_shots:
+            for arm in c.arms:
+                for seed in c.seeds:
+                    yield "in-domain", arm, k, seed, "default"
+        if c.uses("cross-env"):
+            for arm in c.arms:
+                if arm != "scratch":
+                    for seed in c.seeds:
+                        yield "cross-env", arm, c.cross_shots, seed, c.view
+
+    def _cell_steps(self, setting, arm, k, seed, view, policy_arch, common) -> List[Step]:
+        c = self.config
+        cell = self.cell(setting, arm, k, seed)
+        tag = f"{setting}-{arm}-k{k}-s{seed}"
+        argv = ["--data", self.data("demos"), "--demos-per-task", k, "--demo-seed", seed, "--seed", seed,
+                "--steps", c.finetune_steps, "--val-fraction", 0, "--out", cell / "finetune", "--freeze", c.freeze,
+                "--eval-every", 0, *common]
+        if arm == "scratch":
+            argv = argv[:2] + ["--init", "scratch", *policy_arch] + argv[2:]
+        else:
+            pre = self.pretrain(view)
+            argv = argv[:2] + ["--init", pre / arm / "final"] + argv[2:]
+            if c.cotrain_weight > 0:
+                argv += ["--cotrain-data", self.video(view), "--cotrain-weight", c.cotrain_weight,
+                         "--cotrain-target", "latents" if arm == "lapa" else "actions"]
+        export = cell / "export"
+        steps = [Step(f"finetune-{tag}", ["policy", "finetune"], "lapa_models.policy.finetune", argv),
+                 Step(f"export-{tag}", ["policy", "export"], "lapa_models.policy.export",
+                      ["--checkpoint", cell / "finetune" / "final", "--out", export, "--precisions", "fp32"])]
+        groups = {"targets": c.targets}
+        if setting == "in-domain" and k == c.cross_shots and c.uses("cross-task"):
+            groups.update({"video_only": c.video_only, "held_out": c.held_out})
+        for group, tasks in groups.items():
+            if not tasks:
+                continue
+            steps.append(Step(f"eval-{group}-{tag}", ["policy", "evaluate"], "lapa_models.policy.evaluate",
+                              ["--export", export, "--tasks", ",".join(tasks), "--episodes", c.eval_episodes,
+                               "--seed", c.eval_seed, "--image-size", c.image_size, c.image_size,
+                               "--execution", c.execution, "--out", cell / f"eval_{group}.json",
+                               *(["--threads", c.threads] if c.threads else [])]))
+        if not self.keep_models:
+            steps[-1].after = lambda: _drop_models(cell)
+        return steps
+
+    # ------------------------------------------------------------------ running
+    def marker(self, step: Step) -> Path:
+        return self.out / "steps" / f"{step.key}.done"
+
+    def run(self, progress: bool = True) -> Dict:
+        catalogue_file = os.environ.get("LAPA_TASKS_FILE")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "steps").mkdir(exist_ok=True)
+        (self.out / "logs").mkdir(exist_ok=True)
+        (self.out / "benchmark.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        steps = self.plan()
+        todo = [s for s in steps if not self.marker(s).is_file()]
+        _say(f"{len(steps)} steps, {len(steps) - len(todo)} already done; logs in {self.out / 'logs'}"
+             + (f"; catalogue {catalogue_file}" if catalogue_file else ""))
+        t0 = time.monotonic()
+        for i, step in enumerate(steps, 1):
+            if self.marker(step).is_file():
+                continue
+            prefix = f"LAPA_TASKS_FILE={shlex.quote(catalogue_file)} " if catalogue_file else ""
+            _say(f"[{i}/{len(steps)} {_clock(time.monotonic() - t0)}] {prefix}{step.command()}")
+            started = time.monotonic()
+            self._execute(step)
+            if step.after is not None:
+                step.after()
+            self.marker(step).write_text(json.dumps({"command": step.command(),
+                                                     "seconds": round(time.monotonic() - started, 1)}) + "\n")
+        from .report import write_report
+
+        results = write_report(self)
+        _say(f"done in {_clock(time.monotonic() - t0)}: {self.out / 'results' / 'results.md'}")
+        return results
+
+    def _execute(self, step: Step) -> None:
+        module = importlib.import_module(step.module)
+        parser = argparse.ArgumentParser(prog=step.command().split(" --")[0])
+        module.add_arguments(parser)
+        args = parser.parse_args([str(a) for a in step.argv])
+        log = self.out / "logs" / f"{step.key}.log"
+        with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            try:
+                code = module.main(args)
+            except Exception as e:   # the step's own error, with where to read more
+                raise StepFailed(f"`{step.command()}` failed: {type(e).__name__}: {e}\n(log: {log})") from e
+        if code:
+            tail = "".join(log.read_text().splitlines(True)[-5:])
+            raise StepFailed(f"`{step.command()}` exited with {code} (log: {log}):\n{tail}")
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def _drop_models(cell: Path) -> None:
+    """After evaluation a cell keeps its metrics and episodes, not its weights (disk: ~100 MB a cell)."""
+    shutil.rmtree(cell / "export", ignore_errors=True)
+    shutil.rmtree(cell / "finetune" / "final", ignore_errors=True)
+
+
+def _say(msg: str) -> None:
+    print(f"[benchmark] {msg}", file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+# ---------------------------------------------------------------------------- command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help="quick (minutes, tiny models), cpu (~3 h on 2 cores), gpu (paper-like scale)")
+    p.add_argument("--out", required=True, help="results folder (resumed when it exists with the same configuration)")
+    p.add_argument("--targets", default=None, help="tasks/sets given K labelled demos (and in the video)")
+    p.add_argument("--video-only", default=None, help="tasks/sets in the video only (cross-task); 'none' for none")
+    p.add_argument("--extra-video", default=None, help="more video tasks, not evaluated; 'none' for none")
+    p.add_argument("--held-out", default=None, help="tasks in neither video nor demos, evaluated zero-shot")
+    p.add_argument("--settings", default=None, help="comma separated: in-domain, cross-task, cross-env")
+    p.add_argument("--arms", default=None, help="comma separated: scratch, lapa, action")
+    p.add_argument("--shots", default=None, help="K values, comma separated (labelled demos per target task)")
+    p.add_argument("--seeds", default=None, help="training seeds, comma separated")
+    p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per task and training seed")
+    p.add_argument("--catalogue", default=None, help="a tasks.yaml to use instead of lapa_sim/tasks.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting of config.py (e.g. cotrain_weight=0, freeze=vision, pretrain_steps=5000)")
+    p.add_argument("--keep-models", action="store_true", help="keep each cell's finetuned weights and ONNX export")
+    p.add_argument("--plan", action="store_true", help="print the commands and exit")
+
+
+def build_config(args: argparse.Namespace) -> BenchmarkConfig:
+    config = preset(args.preset)
+    changes: Dict = {}
+    for field, value in (("targets", args.targets), ("video_only", args.video_only),
+                         ("extra_video", args.extra_video), ("held_out", args.held_out),
+                         ("settings", args.settings), ("arms", args.arms)):
+        if value is not None:
+            changes[field] = () if value.strip().lower() == "none" else tuple(task_list(value))
+    for field, value in (("shots", args.shots), ("seeds", args.seeds)):
+        if value is not None:
+            try:
+                changes[field] = tuple(int(v) for v in task_list(value))
+            except ValueError as e:
+                raise BenchmarkConfigError(f"--{field} {value!r}: expected integers, comma separated") from e
+    if args.episodes is not None:
+        changes["eval_episodes"] = args.episodes
+    for assignment in args.set:
+        key, value = parse_assignment(assignment)
+        changes[key] = value
+    if changes:
+        changes.setdefault("preset", f"{args.preset}+changes")
+    return config.replace(**changes)
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        if args.catalogue:
+            if not Path(args.catalogue).is_file():
+                raise BenchmarkConfigError(f"--catalogue {args.catalogue}: no such file")
+            os.environ["LAPA_TASKS_FILE"] = str(Path(args.catalogue).resolve())
+        from lapa_sim.tasks import load_catalogue
+
+        config = validate(build_config(args), load_catalogue())
+        out = Path(args.out)
+        check_folder(out, config)
+        bench = Benchmark(config, out, keep_models=args.keep_models)
+        if args.plan:
+            for step in bench.plan():
+                print(step.command())
+            return 0
+        bench.run()
+    except (BenchmarkConfigError, ValueError, FileNotFoundError, StepFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,127 @@
+"""Statistics of the LAPA benchmark: success rates with 95% intervals and the gap-closure ratio.
+
+Plain numpy, no simulator and no model. The unit of data is a *cell*: one arm (scratch, LAPA,
+action-pretrained) trained with one seed and evaluated on one task for n episodes. An arm's success
+rate is the mean over its tasks of the mean over its training seeds (tasks weigh equally, whatever
+their episode counts).
+
+Intervals come from a stratified two-level bootstrap: within each task, the training seeds are
+resampled with replacement, then each drawn seed's episodes are resampled with replacement. Both
+sources of variance show up in the interval: which seed was drawn (the training run) and which
+episodes it was evaluated on. Arms are resampled *paired*: one draw picks the same seed positions and
+the same episode positions for every arm (evaluation episodes are the same layouts for every arm), so
+differences and the gap-closure ratio
+
+    G = (LAPA - scratch) / (action-pretrained - scratch)
+
+get intervals that account for what the arms share. G is undefined when the action-pretrained arm
+does not beat scratch; draws where the denominator is <= 0.01 are left out of G's interval and counted.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+# outcomes[task][seed] -> 1-D array of 0/1 episode outcomes (all arms evaluated on the same episodes)
+Outcomes = Mapping[str, Mapping[int, Sequence[float]]]
+
+
+def success_rate(outcomes: Outcomes) -> float:
+    """Mean over tasks of the mean over seeds of the episode success rate."""
+    per_task = [np.mean([np.mean(np.asarray(eps, float)) for eps in seeds.values()])
+                for seeds in outcomes.values() if seeds]
+    if not per_task:
+        raise ValueError("no outcomes")
+    return float(np.mean(per_task))
+
+
+def per_task_rates(outcomes: Outcomes) -> Dict[str, float]:
+    return {task: float(np.mean([np.mean(np.asarray(eps, float)) for eps in seeds.values()]))
+            for task, seeds in outcomes.items() if seeds}
+
+
+def _check_paired(arms: Mapping[str, Outcomes]) -> tuple:
+    names = list(arms)
+    tasks = sorted(arms[names[0]])
+    for name in names[1:]:
+        if sorted(arms[name]) != tasks:
+            raise ValueError(f"arms cover different tasks: {names[0]} {tasks}, {name} {sorted(arms[name])}")
+    for task in tasks:
+        counts = {name: sorted((s, len(e)) for s, e in arms[name][task].items()) for name in names}
+        shapes = {tuple(n for _, n in c) for c in counts.values()}
+        seeds = {len(c) for c in counts.values()}
+        if len(seeds) > 1 or len(shapes) > 1:
+            raise ValueError(f"task {task}: arms have different numbers of seeds or episodes {counts}")
+    return names, tasks
+
+
+def bootstrap(arms: Mapping[str, Outcomes], resamples: int = 2000, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Paired stratified bootstrap: {arm: (resamples,) success rates}.
+
+    Every arm must cover the same tasks with the same number of seeds and episodes per seed."""
+    names, tasks = _check_paired(arms)
+    rng = np.random.default_rng(seed)
+    draws = {name: np.zeros((resamples, len(tasks))) for name in names}
+    for t, task in enumerate(tasks):
+        # (arm, seed, episode) outcome matrices; seeds in a fixed order (sorted seed ids).
+        mats = {name: [np.asarray(arms[name][task][s], float) for s in sorted(arms[name][task])] for name in names}
+        n_seeds = len(mats[names[0]])
+        seed_pick = rng.integers(0, n_seeds, size=(resamples, n_seeds))
+        for name in names:
+            total = np.zeros(resamples)
+            for j in range(n_seeds):
+                # Seed position j of draw r is seed seed_pick[r, j]; its episodes resampled (same for all arms).
+                for s in range(n_seeds):
+                    rows = np.flatnonzero(seed_pick[:, j] == s)
+                    if rows.size == 0:
+                        continue
+                    eps = mats[name][s]
+                    ep_pick = _episode_picks(task, j, s, len(eps), resamples, seed)[rows]
+                    total[rows] += eps[ep_pick].mean(axis=1)
+            draws[name][:, t] = total / n_seeds
+    return {name: d.mean(axis=1) for name, d in draws.items()}
+
+
+def _episode_picks(task: str, position: int, seed_index: int, n: int, resamples: int, seed: int) -> np.ndarray:
+    """Episode resampling indices for one (task, seed position, seed): shared by every arm (paired)."""
+    key = (seed, sum(map(ord, task)) * 7919 + len(task), position, seed_index)
+    return np.random.default_rng(key).integers(0, n, size=(resamples, n))
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple:
+    lo, hi = np.quantile(samples, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def gap_closure(lapa: float, scratch: float, action: float) -> Optional[float]:
+    """(LAPA - scratch) / (action-pretrained - scratch); None when the upper bound does not beat scratch."""
+    denominator = action - scratch
+    if denominator <= 0.01:
+        return None
+    return float((lapa - scratch) / denominator)
+
+
+def summarize(arms: Mapping[str, Outcomes], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> Dict:
+    """Rates, intervals, per-task rates, and (when the three arms are there) G with its interval."""
+    draws = bootstrap(arms, resamples, seed)
+    out: Dict = {"level": level, "resamples": resamples, "arms": {}}
+    for name, outcomes in arms.items():
+        episodes = sum(len(e) for seeds in outcomes.values() for e in seeds.values())
+        seeds = sorted({s for seeds in outcomes.values() for s in seeds})
+        lo, hi = interval(draws[name], level)
+        out["arms"][name] = {"success": success_rate(outcomes), "ci": [lo, hi], "episodes": episodes,
+                             "seeds": seeds, "tasks": per_task_rates(outcomes)}
+    if {"scratch", "lapa"} <= set(arms):
+        diff = draws["lapa"] - draws["scratch"]
+        out["lapa_minus_scratch"] = {"value": out["arms"]["lapa"]["success"] - out["arms"]["scratch"]["success"],
+                                     "ci": list(interval(diff, level))}
+    if {"scratch", "lapa", "action"} <= set(arms):
+        rates = {k: out["arms"][k]["success"] for k in ("scratch", "lapa", "action")}
+        g = gap_closure(rates["lapa"], rates["scratch"], rates["action"])
+        denominator = draws["action"] - draws["scratch"]
+        ok = denominator > 0.01
+        g_draws = (draws["lapa"][ok] - draws["scratch"][ok]) / denominator[ok]
+        out["gap_closure"] = {"value": g, "ci": list(interval(g_draws, level)) if ok.sum() >= 20 else None,
+                              "undefined_draws": int((~ok).sum())}
+    return out

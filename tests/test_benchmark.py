@@ -1,0 +1,144 @@
+"""`lapa benchmark`: the quick preset end to end on tasks the catalogue does not ship (renamed tasks with
+new instructions, from a catalogue file of the test's own), result files checked for shape; resuming;
+bad input (unknown task, task without an expert, K above the demo pool, another configuration's folder)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Tasks under names and instructions that appear nowhere in the project: the pipeline may not key on names.
+CATALOGUE = {
+    "defaults": {"camera": {"lookat": [0.0, 0.65, 0.1], "distance": 1.2, "azimuth": 135.0, "elevation": -30.0,
+                            "fovy": 45.0}, "max_steps": 60},
+    "views": {"dusk": {"camera": {"azimuth": 150.0}, "light": {"ambient": [0.1, 0.1, 0.2], "scale": 0.5}}},
+    "tasks": {
+        "shut-the-box": {"env": "drawer-close-v3", "expert": "SawyerDrawerCloseV3Policy",
+                         "instructions": ["shove the box shut", "make the box closed"]},
+        "touch-marker": {"env": "reach-v3", "expert": "SawyerReachV3Policy",
+                         "instructions": ["go touch the marker"]},
+        "tap-switch": {"env": "button-press-topdown-v3", "expert": "SawyerButtonPressTopdownV3Policy",
+                       "instructions": ["tap the switch from above"]},
+        "swing-shut": {"env": "door-close-v3", "expert": "SawyerDoorCloseV3Policy",
+                       "instructions": ["swing the hatch shut"]},
+        "no-expert": {"env": "door-open-v3", "instructions": ["open it somehow"]},
+    },
+}
+TASK_ARGS = ["--targets", "shut-the-box,touch-marker", "--video-only", "tap-switch", "--held-out", "swing-shut",
+             "--set", "view=dusk"]
+
+
+def _lapa(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "lapa_ros.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "MUJOCO_GL": "egl"})
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    path = tmp_path_factory.mktemp("catalogue") / "tasks.yaml"
+    path.write_text(yaml.safe_dump(CATALOGUE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def quick(catalogue, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *TASK_ARGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_quick_preset_writes_tables_plot_and_per_cell_results(quick):
+    out, result = quick
+    results = json.loads((out / "results" / "results.json").read_text())
+    config = results["config"]
+    assert config["targets"] == ["shut-the-box", "touch-marker"] and config["preset"] == "quick+changes"
+    for k in map(str, config["shots"]):
+        summary = results["in_domain"][k]
+        assert set(summary["arms"]) == {"scratch", "lapa", "action"}
+        for arm in summary["arms"].values():
+            assert 0 <= arm["ci"][0] <= arm["success"] <= arm["ci"][1] <= 1
+            assert set(arm["tasks"]) == {"shut-the-box", "touch-marker"}
+            assert arm["episodes"] == len(config["seeds"]) * config["eval_episodes"] * 2
+            assert arm["seeds"] == config["seeds"]
+        assert "gap_closure" in summary and "lapa_minus_scratch" in summary
+    assert set(results["cross_task"]["video_only"]["arms"]["lapa"]["tasks"]) == {"tap-switch"}
+    assert set(results["cross_task"]["held_out"]["arms"]["lapa"]["tasks"]) == {"swing-shut"}
+    assert set(results["cross_env"]["arms"]) == {"scratch", "lapa", "action"}
+    md = (out / "results" / "results.md").read_text()
+    for heading in ("In-domain few-shot", "Cross-task", "Held out", "Cross-environment", "Per task"):
+        assert heading in md
+    assert (out / "results" / "success_vs_demos.png").stat().st_size > 10_000
+    # Every step was printed as the public command it runs; the latent actions were rendered.
+    assert "lapa laq train --data" in result.stderr and "lapa policy finetune" in result.stderr
+    assert "--cotrain-target latents" in result.stderr and "--view dusk" in result.stderr
+    latents = out / "pretrain" / "default" / "latents"
+    assert (latents / "latents.mp4").is_file() and (latents / "frame_00.png").is_file()
+    # The evaluation used the catalogue's instructions of the renamed tasks, on seeds unseen in training.
+    episodes = json.loads((out / "cells/in-domain/lapa/k2/seed0/eval_targets.json").read_text())
+    shut = episodes["tasks"]["shut-the-box"]["episodes"]
+    assert {e["instruction"] for e in shut} <= {"shove the box shut", "make the box closed"}
+    assert min(e["seed"] for e in shut) >= config["eval_seed"]
+    # The demos each seed trained on are K per task, drawn by seed.
+    run = json.loads((out / "cells/in-domain/scratch/k2/seed1/finetune/run.json").read_text())
+    assert run["episodes"] == 2 * 2 and run["args"]["demo_seed"] == 1
+
+
+def test_rerun_skips_finished_steps(quick, catalogue):
+    out, _ = quick
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *TASK_ARGS, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "already done" in result.stderr and "lapa policy finetune" not in result.stderr
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(str(f).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def test_other_configuration_in_the_same_folder_is_refused_and_nothing_changes(quick, catalogue):
+    out, _ = quick
+    before = _digest(out / "results") + _digest(out / "steps")
+    saved = (out / "benchmark.json").read_text()
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *TASK_ARGS,
+                   "--seeds", "0,1,2", timeout=120)
+    assert result.returncode == 2
+    assert "another configuration" in result.stderr and "seeds" in result.stderr
+    assert (out / "benchmark.json").read_text() == saved
+    assert _digest(out / "results") + _digest(out / "steps") == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--targets", "shut-the-box,fly-to-the-moon"], "unknown task 'fly-to-the-moon'"),
+    (["--targets", "shut-the-box", "--video-only", "no-expert"], "no-expert' has no scripted expert"),
+    (["--targets", "shut-the-box", "--shots", "2,9"], "more than the 3 generated per target task"),
+    (["--targets", "shut-the-box", "--video-only", "shut-the-box"], "each task has one role"),
+    (["--targets", "shut-the-box", "--set", "eval_seed=2"], "overlap the video seeds"),
+    (["--targets", "shut-the-box", "--set", "view=noon"], "unknown view 'noon'"),
+    (["--targets", "shut-the-box", "--arms", "lapa,action"], "scratch arm is the baseline"),
+    (["--targets", "shut-the-box", "--set", "colour=blue"], "unknown setting"),
+])
+def test_bad_input_is_a_clear_error_before_any_work(catalogue, tmp_path, args, message):
+    out = tmp_path / "bench"
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *args, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_finetune_refuses_more_demos_per_task_than_the_data_has(quick, tmp_path):
+    out, _ = quick
+    result = _lapa("policy", "finetune", "--data", out / "data" / "demos", "--init", "scratch", "--config", "tiny",
+                   "--demos-per-task", 7, "--val-fraction", 0, "--steps", 1, "--out", tmp_path / "ft", timeout=300)
+    assert result.returncode != 0
+    assert "--demos-per-task 7" in result.stderr and "shut-the-box" in result.stderr
