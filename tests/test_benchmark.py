@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+pytestmark = pytest.mark.timeout(1800)   # the quick preset runs ~70 steps end to end
 
 # Tasks under names and instructions that appear nowhere in the project: the pipeline may not key on names.
 CATALOGUE = {
@@ -123,6 +124,7 @@ def test_other_configuration_in_the_same_folder_is_refused_and_nothing_changes(q
     (["--targets", "shut-the-box", "--video-only", "no-expert"], "no-expert' has no scripted expert"),
     (["--targets", "shut-the-box", "--shots", "2,9"], "more than the 3 generated per target task"),
     (["--targets", "shut-the-box", "--video-only", "shut-the-box"], "each task has one role"),
+    (["--targets", "shut-the-box", "--held-out", "none", "--video-only", "none"], "cross-task needs"),
     (["--targets", "shut-the-box", "--set", "eval_seed=2"], "overlap the video seeds"),
     (["--targets", "shut-the-box", "--set", "view=noon"], "unknown view 'noon'"),
     (["--targets", "shut-the-box", "--arms", "lapa,action"], "scratch arm is the baseline"),
@@ -130,7 +132,8 @@ def test_other_configuration_in_the_same_folder_is_refused_and_nothing_changes(q
 ])
 def test_bad_input_is_a_clear_error_before_any_work(catalogue, tmp_path, args, message):
     out = tmp_path / "bench"
-    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *args, timeout=120)
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *TASK_ARGS, *args,
+                   timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()

@@ -87,6 +87,7 @@ class PolicyConfig:
     action_head: str = "continuous"                  # "continuous" (L1, normalized) or "bins" (256 quantile bins)
     num_bins: int = 256
     action_head_hidden: int = 256
+    action_reads_latents: bool = False               # the head also reads the predicted latent-token probabilities
     chunk_size: int = 8
     action_dim: int = 0                              # from the data (0: no action head yet)
     action_names: Optional[List[str]] = None

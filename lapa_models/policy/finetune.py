@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the auxiliary objective: LAQ latent tokens (LAPA) or the data's own actions")
     p.add_argument("--cotrain-latents", default="laq", help="name of the LAQ labels of --cotrain-data")
     p.add_argument("--cotrain-weight", type=float, default=0.5, help="weight of the auxiliary loss")
+    p.add_argument("--action-reads-latents", action="store_true",
+                   help="the action head also reads the policy's predicted latent actions (needs a latent-pretrained "
+                        "--init; its latent head is kept)")
 
 
 def _dataset_facts(stores) -> Dict:
@@ -141,9 +144,13 @@ def build(args: argparse.Namespace):
     num_bins = base.num_bins if base is not None else 256
     stats = NormalizationStats.from_data(np.concatenate(actions),
                                          np.concatenate(states) if use_state else None, num_bins=num_bins)
-    keep_latents = bool(cotrain) and args.cotrain_target == "latents"
+    reads_latents = bool(getattr(args, "action_reads_latents", False))
+    keep_latents = (bool(cotrain) and args.cotrain_target == "latents") or reads_latents
     if keep_latents and args.init == "scratch":
-        raise ValueError("--cotrain-target latents needs a latent-pretrained --init (scratch has no latent head)")
+        raise ValueError("--cotrain-target latents and --action-reads-latents need a latent-pretrained --init "
+                         "(scratch has no latent head)")
+    if reads_latents:
+        changes["action_reads_latents"] = True
     if args.init == "scratch":
         model = LapaPolicy(base.replace(latent_head=False, **{k: v for k, v in changes.items() if v is not None}),
                            stats)

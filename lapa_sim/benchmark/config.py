@@ -68,6 +68,7 @@ class BenchmarkConfig:
     # --- levers (see the README's levers table)
     cotrain_weight: float = 0.5            # the pretraining objective kept as an auxiliary loss while finetuning
     freeze: str = "none"                   # none | vision | backbone
+    action_reads_latents: bool = False     # LAPA arm: the action head also reads the predicted latent actions
     execution: str = "ensemble"            # how chunks become commands in evaluation
     threads: int = 0                       # torch threads (0: all cores)
     preset: str = "custom"
@@ -254,6 +255,26 @@ def check_folder(out: Path, config: BenchmarkConfig) -> None:
         raise BenchmarkConfigError(
             f"{out} holds a benchmark with another configuration ({detail}). Nothing was changed: give another "
             f"--out, or the same options as before to resume it")
+
+
+# Settings that only change finetuning and evaluation: runs that differ in nothing else share their data
+# and pretraining (``lapa benchmark --reuse``).
+FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", "eval_episodes", "eval_seed",
+                 "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "execution",
+                 "threads")
+
+
+def check_reusable(source: Path, config: BenchmarkConfig) -> None:
+    """``source`` is a benchmark folder whose data and pretraining ``config`` can share."""
+    path = Path(source) / "benchmark.json"
+    if not path.is_file():
+        raise BenchmarkConfigError(f"--reuse {source}: not a benchmark folder (no benchmark.json)")
+    saved = json.loads(path.read_text())
+    now = config.to_dict()
+    differs = sorted(k for k in now if k not in FINETUNE_ONLY and saved.get(k) != now.get(k))
+    if differs:
+        raise BenchmarkConfigError(f"--reuse {source}: its data or pretraining differ in {differs}; only "
+                                   f"{', '.join(FINETUNE_ONLY)} may change")
 
 
 def task_list(text: str) -> List[str]:

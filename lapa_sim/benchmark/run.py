@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, parse_assignment, preset,
-                     task_list, validate)
+from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, check_reusable, parse_assignment,
+                     preset, task_list, validate)
 
 
 @dataclasses.dataclass
@@ -145,6 +145,8 @@ class Benchmark:
         else:
             pre = self.pretrain(view)
             argv = argv[:2] + ["--init", pre / arm / "final"] + argv[2:]
+            if arm == "lapa" and c.action_reads_latents:
+                argv += ["--action-reads-latents"]
             if c.cotrain_weight > 0:
                 argv += ["--cotrain-data", self.video(view), "--cotrain-weight", c.cotrain_weight,
                          "--cotrain-target", "latents" if arm == "lapa" else "actions"]
@@ -168,6 +170,19 @@ class Benchmark:
         return steps
 
     # ------------------------------------------------------------------ running
+    def share_pretraining(self, source: Path) -> None:
+        """Link ``source``'s data and pretraining folders here and take over their finished-step markers."""
+        source = source.resolve()
+        (self.out / "steps").mkdir(parents=True, exist_ok=True)
+        for name in ("data", "pretrain"):
+            link = self.out / name
+            if not link.exists():
+                link.symlink_to(source / name, target_is_directory=True)
+        for marker in (source / "steps").glob("*.done"):
+            if marker.name.startswith(("data-", "laq-", "pretrain-")) and not (self.out / "steps" / marker.name).exists():
+                shutil.copy(marker, self.out / "steps" / marker.name)
+        _say(f"sharing data and pretraining with {source}")
+
     def marker(self, step: Step) -> Path:
         return self.out / "steps" / f"{step.key}.done"
 
@@ -252,6 +267,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalogue", default=None, help="a tasks.yaml to use instead of lapa_sim/tasks.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of config.py (e.g. cotrain_weight=0, freeze=vision, pretrain_steps=5000)")
+    p.add_argument("--reuse", default=None, metavar="FOLDER",
+                   help="share the data and pretraining of another benchmark folder (lever studies: only "
+                        "finetuning and evaluation settings may differ)")
     p.add_argument("--keep-models", action="store_true", help="keep each cell's finetuned weights and ONNX export")
     p.add_argument("--plan", action="store_true", help="print the commands and exit")
 
@@ -292,7 +310,11 @@ def main(args: argparse.Namespace) -> int:
         config = validate(build_config(args), load_catalogue())
         out = Path(args.out)
         check_folder(out, config)
+        if args.reuse:
+            check_reusable(Path(args.reuse), config)
         bench = Benchmark(config, out, keep_models=args.keep_models)
+        if args.reuse and not args.plan:
+            bench.share_pretraining(Path(args.reuse))
         if args.plan:
             for step in bench.plan():
                 print(step.command())
