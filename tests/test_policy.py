@@ -510,3 +510,53 @@ def test_slim_checkpoint_leaves_out_the_frozen_pretrained_text_tower_and_reloads
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     with torch.no_grad():
         assert torch.equal(policy.predict_action_chunk(image, INSTRUCTION), again.predict_action_chunk(image, INSTRUCTION))
+
+
+# ============================================================================ finetuning levers (benchmark)
+def test_cotraining_keeps_the_latent_objective_and_a_latent_reading_head_exports(sim_data, pretrained, tmp_path):
+    """--cotrain-data keeps the latent loss on the video while finetuning; --action-reads-latents feeds the
+    predicted latent actions to the action head, and that graph exports and runs like any other."""
+    out = tmp_path / "ft"
+    summary = _run(finetune, ["--data", sim_data, "--init", pretrained / "final", "--out", out, "--steps", 40,
+                              "--cotrain-data", sim_data, "--cotrain-weight", 0.5, "--action-reads-latents",
+                              "--demos-per-task", 2, "--demo-seed", 3, "--val-fraction", 0, *TRAIN_ARGS])
+    assert summary["cotrain"]["target"] == "latents" and summary["episodes"] == 2 * 3
+    # The latent skill of pretraining survives finetuning (chance is 1/8).
+    accuracy = _train_losses(out, "train/aux_latent_accuracy")
+    assert len(accuracy) >= 4 and min(accuracy) > 0.5
+    model = LapaPolicy.from_pretrained(out / "final").eval()
+    assert model.config.action_reads_latents and model.latent_head is not None
+    card = policy_export.export_policy(out / "final", tmp_path / "export", precisions=("fp32",))
+    assert card["parity"]
+    runtime = PolicyRuntime(tmp_path / "export", providers=("cpu",), intra_op_threads=1)
+    image = np.zeros((64, 64, 3), np.uint8)
+    chunk = runtime.act(image, INSTRUCTION, np.zeros(4, np.float32))
+    expected = model.predict_action_chunk(image, INSTRUCTION, np.zeros(4, np.float32))[0].numpy()
+    np.testing.assert_allclose(chunk, expected, atol=1e-4)
+
+
+def test_demo_draws_are_exactly_k_per_task_differ_by_seed_and_refuse_too_many(sim_data):
+    from lapa_models.data.frames import FrameStore
+    from lapa_models.policy.finetune import draw_demos
+
+    store = FrameStore(sim_data, progress=False)
+    episodes = list(range(store.num_episodes))
+    a, b = draw_demos(store, episodes, 2, seed=0), draw_demos(store, episodes, 2, seed=5)
+    for draw in (a, b):
+        counts = {}
+        for e in draw:
+            counts[store.tasks[e]] = counts.get(store.tasks[e], 0) + 1
+        assert counts == {t: 2 for t in TASKS.split(",")}
+    assert a == draw_demos(store, episodes, 2, seed=0)
+    assert any(draw_demos(store, episodes, 2, seed=s) != a for s in range(1, 6))
+    with pytest.raises(ValueError, match="--demos-per-task 4"):
+        draw_demos(store, episodes, 4, seed=0)
+
+
+def test_scratch_cannot_cotrain_on_latents_or_read_them(sim_data, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    finetune.add_arguments(parser)
+    args = parser.parse_args([str(a) for a in ["--data", sim_data, "--init", "scratch", "--out", tmp_path / "x",
+                                                "--steps", 1, "--action-reads-latents", *TRAIN_ARGS]])
+    assert finetune.main(args) == 2
+    assert "need a latent-pretrained --init" in capsys.readouterr().err
