@@ -112,14 +112,17 @@ _QUICK = dict(
     image_size=32, video_episodes=3, demo_pool=3, laq_config="tiny", laq_steps=30, laq_batch_size=8,
     policy_config="tiny", vision_model="config:siglip-tiny", pretrain_steps=20, finetune_steps=12, batch_size=8,
     threads=0)
-# About 3 hours on 2 CPU cores (see the README's "Does latent pretraining help?").
+# About 3 hours on 2 CPU cores (see the README's "Does latent pretraining help?"). Targets are tasks
+# where the scratch arm at K = 10 is neither at the floor nor the ceiling (measured: push ~5% and
+# drawer-open, door-open 100% for every arm, which can show no difference); 100 video episodes per task
+# (25 gave latent pretraining 0.69 held-out token accuracy, 100 gave 0.88).
 _CPU = dict(
     preset="cpu",
-    targets=("push", "drawer-open", "window-open", "button-press"),
-    video_only=("reach", "door-open", "window-close", "drawer-close"),
-    extra_video=("button-press-topdown", "door-close", "plate-slide", "coffee-button"),
+    targets=("window-open", "button-press", "reach", "plate-slide"),
+    video_only=("window-close", "button-press-topdown", "push", "door-open"),
+    extra_video=("drawer-open", "drawer-close", "door-close", "coffee-button"),
     held_out=(), shots=(5, 10, 25), cross_shots=10, seeds=(0, 1, 2), eval_episodes=20, image_size=64,
-    video_episodes=25, demo_pool=30, laq_config="tiny", laq_steps=3000, policy_config="small",
+    video_episodes=100, demo_pool=30, laq_config="tiny", laq_steps=3000, policy_config="small",
     vision_model="config:siglip-mini", pretrain_steps=3000, finetune_steps=600, batch_size=32)
 # Paper-like scale for a GPU: more video, a larger LAQ, the SigLIP-base policy at 224 px.
 _GPU = dict(
