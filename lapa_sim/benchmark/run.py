@@ -89,11 +89,11 @@ class Benchmark:
                 continue
             steps.append(Step(f"data-video-{view}", ["data", "generate"], "lapa_sim.generate",
                               ["--tasks", ",".join(c.video_tasks), "--episodes-per-task", c.video_episodes,
-                               "--seed", c.video_seed, "--image-size", *size, "--workers", 2,
+                               "--seed", c.video_seed, "--image-size", *size, "--workers", _workers(),
                                "--out", self.video(view)] + ([] if view == "default" else ["--view", view])))
         steps.append(Step("data-demos", ["data", "generate"], "lapa_sim.generate",
                           ["--tasks", ",".join(c.targets), "--episodes-per-task", c.demo_pool, "--seed", c.demo_seed,
-                           "--image-size", *size, "--workers", 2, "--out", self.data("demos")]))
+                           "--image-size", *size, "--workers", _workers(), "--out", self.data("demos")]))
         policy_arch = ["--config", c.policy_config, "--vision-model", c.vision_model]
         common = ["--batch-size", c.batch_size, "--lr", c.lr, "--augment", c.augment, "--no-progress",
                   "--save-every", 0, *threads]
@@ -234,6 +234,11 @@ class StepFailed(RuntimeError):
     pass
 
 
+def _workers() -> int:
+    """Episode generation processes: the cores there are, up to 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def _drop_models(cell: Path) -> None:
     """After evaluation a cell keeps its metrics and episodes, not its weights (disk: ~100 MB a cell)."""
     shutil.rmtree(cell / "export", ignore_errors=True)
@@ -316,8 +321,11 @@ def main(args: argparse.Namespace) -> int:
         if args.reuse and not args.plan:
             bench.share_pretraining(Path(args.reuse))
         if args.plan:
-            for step in bench.plan():
-                print(step.command())
+            try:
+                for step in bench.plan():
+                    print(step.command(), flush=True)
+            except BrokenPipeError:   # `--plan | head`
+                sys.stderr.close()
             return 0
         bench.run()
     except (BenchmarkConfigError, ValueError, FileNotFoundError, StepFailed) as e:
