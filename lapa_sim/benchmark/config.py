@@ -67,7 +67,7 @@ class BenchmarkConfig:
     augment: str = "color"
     # --- levers (see the README's levers table)
     cotrain_weight: float = 0.5            # the pretraining objective kept as an auxiliary loss while finetuning
-    freeze: str = "none"                   # none | vision | backbone
+    freeze: str = "none"                   # pretrained arms: none | vision | backbone stays frozen
     action_reads_latents: bool = False     # LAPA arm: the action head also reads the predicted latent actions
     execution: str = "ensemble"            # how chunks become commands in evaluation
     threads: int = 0                       # torch threads (0: all cores)

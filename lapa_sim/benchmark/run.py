@@ -138,13 +138,14 @@ class Benchmark:
         cell = self.cell(setting, arm, k, seed)
         tag = f"{setting}-{arm}-k{k}-s{seed}"
         argv = ["--data", self.data("demos"), "--demos-per-task", k, "--demo-seed", seed, "--seed", seed,
-                "--steps", c.finetune_steps, "--val-fraction", 0, "--out", cell / "finetune", "--freeze", c.freeze,
-                "--eval-every", 0, *common]
+                "--steps", c.finetune_steps, "--val-fraction", 0, "--out", cell / "finetune", "--eval-every", 0, *common]
         if arm == "scratch":
             argv = argv[:2] + ["--init", "scratch", *policy_arch] + argv[2:]
         else:
             pre = self.pretrain(view)
             argv = argv[:2] + ["--init", pre / arm / "final"] + argv[2:]
+            if c.freeze != "none":   # what pretraining learned is kept; scratch has nothing to keep
+                argv += ["--freeze", c.freeze]
             if arm == "lapa" and c.action_reads_latents:
                 argv += ["--action-reads-latents"]
             if c.cotrain_weight > 0:
