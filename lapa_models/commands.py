@@ -14,3 +14,18 @@ def report_input_errors(run: Callable[[argparse.Namespace], int], args: argparse
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def command_line(words, argv) -> str:
+    """The shell form of ``lapa <words> <argv>``, quoted."""
+    import shlex
+
+    return "lapa " + " ".join(words) + " " + " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def run_in_process(words, module, argv) -> int:
+    """Run the command ``lapa <words> <argv>`` in this process: the same parser and main as the shell
+    command (``module`` has add_arguments and main); returns main's exit code."""
+    parser = argparse.ArgumentParser(prog="lapa " + " ".join(words))
+    module.add_arguments(parser)
+    return int(module.main(parser.parse_args([str(a) for a in argv])) or 0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -38,10 +37,10 @@ def _log(msg: str) -> None:
 
 def _run(words: List[str], module, argv: List[str]) -> None:
     """Run a `lapa ...` command in-process (the same parser and main as the shell command)."""
-    _log("lapa " + " ".join(words) + " " + " ".join(shlex.quote(str(a)) for a in argv))
-    parser = argparse.ArgumentParser(prog="lapa " + " ".join(words))
-    module.add_arguments(parser)
-    code = module.main(parser.parse_args([str(a) for a in argv]))
+    from lapa_models.commands import command_line, run_in_process
+
+    _log(command_line(words, argv))
+    code = run_in_process(words, module, argv)
     if code:
         raise RuntimeError(f"`lapa {' '.join(words)}` failed with exit code {code}")
 

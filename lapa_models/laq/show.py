@@ -234,10 +234,9 @@ def show(checkpoint: Union[str, Path], data: Union[str, Path], out: Union[str, P
         save_frame_grid(out / f"frame_{i:02d}.png", frames_t[i], frames_tk[i], own[i], swaps[i], tokens[i], gap)
     save_usage_plot(out / "usage.png", usage)
     report = {"checkpoint": str(checkpoint), "data": str(data), "frame_gap": gap,
-              "frames": [{"episode": int(store.episode_ids[store.episode_of(np.asarray([p[0]]))[0]]),
-                          "task": store.tasks[store.episode_of(np.asarray([p[0]]))[0]],
+              "frames": [{"episode": int(store.episode_ids[e]), "task": store.tasks[e],
                           "pair": [int(p[0]), int(p[1])], "tokens": list(map(int, tok))}
-                         for p, tok in zip(chosen, tokens)],
+                         for p, e, tok in zip(chosen, store.episode_of(chosen[:, 0]), tokens)],
               "code_effect": round(spread, 5), "decoded_change": round(motion, 5),
               "usage": usage}
     if video:

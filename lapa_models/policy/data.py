@@ -57,6 +57,14 @@ def load_latent_labels(dataset_root: str | Path, name: str = "laq") -> LatentLab
     return LatentLabels(info=info, episodes=episodes)
 
 
+def check_latents_fit(labels: LatentLabels, config, where: str) -> None:
+    """The labels' (tokens, codebook) must be what a policy config's latent head predicts."""
+    own = (config.latent_num_tokens, config.latent_codebook_size)
+    if (labels.num_tokens, labels.codebook_size) != own:
+        raise ValueError(f"{where}: predicts {own[0]} tokens over {own[1]} codes, labels have "
+                         f"{labels.num_tokens} over {labels.codebook_size}")
+
+
 def align_latents(store: FrameStore, labels: LatentLabels) -> np.ndarray:
     """(F, T) int16 tokens aligned with ``store.frames`` (-1 where a frame has no label)."""
     out = np.full((len(store), labels.num_tokens), -1, dtype=np.int16)

@@ -28,7 +28,7 @@ from lapa_models.commands import report_input_errors
 
 from .configuration import get_config
 from .data import (ActionChunkSamples, ConcatSamples, InstructionTable, LatentSamples, align_latents,
-                   load_latent_labels, open_stores, split_episodes)
+                   check_latents_fit, load_latent_labels, split_episodes)
 from .modeling import LapaPolicy, policy_from_checkpoint_for_finetuning
 from .normalization import NormalizationStats
 from .training import add_common_arguments, config_overrides, describe_model, open_training_stores, train
@@ -120,8 +120,7 @@ def build(args: argparse.Namespace):
     stores = open_training_stores(args)
     facts = _dataset_facts(stores)
     cotrain = getattr(args, "cotrain_data", None)
-    cotrain_stores = open_stores(cotrain, tuple(args.frame_size) if args.frame_size else None,
-                                 progress=not args.no_progress) if cotrain else []
+    cotrain_stores = open_training_stores(args, cotrain) if cotrain else []
     table = InstructionTable(stores + cotrain_stores)
     splits = [split_episodes(s, args.val_fraction, args.seed, success_only=not args.all_episodes) for s in stores]
     if args.max_episodes_per_task:
@@ -176,11 +175,7 @@ def build(args: argparse.Namespace):
             ids = table.index[offset + s]
             if args.cotrain_target == "latents":
                 labels = load_latent_labels(store.source.root, args.cotrain_latents)
-                lab_shape = (labels.num_tokens, labels.codebook_size)
-                own = (model.config.latent_num_tokens, model.config.latent_codebook_size)
-                if lab_shape != own:
-                    raise ValueError(f"{store.source.root}: labels have {lab_shape} (tokens, codes), the "
-                                     f"checkpoint predicts {own}")
+                check_latents_fit(labels, model.config, f"{args.init} on {store.source.root}")
                 aux_parts.append(LatentSamples(store, align_latents(store, labels), episodes, ids))
             else:
                 aux_parts.append(ActionChunkSamples(store, model.config.chunk_size, episodes, ids, use_state))

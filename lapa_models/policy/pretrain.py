@@ -20,7 +20,8 @@ from typing import Dict, List
 from lapa_models.commands import report_input_errors
 
 from .configuration import get_config
-from .data import ConcatSamples, InstructionTable, LatentSamples, align_latents, load_latent_labels, split_episodes
+from .data import (ConcatSamples, InstructionTable, LatentSamples, align_latents, check_latents_fit,
+                   load_latent_labels, split_episodes)
 from .modeling import LapaPolicy
 from .training import add_common_arguments, config_overrides, describe_model, open_training_stores, train
 
@@ -42,9 +43,7 @@ def build(args: argparse.Namespace):
     table = InstructionTable(stores)
     if args.init:
         model = LapaPolicy.from_pretrained(args.init)
-        if (model.config.latent_num_tokens, model.config.latent_codebook_size) != (num_tokens, codebook):
-            raise ValueError(f"{args.init}: predicts {model.config.latent_num_tokens} tokens over "
-                             f"{model.config.latent_codebook_size} codes, labels have {num_tokens} over {codebook}")
+        check_latents_fit(labels[0], model.config, args.init)
     else:
         config = get_config(args.config, **config_overrides(args)).replace(
             latent_head=True, latent_num_tokens=num_tokens, latent_codebook_size=codebook, action_dim=0,

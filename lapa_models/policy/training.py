@@ -351,11 +351,12 @@ def _save_checkpoint(model: LapaPolicy, optimizer, out: Path, step: int, keep: i
         shutil.rmtree(old, ignore_errors=True)
 
 
-def open_training_stores(args: argparse.Namespace):
+def open_training_stores(args: argparse.Namespace, paths=None):
+    """The stores of ``paths`` (default ``--data``) with the command's frame size and progress options."""
     from .data import open_stores
 
     frame_size = tuple(args.frame_size) if args.frame_size else None
-    return open_stores(args.data, frame_size, progress=not args.no_progress)
+    return open_stores(args.data if paths is None else paths, frame_size, progress=not args.no_progress)
 
 
 def describe_model(model: LapaPolicy) -> Dict:

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from lapa_models.commands import command_line, run_in_process
+
 from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, check_reusable, parse_assignment,
                      preset, task_list, validate)
 
@@ -50,7 +52,7 @@ class Step:
     after: Optional[Callable[[], None]] = None    # cleanup after success
 
     def command(self) -> str:
-        return "lapa " + " ".join(self.words) + " " + " ".join(shlex.quote(str(a)) for a in self.argv)
+        return command_line(self.words, self.argv)
 
 
 class Benchmark:
@@ -73,10 +75,10 @@ class Benchmark:
         return self.out / "cells" / setting / arm / f"k{k}" / f"seed{seed}"
 
     def views(self) -> List[str]:
-        views = ["default"] if any(a != "scratch" for a in self.config.arms) else []
-        if self.config.uses("cross-env") and any(a != "scratch" for a in self.config.arms):
-            views.append(self.config.view)
-        return views
+        """The views whose video is made and pretrained on (only the pretrained arms read video)."""
+        if all(a == "scratch" for a in self.config.arms):
+            return []
+        return ["default"] + ([self.config.view] if self.config.uses("cross-env") else [])
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> List[Step]:
@@ -84,9 +86,7 @@ class Benchmark:
         size = [c.image_size, c.image_size]
         threads = ["--threads", c.threads] if c.threads else []
         steps: List[Step] = []
-        for view in ["default"] + ([c.view] if c.uses("cross-env") else []):
-            if view != "default" and all(a == "scratch" for a in c.arms):
-                continue
+        for view in self.views():
             steps.append(Step(f"data-video-{view}", ["data", "generate"], "lapa_sim.generate",
                               ["--tasks", ",".join(c.video_tasks), "--episodes-per-task", c.video_episodes,
                                "--seed", c.video_seed, "--image-size", *size, "--workers", _workers(),
@@ -217,13 +217,10 @@ class Benchmark:
 
     def _execute(self, step: Step) -> None:
         module = importlib.import_module(step.module)
-        parser = argparse.ArgumentParser(prog=step.command().split(" --")[0])
-        module.add_arguments(parser)
-        args = parser.parse_args([str(a) for a in step.argv])
         log = self.out / "logs" / f"{step.key}.log"
         with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
             try:
-                code = module.main(args)
+                code = run_in_process(step.words, module, step.argv)
             except Exception as e:   # the step's own error, with where to read more
                 raise StepFailed(f"`{step.command()}` failed: {type(e).__name__}: {e}\n(log: {log})") from e
         if code:

@@ -66,27 +66,20 @@ def bootstrap(arms: Mapping[str, Outcomes], resamples: int = 2000, seed: int = 0
     for t, task in enumerate(tasks):
         # (arm, seed, episode) outcome matrices; seeds in a fixed order (sorted seed ids).
         mats = {name: [np.asarray(arms[name][task][s], float) for s in sorted(arms[name][task])] for name in names}
-        n_seeds = len(mats[names[0]])
+        sizes = [len(eps) for eps in mats[names[0]]]
+        n_seeds = len(sizes)
+        # Draw r puts seed seed_pick[r, j] at position j, with that seed's episodes resampled by
+        # episode_pick[j][s][r]; the same picks serve every arm (paired).
         seed_pick = rng.integers(0, n_seeds, size=(resamples, n_seeds))
+        episode_pick = [[rng.integers(0, n, size=(resamples, n)) for n in sizes] for _ in range(n_seeds)]
         for name in names:
             total = np.zeros(resamples)
             for j in range(n_seeds):
-                # Seed position j of draw r is seed seed_pick[r, j]; its episodes resampled (same for all arms).
                 for s in range(n_seeds):
-                    rows = np.flatnonzero(seed_pick[:, j] == s)
-                    if rows.size == 0:
-                        continue
-                    eps = mats[name][s]
-                    ep_pick = _episode_picks(task, j, s, len(eps), resamples, seed)[rows]
-                    total[rows] += eps[ep_pick].mean(axis=1)
+                    rows = seed_pick[:, j] == s
+                    total[rows] += mats[name][s][episode_pick[j][s][rows]].mean(axis=1)
             draws[name][:, t] = total / n_seeds
     return {name: d.mean(axis=1) for name, d in draws.items()}
-
-
-def _episode_picks(task: str, position: int, seed_index: int, n: int, resamples: int, seed: int) -> np.ndarray:
-    """Episode resampling indices for one (task, seed position, seed): shared by every arm (paired)."""
-    key = (seed, sum(map(ord, task)) * 7919 + len(task), position, seed_index)
-    return np.random.default_rng(key).integers(0, n, size=(resamples, n))
 
 
 def interval(samples: np.ndarray, level: float = 0.95) -> tuple:
