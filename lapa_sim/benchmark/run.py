@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Optional
 
 from lapa_models.commands import command_line, run_in_process
 
+from .report import write_report
 from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, check_reusable, parse_assignment,
                      preset, task_list, validate)
 
@@ -82,48 +83,67 @@ class Benchmark:
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> List[Step]:
+        """Every step, the most telling first: the default view's data and pretraining, the cells at
+        K = cross_shots (the headline comparison and the cross-task evaluations), the other K, then the
+        other view's data, pretraining and cross-environment cells. A run stopped early has the
+        headline numbers already."""
         c = self.config
-        size = [c.image_size, c.image_size]
-        threads = ["--threads", c.threads] if c.threads else []
-        steps: List[Step] = []
-        for view in self.views():
-            steps.append(Step(f"data-video-{view}", ["data", "generate"], "lapa_sim.generate",
-                              ["--tasks", ",".join(c.video_tasks), "--episodes-per-task", c.video_episodes,
-                               "--seed", c.video_seed, "--image-size", *size, "--workers", _workers(),
-                               "--out", self.video(view)] + ([] if view == "default" else ["--view", view])))
-        steps.append(Step("data-demos", ["data", "generate"], "lapa_sim.generate",
-                          ["--tasks", ",".join(c.targets), "--episodes-per-task", c.demo_pool, "--seed", c.demo_seed,
-                           "--image-size", *size, "--workers", _workers(), "--out", self.data("demos")]))
         policy_arch = ["--config", c.policy_config, "--vision-model", c.vision_model]
         common = ["--batch-size", c.batch_size, "--lr", c.lr, "--augment", c.augment, "--no-progress",
-                  "--save-every", 0, *threads]
-        for view in self.views():
-            video, pre = self.video(view), self.pretrain(view)
-            if "lapa" in c.arms:
-                steps.append(Step(f"laq-train-{view}", ["laq", "train"], "lapa_models.laq.train",
-                                  ["--data", video, "--config", c.laq_config, "--frame-gap", c.laq_frame_gap,
-                                   "--steps", c.laq_steps, "--batch-size", c.laq_batch_size, "--out", pre / "laq",
-                                   "--no-progress", *threads]))
-                steps.append(Step(f"laq-label-{view}", ["laq", "label"], "lapa_models.laq.label",
-                                  ["--checkpoint", pre / "laq" / "final", "--data", video, "--no-progress"]))
-                steps.append(Step(f"laq-show-{view}", ["laq", "show"], "lapa_models.laq.show",
-                                  ["--checkpoint", pre / "laq" / "final", "--data", video, "--frames", 6,
-                                   "--out", pre / "latents"]))
-                steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"], "lapa_models.policy.pretrain",
-                                  ["--data", video, *policy_arch, "--steps", c.pretrain_steps, "--out", pre / "lapa",
-                                   "--val-fraction", 0.05, "--seed", 0, *common]))
-            if "action" in c.arms:
-                steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"], "lapa_models.policy.finetune",
-                                  ["--data", video, "--init", "scratch", *policy_arch, "--steps", c.pretrain_steps,
-                                   "--out", pre / "action", "--val-fraction", 0.05, "--seed", 0, *common]))
+                  "--save-every", 0, *(["--threads", c.threads] if c.threads else [])]
+        views = self.views()
+        steps: List[Step] = []
+        if "default" in views:
+            steps.append(self._video_step("default"))
+        steps.append(Step("data-demos", ["data", "generate"], "lapa_sim.generate",
+                          ["--tasks", ",".join(c.targets), "--episodes-per-task", c.demo_pool, "--seed", c.demo_seed,
+                           "--image-size", c.image_size, c.image_size, "--workers", _workers(),
+                           "--out", self.data("demos")]))
+        if "default" in views:
+            steps.extend(self._pretrain_steps("default", policy_arch, common))
         for setting, arm, k, seed, view in self.cells():
+            if setting == "cross-env" and not any(s.key == f"data-video-{view}" for s in steps):
+                steps.append(self._video_step(view))
+                steps.extend(self._pretrain_steps(view, policy_arch, common))
             steps.extend(self._cell_steps(setting, arm, k, seed, view, policy_arch, common))
         return steps
 
-    def cells(self):
-        """(setting, arm, K, seed, pretraining view) of every model finetuned."""
+    def _video_step(self, view: str) -> Step:
         c = self.config
-        for k in c.finetune_shots:
+        return Step(f"data-video-{view}", ["data", "generate"], "lapa_sim.generate",
+                    ["--tasks", ",".join(c.video_tasks), "--episodes-per-task", c.video_episodes,
+                     "--seed", c.video_seed, "--image-size", c.image_size, c.image_size, "--workers", _workers(),
+                     "--out", self.video(view)] + ([] if view == "default" else ["--view", view]))
+
+    def _pretrain_steps(self, view: str, policy_arch: List, common: List) -> List[Step]:
+        c = self.config
+        threads = ["--threads", c.threads] if c.threads else []
+        video, pre = self.video(view), self.pretrain(view)
+        steps: List[Step] = []
+        if "lapa" in c.arms:
+            steps.append(Step(f"laq-train-{view}", ["laq", "train"], "lapa_models.laq.train",
+                              ["--data", video, "--config", c.laq_config, "--frame-gap", c.laq_frame_gap,
+                               "--steps", c.laq_steps, "--batch-size", c.laq_batch_size, "--out", pre / "laq",
+                               "--no-progress", *threads]))
+            steps.append(Step(f"laq-label-{view}", ["laq", "label"], "lapa_models.laq.label",
+                              ["--checkpoint", pre / "laq" / "final", "--data", video, "--no-progress"]))
+            steps.append(Step(f"laq-show-{view}", ["laq", "show"], "lapa_models.laq.show",
+                              ["--checkpoint", pre / "laq" / "final", "--data", video, "--frames", 6,
+                               "--out", pre / "latents"]))
+            steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"], "lapa_models.policy.pretrain",
+                              ["--data", video, *policy_arch, "--steps", c.pretrain_steps, "--out", pre / "lapa",
+                               "--val-fraction", 0.05, "--seed", 0, *common]))
+        if "action" in c.arms:
+            steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"], "lapa_models.policy.finetune",
+                              ["--data", video, "--init", "scratch", *policy_arch, "--steps", c.pretrain_steps,
+                               "--out", pre / "action", "--val-fraction", 0.05, "--seed", 0, *common]))
+        return steps
+
+    def cells(self):
+        """(setting, arm, K, seed, pretraining view) of every model finetuned, K = cross_shots first."""
+        c = self.config
+        shots = sorted(c.finetune_shots, key=lambda k: (k != c.cross_shots, k))
+        for k in shots:
             for arm in c.arms:
                 for seed in c.seeds:
                     yield "in-domain", arm, k, seed, "default"
@@ -209,8 +229,8 @@ class Benchmark:
                 step.after()
             self.marker(step).write_text(json.dumps({"command": step.command(),
                                                      "seconds": round(time.monotonic() - started, 1)}) + "\n")
-        from .report import write_report
-
+            if step.words == ["policy", "evaluate"]:   # the table so far, for a run stopped early
+                write_report(self)
         results = write_report(self)
         _say(f"done in {_clock(time.monotonic() - t0)}: {self.out / 'results' / 'results.md'}")
         return results
