@@ -13,10 +13,14 @@ with lapa_ros.core.alignment, the code the policy node uses live:
 Messages without a header (the Float64 gripper command) are placed on the frames' clock using the
 bags' receive times and the median offset between the frames' receive times and stamps.
 
+A bag is a rosbag2 folder or a single .mcap file; SRC is one bag or a folder of them (each subfolder
+and each .mcap file in it is a bag of its own; other files are reported and left alone).
 Bags whose outcome is not "success" are skipped (--include-failures keeps them), discarded ones are
-never converted. A bag that cannot be converted (corrupt, truncated, a required topic missing,
-timestamps that do not match) is reported with its name and topic and the others are still
-converted. Incomplete bags (recorder killed) are recovered first.
+never converted. Each bag succeeds or fails on its own: one that cannot be converted (corrupt,
+truncated, an empty folder, a required topic missing, timestamps that do not match) gets one line
+with its name and the reason, adds nothing to the dataset, and the others are still converted; the
+exit code is then 2 (1 when nothing could be started: SRC missing or without bags). Incomplete bags
+(recorder killed) are recovered first.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .bags import BagError, EpisodeInfo, find_bags, is_complete, recover_bag
+from .bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_name, is_complete, printable,
+                   recover_bag, report_line, scan_bags)
 from .core import alignment, images
 from .core.robot_state import gripper_state_from_joint
 
@@ -77,20 +82,18 @@ def _stamp(header) -> float:
 
 
 def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
-    """Decode the topics the converter needs (mcap + mcap-ros2 reader)."""
+    """Decode the topics the converter needs (mcap + mcap-ros2 reader) from a bag folder or .mcap file."""
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
-    mcap_files = sorted(Path(bag).glob("*.mcap"))
-    if not mcap_files:
-        raise BagError(f"{bag}: no .mcap file")
+    mcap_file = bag_file(bag)
     wanted = {cfg.image_topic, cfg.pose_topic, cfg.joint_topic, cfg.twist_topic, cfg.gripper_topic}
     frames, frame_stamps, frame_recv = [], [], []
     pose_stamps, poses, joint_stamps, grippers = [], [], [], []
     twist_stamps, twists, gripper_recv, gripper_cmds = [], [], [], []
     counts: Dict[str, int] = {}
     try:
-        with open(mcap_files[0], "rb") as f:
+        with open(mcap_file, "rb") as f:
             reader = make_reader(f, decoder_factories=[DecoderFactory()])
             for schema, channel, message, msg in reader.iter_decoded_messages(topics=list(wanted)):
                 topic = channel.topic
@@ -214,20 +217,47 @@ def streams_to_episode(bag: Path, s: BagStreams, cfg: ConversionConfig):
     episode = Episode(frames=np.stack([s.frames[i] for i in idx]), timestamps=ts, actions=actions[idx],
                       states=states[idx], instruction=info.instruction, task=info.task,
                       success=info.outcome == "success",
-                      metadata={"source": "bag", "bag": Path(bag).name, "operator": info.operator,
+                      metadata={"source": "bag", "bag": bag_name(bag), "operator": info.operator,
                                 "actions_from": cfg.actions})
     return episode, report
 
 
-def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = True) -> dict:
-    """Convert every episode bag under ``src`` into the dataset ``out``; returns a summary with reports."""
-    from tqdm import tqdm
+def convert_bag(bag: Path, cfg: ConversionConfig):
+    """One bag -> (episode, report), recovering it first when it was cut short; BagError naming it."""
+    if not is_complete(bag):
+        recover_bag(bag)
+    try:
+        streams = read_streams(bag, cfg)
+    except BagError as first:
+        if "corrupt or truncated" not in str(first):
+            raise
+        try:  # a truncated file: keep every whole chunk
+            recover_bag(bag)
+        except BagError:
+            raise first from None
+        streams = read_streams(bag, cfg)
+    return streams_to_episode(bag, streams, cfg)
 
+
+def _open_writer(out: Path, src: Path, episode, report: dict, cfg: ConversionConfig):
     from lapa_models.data.episodes import DatasetInfo, EpisodeWriter
 
-    bags = find_bags(Path(src))
-    if not bags:
-        raise BagError(f"{src}: no episode bags (folders with a .mcap file)")
+    h, w = episode.frames.shape[1:3]
+    fps = report["rate_hz"] or 20.0
+    return EpisodeWriter(out, DatasetInfo(fps=round(fps, 3), image_height=h, image_width=w,
+                                          action_names=ACTION_NAMES, state_names=STATE_NAMES, source="bags",
+                                          extra={"converted_from": str(src), "actions_from": cfg.actions}))
+
+
+def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = True) -> dict:
+    """Convert every episode bag under ``src`` into the dataset ``out``; returns a summary with reports.
+
+    Each bag is converted or fails on its own: a failure is listed in summary["failed"] (bag, error)
+    and adds nothing to ``out``. Entries of ``src`` that are not bags are listed in summary["ignored"].
+    BagError only when ``src`` itself cannot be used (missing, not a bag, no bag in it)."""
+    from tqdm import tqdm
+
+    bags, ignored = scan_bags(Path(src))
     writer = None
     converted, skipped, failed, reports = [], [], [], []
     done = set()
@@ -236,45 +266,36 @@ def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = T
 
         done = {e.get("bag") for e in EpisodeDataset(out).entries}
     for bag in tqdm(bags, desc="convert bags", unit="bag", disable=not progress, file=sys.stderr):
-        if bag.name in done:
+        if bag_name(bag) in done:
             skipped.append({"bag": str(bag), "reason": "already converted"})
             continue
         try:
+            bag_file(bag)  # garbage or an empty folder fails here, whatever outcome it would have
             info = EpisodeInfo.load(bag)
             if info.outcome != "success" and not cfg.include_failures:
                 skipped.append({"bag": str(bag), "reason": f"outcome {info.outcome}"})
                 continue
-            if not is_complete(bag):
-                recover_bag(bag)
-            try:
-                streams = read_streams(bag, cfg)
-            except BagError as first:
-                if "corrupt or truncated" not in str(first):
-                    raise
-                try:  # a truncated file: keep every whole chunk
-                    recover_bag(bag)
-                except BagError:
-                    raise first from None
-                streams = read_streams(bag, cfg)
-            episode, report = streams_to_episode(bag, streams, cfg)
+            episode, report = convert_bag(bag, cfg)
             if writer is None:
-                h, w = episode.frames.shape[1:3]
-                fps = report["rate_hz"] or 20.0
-                writer = EpisodeWriter(out, DatasetInfo(fps=round(fps, 3), image_height=h, image_width=w,
-                                                        action_names=ACTION_NAMES, state_names=STATE_NAMES,
-                                                        source="bags", extra={"converted_from": str(src),
-                                                                              "actions_from": cfg.actions}))
+                writer = _open_writer(Path(out), Path(src), episode, report, cfg)
             writer.write(episode)
             converted.append(bag.name)
             reports.append(report)
-        except (BagError, ValueError) as e:
+        except (BagError, ValueError, OSError) as e:  # this bag only: the others are still converted
             failed.append({"bag": str(bag), "error": str(e)})
-            print(f"failed: {e}", file=sys.stderr)
     summary = {"out": str(out), "converted": len(converted), "skipped": skipped, "failed": failed,
-               "episodes": reports}
+               "ignored": [str(p) for p in ignored], "episodes": reports}
     if converted:
         (Path(out) / "meta" / "conversion_report.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def print_problems(summary: dict, file=None, indent: str = "") -> None:
+    """One line per entry that is not a bag and per bag that failed, with its name and the reason."""
+    for path in summary["ignored"]:
+        print(indent + report_line("ignored", Path(path), NOT_A_BAG), file=file)
+    for f in summary["failed"]:
+        print(indent + report_line("FAILED", Path(f["bag"]), f["error"]), file=file)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -297,14 +318,14 @@ def main(args: argparse.Namespace) -> int:
                            gripper_closed_position=args.gripper_closed, state_tolerance=args.state_tolerance)
     try:
         summary = convert_bags(Path(args.src), Path(args.out), cfg)
-    except BagError as e:
-        print(f"lapa bags convert: {e}", file=sys.stderr)
+    except (BagError, ValueError) as e:  # the source or the output dataset as a whole cannot be used
+        print(printable(f"lapa bags convert: {e}"), file=sys.stderr)
         return 1
     for r in summary["episodes"]:
-        print(f"{Path(r['bag']).name}: {r['frames']} frames, {r['duration']:.1f} s at {r['rate_hz']:.1f} Hz, "
-              f"{len(r['gaps'])} gap(s), {r['frames_without_command']} frame(s) without command")
-    for f in summary["failed"]:
-        print(f"FAILED {f['error']}")
+        print(printable(f"{Path(r['bag']).name}: {r['frames']} frames, {r['duration']:.1f} s at "
+                        f"{r['rate_hz']:.1f} Hz, {len(r['gaps'])} gap(s), {r['frames_without_command']} frame(s) "
+                        "without command"))
+    print_problems(summary)
     print(json.dumps({k: summary[k] for k in ("out", "converted")} |
                      {"skipped": len(summary["skipped"]), "failed": len(summary["failed"])}))
-    return 1 if summary["failed"] else 0
+    return SOME_FAILED if summary["failed"] else 0

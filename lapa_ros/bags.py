@@ -8,6 +8,10 @@ chunks. Each episode bag is a rosbag2 directory:
     <bag>/lapa_episode.json   the same episode facts, written at start and on every change, so a
                               recorder killed mid-episode still leaves them
 
+A bag is such a rosbag2 directory or a single .mcap file (for instance the one inside a bag
+directory, copied out): every reader here accepts both. A single file's episode facts come from the
+lapa_episode.json beside it when there is one, else from the rosbag2 metadata the MCAP file carries.
+
 A recorder killed mid-episode leaves an MCAP file without its summary and no metadata.yaml:
 `recover_bag` reads every complete chunk with a streaming reader and rewrites a complete bag.
 """
@@ -22,8 +26,13 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from lapa_models.text import printable as _printable
+
 EPISODE_FILE = "lapa_episode.json"
 OUTCOMES = ("success", "failure", "unknown")
+MCAP_MAGIC = b"\x89MCAP0\r\n"    # first and last 8 bytes of a complete MCAP file
+NOT_A_BAG = "not a bag (neither a rosbag2 folder nor a .mcap file)"
+SOME_FAILED = 2                   # exit code of the bag commands when some bags failed (the others done)
 
 
 class BagError(RuntimeError):
@@ -52,13 +61,19 @@ class EpisodeInfo:
 
     @classmethod
     def load(cls, bag: Path) -> "EpisodeInfo":
-        path = Path(bag) / EPISODE_FILE
+        """The facts of a bag directory, or of a single .mcap file (the episode file beside it, else
+        the lapa.* custom_data of the rosbag2 metadata inside it); defaults when there are none."""
+        bag = Path(bag)
+        path = (bag.parent if bag.is_file() else bag) / EPISODE_FILE
         if not path.is_file():
-            return cls()
+            facts = _embedded_facts(bag) if bag.is_file() else {}
+            return cls(**facts, status="complete") if facts else cls()
         try:
             d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # bad JSON or bytes that are not text
             raise BagError(f"{path}: corrupt episode file ({e})") from e
+        if not isinstance(d, dict):
+            raise BagError(f"{path}: corrupt episode file (not a JSON object)")
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
     def save(self, bag: Path) -> None:
@@ -174,19 +189,110 @@ def discard_bag(path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- reading
+def printable(text: object) -> str:
+    """Text for one terminal line: control characters of file names and library messages escaped
+    (lapa_models.text.printable), long enough for paths and library messages."""
+    return _printable(text, limit=4000)
+
+
+def report_line(kind: str, bag: Path, error) -> str:
+    """`<kind> <bag name>: <reason>` on one line (the reason without the bag's path in front)."""
+    return printable(f"{kind} {Path(bag).name}: {str(error).removeprefix(f'{bag}: ')}")
+
+
+def _left_out(path: Path) -> bool:
+    """What a folder of bags holds besides bags: discarded/, hidden names, recover_bag's .damaged files."""
+    return path.name == "discarded" or path.name.startswith(".") or path.suffix == ".damaged"
+
+
+def scan_bags(path: Path) -> Tuple[List[Path], List[Path]]:
+    """(bags, entries that are not bags) of ``path``: one bag, or a folder of bags.
+
+    A folder with metadata.yaml or the recorder's episode file is one bag; a .mcap file is one bag.
+    In a folder of bags each subfolder and each .mcap file is a bag of its own (an empty or broken one
+    fails when it is read, naming it); other files are returned as not bags, for the caller to report.
+    BagError when ``path`` does not exist, is some other file, or holds no bag."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"{path}: does not exist")
+    if path.is_file():
+        if path.suffix != ".mcap":
+            raise BagError(f"{path}: {NOT_A_BAG}")
+        return [path], []
+    if (path / "metadata.yaml").exists() or (path / EPISODE_FILE).exists():
+        return [path], []
+    entries = sorted(p for p in path.iterdir() if not _left_out(p))
+    bags = [p for p in entries if p.is_dir() or p.suffix == ".mcap"]
+    if not bags:
+        raise BagError(f"{path}: {'empty folder' if not any(path.iterdir()) else 'no bag in this folder'} "
+                       "(expected rosbag2 folders or .mcap files)")
+    return bags, [p for p in entries if p not in bags]
+
+
 def find_bags(folder: Path) -> List[Path]:
-    """Episode bag directories under `folder` (a bag itself, or a folder of bags), discarded ones excluded."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise BagError(f"{folder}: does not exist")
-    if list(folder.glob("*.mcap")):
-        return [folder]
-    bags = sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "discarded" and list(p.glob("*.mcap")))
-    return bags
+    """The bags of ``folder`` (a bag itself, or a folder of bags): see scan_bags."""
+    return scan_bags(folder)[0]
+
+
+def bag_name(bag: Path) -> str:
+    """The episode's name: a bag directory's name, a single file's stem (<bag>/<bag>.mcap is <bag>)."""
+    bag = Path(bag)
+    return bag.stem if bag.is_file() else bag.name
+
+
+def bag_file(bag: Path) -> Path:
+    """The MCAP file of a bag (the bag itself when it is a file); BagError saying why there is none."""
+    bag = Path(bag)
+    files = sorted(bag.glob("*.mcap")) if bag.is_dir() else [bag] if bag.is_file() else []
+    if not files:
+        empty = bag.is_dir() and not any(bag.iterdir())
+        raise BagError(f"{bag}: {'empty folder, ' if empty else ''}no .mcap file")
+    try:
+        with open(files[0], "rb") as f:
+            head = f.read(len(MCAP_MAGIC))
+    except OSError as e:
+        raise BagError(f"{files[0]}: cannot read ({e})") from e
+    if head != MCAP_MAGIC:
+        raise BagError(f"{files[0]}: {'empty file' if not head else 'not an MCAP file (garbage or another format)'}")
+    return files[0]
+
+
+def _closed(mcap: Path) -> bool:
+    """The MCAP file ends with its magic: it was closed, summary and footer written."""
+    try:
+        with open(mcap, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 2 * len(MCAP_MAGIC):
+                return False
+            f.seek(-len(MCAP_MAGIC), os.SEEK_END)
+            return f.read() == MCAP_MAGIC
+    except OSError:
+        return False
+
+
+def _embedded_facts(mcap: Path) -> Dict[str, str]:
+    """instruction/operator/outcome/task from the lapa.* custom_data of the rosbag2 metadata that a
+    closed MCAP file carries ({} when it has none)."""
+    import yaml
+    from mcap.reader import make_reader
+
+    if not _closed(mcap):
+        return {}
+    try:
+        with open(mcap, "rb") as f:
+            records = [m for m in make_reader(f).iter_metadata() if m.name == "rosbag2"]
+        doc = (yaml.safe_load(records[0].metadata["serialized_metadata"]) if records else None) or {}
+        custom = doc.get("rosbag2_bagfile_information", doc).get("custom_data") or {}  # with or without the wrapper
+        keys = {"instruction", "operator", "outcome", "task"}
+        return {k[5:]: str(v) for k, v in custom.items() if k.startswith("lapa.") and k[5:] in keys}
+    except Exception:  # a damaged file: no facts here; the readers report what is wrong with it
+        return {}
 
 
 def is_complete(bag: Path) -> bool:
-    return (Path(bag) / "metadata.yaml").is_file()
+    """A bag directory with its metadata.yaml, or a single MCAP file that was closed."""
+    bag = Path(bag)
+    return _closed(bag) if bag.is_file() else (bag / "metadata.yaml").is_file()
 
 
 @dataclasses.dataclass
@@ -203,8 +309,8 @@ def read_messages(bag: Path, topics: Optional[List[str]] = None) -> Iterator[Bag
 
     bag = Path(bag)
     if not is_complete(bag):
-        raise BagError(f"{bag}: incomplete bag (no metadata.yaml; the recorder was killed?): "
-                       f"run `lapa bags recover {bag}`")
+        raise BagError(f"{bag}: incomplete bag (no metadata.yaml, or an MCAP file never closed; the recorder "
+                       f"was killed?): run `lapa bags recover {bag}`")
     try:
         with Reader(bag) as reader:
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
@@ -217,7 +323,7 @@ def read_messages(bag: Path, topics: Optional[List[str]] = None) -> Iterator[Bag
 
 
 def bag_topics(bag: Path) -> Dict[str, Tuple[str, int]]:
-    """topic -> (msgtype, message count) from a complete bag's metadata."""
+    """topic -> (msgtype, message count) from a complete bag's metadata (or a single MCAP file's summary)."""
     from rosbags.rosbag2 import Reader
 
     try:
@@ -230,14 +336,13 @@ def bag_topics(bag: Path) -> Dict[str, Tuple[str, int]]:
 def recover_bag(bag: Path) -> Dict[str, int]:
     """Rebuild a complete bag from an MCAP file cut short (recorder killed): keeps every whole chunk.
 
-    The damaged file is kept as <name>.mcap.damaged. Returns message counts per topic."""
+    A bag directory gets a new .mcap and metadata.yaml; a single-file bag is rewritten in place. The
+    damaged file is kept as <name>.mcap.damaged. Returns message counts per topic."""
     from mcap.stream_reader import StreamReader
 
     bag = Path(bag)
-    mcaps = sorted(bag.glob("*.mcap"))
-    if not mcaps:
-        raise BagError(f"{bag}: no .mcap file to recover")
-    src = mcaps[0]
+    src = bag_file(bag)
+    info, name, single = EpisodeInfo.load(bag), bag_name(bag), bag.is_file()
     damaged = src.with_suffix(".mcap.damaged")
     os.replace(src, damaged)
     schemas, channels, messages = {}, {}, []
@@ -260,9 +365,8 @@ def recover_bag(bag: Path) -> Dict[str, int]:
     if not channels:
         os.replace(damaged, src)
         raise BagError(f"{bag}: nothing recoverable in {src.name} (cut before the first chunk)")
-    info = EpisodeInfo.load(bag)
     info.status = "recovered"
-    tmp = bag.parent / ".recovering" / bag.name  # same name: metadata.yaml refers to <name>.mcap
+    tmp = bag.parent / ".recovering" / name  # the bag's own name: metadata.yaml refers to <name>.mcap
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.parent.mkdir(exist_ok=True)
@@ -272,9 +376,10 @@ def recover_bag(bag: Path) -> Dict[str, int]:
     for cid, t, data in messages:
         writer.write(channels[cid][0], t, data)
     writer.close(info.outcome, status="recovered")
-    for f in tmp.iterdir():
-        os.replace(f, bag / f.name)
-    tmp.rmdir()
+    moves = [(tmp / f"{name}.mcap", bag)] if single else [(f, bag / f.name) for f in tmp.iterdir()]
+    for f, target in moves:
+        os.replace(f, target)
+    shutil.rmtree(tmp)
     try:
         tmp.parent.rmdir()
     except OSError:

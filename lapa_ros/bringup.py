@@ -4,8 +4,16 @@
     lapa bringup policy model:=runs/policy/export camera:=realsense
 
 Each node of the graph (lapa_ros.graph) runs as `python -m <module> --ros-args ...` with the same
-parameter files, overrides and remappings that the launch file gives `ros2 launch`. Ctrl-C stops
-them all (SIGINT, then SIGTERM, then SIGKILL). If one node exits, the others are stopped too.
+parameter files, overrides and remappings that the launch file gives `ros2 launch`.
+
+Supervision, as `ros2 launch` does it:
+  * Ctrl-C or SIGTERM (systemd, docker, `kill`) stops the graph in order: every node but the arm
+    controller first (SIGINT, then SIGTERM, then SIGKILL for those that do not exit), the arm
+    controller last, so it holds the arm while the nodes that command it go away; its own exit
+    commands a final hold. bringup exits 0.
+  * A node that exits on its own is reported (name, exit code or signal, its last log lines). A node
+    declared with `respawn` (the camera, teleop devices) is restarted after `respawn_delay`; any other
+    brings the graph down in the same order, and bringup exits 1.
 """
 from __future__ import annotations
 
@@ -48,6 +56,15 @@ def default_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+def describe_exit(code: int) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 class NodeProcesses:
     """A running graph. Use as a context manager; ``stop()`` is idempotent."""
 
@@ -60,22 +77,26 @@ class NodeProcesses:
         self.log_dir = Path(log_dir) if log_dir else Path(self._tmp.name)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: Dict[str, subprocess.Popen] = {}
+        self.respawns: Dict[str, int] = {}
         self._threads: List[threading.Thread] = []
 
     def start(self) -> "NodeProcesses":
         for spec in self.specs:
-            overrides = None
-            if spec.parameters:
-                overrides = Path(self._tmp.name) / f"{spec.name}_overrides.yaml"
-                overrides.write_text(yaml.safe_dump({f"/**/{spec.name}": {"ros__parameters": dict(spec.parameters)}}))
-            log = open(self.log_dir / f"{spec.name}.log", "wb")
-            proc = subprocess.Popen(node_command(spec, overrides), env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            self.procs[spec.name] = proc
-            t = threading.Thread(target=self._pump, args=(spec.name, proc, log), daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._spawn(spec)
         return self
+
+    def _spawn(self, spec: NodeSpec) -> None:
+        overrides = None
+        if spec.parameters:
+            overrides = Path(self._tmp.name) / f"{spec.name}_overrides.yaml"
+            overrides.write_text(yaml.safe_dump({f"/**/{spec.name}": {"ros__parameters": dict(spec.parameters)}}))
+        log = open(self.log_dir / f"{spec.name}.log", "ab")
+        proc = subprocess.Popen(node_command(spec, overrides), env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[spec.name] = proc
+        t = threading.Thread(target=self._pump, args=(spec.name, proc, log), daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def _pump(self, name: str, proc: subprocess.Popen, log) -> None:
         with log:
@@ -93,18 +114,49 @@ class NodeProcesses:
         """Nodes that have exited, with their exit codes."""
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
 
+    def exit_report(self, name: str, code: int) -> str:
+        tail = "\n".join(self.log(name).strip().splitlines()[-15:])
+        return f"node '{name}' {describe_exit(code)}:\n{tail}"
+
     def check_alive(self) -> None:
         dead = self.dead()
         if dead:
             name, code = next(iter(dead.items()))
-            tail = "\n".join(self.log(name).strip().splitlines()[-15:])
-            raise RuntimeError(f"node '{name}' exited with code {code}:\n{tail}")
+            raise RuntimeError(self.exit_report(name, code))
+
+    def supervise(self, stop: threading.Event, say=print, poll: float = 0.2) -> Optional[str]:
+        """Watch the nodes until ``stop`` is set (returns None) or a node that is not respawned exits
+        (returns its report). Nodes declared with ``respawn`` are restarted after their delay."""
+        due: Dict[str, float] = {}   # respawn time of each dead respawning node
+        by_name = {s.name: s for s in self.specs}
+        while not stop.wait(poll):
+            for name, code in self.dead().items():
+                spec = by_name[name]
+                if not spec.respawn:
+                    return self.exit_report(name, code)
+                if name not in due:
+                    say(f"bringup: node '{name}' {describe_exit(code)}; respawning in {spec.respawn_delay:g} s")
+                    due[name] = time.monotonic() + spec.respawn_delay
+                elif time.monotonic() >= due[name]:
+                    del due[name]
+                    self.respawns[name] = self.respawns.get(name, 0) + 1
+                    self._spawn(spec)
+        return None
 
     def stop(self, timeout: float = 8.0) -> None:
+        """Stop every node but the ``stop_last`` ones, then those (SIGINT, SIGTERM, SIGKILL as needed)."""
+        last = {s.name for s in self.specs if s.stop_last}
+        for group in ([p for n, p in self.procs.items() if n not in last], [p for n, p in self.procs.items() if n in last]):
+            self._stop_group(group, timeout)
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+    @staticmethod
+    def _stop_group(procs: Sequence[subprocess.Popen], timeout: float) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            alive = [p for p in self.procs.values() if p.poll() is None]
+            alive = [p for p in procs if p.poll() is None]
             if not alive:
-                break
+                return
             for p in alive:
                 try:
                     os.killpg(p.pid, sig)
@@ -116,8 +168,6 @@ class NodeProcesses:
                     p.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     pass
-        for t in self._threads:
-            t.join(timeout=2.0)
 
     def __enter__(self) -> "NodeProcesses":
         return self.start()
@@ -151,14 +201,24 @@ def main(args: argparse.Namespace) -> int:
     for a in declared:
         print(f"  {a.name}:={parse_launch_arguments(args.arguments).get(a.name, a.default)}  # {a.description}",
               file=sys.stderr)
-    with NodeProcesses(specs, log_dir=args.log_dir, echo=True) as graph:
-        try:
-            while not graph.dead():
-                time.sleep(0.2)
-            graph.check_alive()
-        except KeyboardInterrupt:
-            return 0
-        except RuntimeError as e:
-            print(f"bringup: {e}", file=sys.stderr)
-            return 1
-    return 0
+    stop = threading.Event()
+    received: List[str] = []
+
+    def on_signal(signum, frame):
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with NodeProcesses(specs, log_dir=args.log_dir, echo=True) as graph:
+            failure = graph.supervise(stop, say=lambda m: print(m, file=sys.stderr))
+            if failure:
+                print(f"bringup: {failure}\nbringup: stopping the graph (the arm controller last, holding)",
+                      file=sys.stderr)
+            else:
+                print(f"bringup: {received[0] if received else 'stop'} received: stopping the graph "
+                      f"(the arm controller last, holding)", file=sys.stderr)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if failure else 0

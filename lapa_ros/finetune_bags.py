@@ -11,6 +11,12 @@ One command for the last mile on a new robot or task:
   3. <out>/export     the ONNX export with its model card (lapa_models.policy.export), ready for the
                       policy node
 Arguments after `--` go to the finetuning command unchanged (e.g. `-- --lr 1e-4 --batch-size 32`).
+
+A bag that fails to convert (corrupt, truncated, empty folder, ...) gets one line with its name and the
+reason, the others are still converted, and then the command stops before training with exit code 2:
+a policy is not trained on part of the demonstrations without the operator knowing. Fix the bag, or
+move it into <bags>/discarded/ to leave it out, and run again (episodes converted already are kept).
+Exit code 1: the bags folder cannot be used at all, or no episode to train on.
 """
 from __future__ import annotations
 
@@ -44,28 +50,44 @@ def _checkpoint_image_size(init: str):
     return (int(size), int(size)) if isinstance(size, int) else None
 
 
-def main(args: argparse.Namespace) -> int:
-    from lapa_models.policy import export as policy_export
-    from lapa_models.policy import finetune
+def _convert(args: argparse.Namespace, out: Path) -> int:
+    """Step 1, the bags -> <out>/episodes: 0, or the exit code to stop with (one line per failed bag)."""
+    from .bag_convert import ConversionConfig, convert_bags, print_problems
+    from .bags import SOME_FAILED, BagError, printable
 
-    from .bag_convert import ConversionConfig, convert_bags
-    from .bags import BagError
-
-    out = Path(args.out)
     size = tuple(args.image_size) if args.image_size else (_checkpoint_image_size(args.init) or (128, 128))
     cfg = ConversionConfig(actions=args.actions, image_size=size, gripper_joint=args.gripper_joint,
                            gripper_open_position=args.gripper_open, gripper_closed_position=args.gripper_closed)
     print(f"[1/3] converting bags from {args.bags} -> {out / 'episodes'}", file=sys.stderr)
     try:
         conversion = convert_bags(Path(args.bags), out / "episodes", cfg)
-    except BagError as e:
-        print(f"lapa finetune-bags: {e}", file=sys.stderr)
+    except (BagError, ValueError) as e:  # the bags folder or the output dataset as a whole cannot be used
+        print(printable(f"lapa finetune-bags: {e}"), file=sys.stderr)
         return 1
-    for f in conversion["failed"]:
-        print(f"  skipped (error): {f['error']}", file=sys.stderr)
+    print_problems(conversion, file=sys.stderr, indent="  ")
+    failed = conversion["failed"]
+    print(f"  {conversion['converted']} bag(s) converted, {len(failed)} failed, {len(conversion['skipped'])} skipped",
+          file=sys.stderr)
+    if failed:
+        discarded = Path(failed[0]["bag"]).parent / "discarded"
+        print(printable(f"lapa finetune-bags: {len(failed)} bag(s) failed: fix them, or move them into {discarded} "
+                        "to leave them out, and run again (converted episodes are kept)"), file=sys.stderr)
+        return SOME_FAILED
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    from lapa_models.policy import export as policy_export
+    from lapa_models.policy import finetune
+
+    out = Path(args.out)
+    code = _convert(args, out)
+    if code:
+        return code
     from lapa_models.data.episodes import EpisodeDataset
 
-    episodes = len(EpisodeDataset(out / "episodes"))
+    dataset = out / "episodes"
+    episodes = len(EpisodeDataset(dataset)) if (dataset / "meta" / "info.json").is_file() else 0
     if episodes == 0:
         print("lapa finetune-bags: no successful episode to train on", file=sys.stderr)
         return 1
@@ -84,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"[3/3] exporting -> {out / 'export'}", file=sys.stderr)
     card = policy_export.export_policy(out / "finetune" / "final", out / "export",
                                        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()))
-    summary = {"episodes": episodes, "failed_bags": len(conversion["failed"]), "export": str(out / "export"),
+    summary = {"episodes": episodes, "failed_bags": 0, "export": str(out / "export"),
                "parity_max_abs_diff": card.get("parity"), "run": f"ros2 launch lapa_ros policy.launch.py "
                                                                   f"model:={(out / 'export').resolve()}"}
     print(json.dumps(summary, indent=2))

@@ -32,6 +32,10 @@ class NodeSpec:
     remappings: Tuple[Tuple[str, str], ...] = ()
     namespace: str = ""
     prefix: Tuple[str, ...] = ()    # command prefix (e.g. a debugger or `prlimit`), as launch_ros' `prefix`
+    respawn: bool = False           # restart the node when it exits, as launch_ros' `respawn`; else the
+    respawn_delay: float = 2.0      #   graph is brought down ([s] before restarting)
+    stop_last: bool = False         # stopped after every other node (the arm controller: it holds the arm
+                                    #   while the nodes that command it go away)
 
     def config_paths(self) -> List[Path]:
         return [config_file(c) for c in self.config]
@@ -70,7 +74,7 @@ def arm_controller_node(sim: bool, backend: str = "", real_time: bool = True, **
         params["backend"] = backend
     return NodeSpec(name="arm_controller", executable="arm_controller_node", module="lapa_ros.nodes.arm_controller",
                     config=("arm_controller.yaml",) + (("arm_controller_sim.yaml",) if sim else ()),
-                    parameters=params)
+                    parameters=params, stop_last=True)
 
 
 def policy_node(model_dir: str, sim: bool, real_time: bool = True, **overrides) -> NodeSpec:
@@ -80,8 +84,10 @@ def policy_node(model_dir: str, sim: bool, real_time: bool = True, **overrides) 
 
 
 def camera_node(backend: str, serial: str = "", device: str = "0", video_path: str = "") -> NodeSpec:
+    # A camera driver that dies (USB reset) is restarted; meanwhile the policy gets no frames and the arm holds.
     return NodeSpec(name="camera", executable="camera_node", module="lapa_ros.nodes.camera", config=("camera.yaml",),
-                    parameters={"backend": backend, "serial": serial, "device": device, "video_path": video_path})
+                    parameters={"backend": backend, "serial": serial, "device": device, "video_path": video_path},
+                    respawn=True)
 
 
 def recorder_node(output_dir: str, operator: str = "", real_time: bool = True) -> NodeSpec:
@@ -91,8 +97,10 @@ def recorder_node(output_dir: str, operator: str = "", real_time: bool = True) -
 
 
 def joy_teleop_node(profile: str, device: str = "") -> NodeSpec:
+    # A teleop device that dies stops commanding (the controller's watchdog holds); it is restarted.
     return NodeSpec(name=f"{profile}_teleop", executable=f"{profile}_teleop_node", module="lapa_ros.teleop.joy_teleop",
-                    config=(f"{profile}_teleop.yaml",), parameters={"device": device} if device else {})
+                    config=(f"{profile}_teleop.yaml",), parameters={"device": device} if device else {},
+                    respawn=True)
 
 
 def scripted_expert_node(real_time: bool = True) -> NodeSpec:

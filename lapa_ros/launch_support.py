@@ -13,7 +13,7 @@ from .graph import GRAPHS, build_graph
 
 def launch_description_for(graph: str):
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -24,6 +24,9 @@ def launch_description_for(graph: str):
         return [Node(package="lapa_ros", executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
                      parameters=[str(p) for p in spec.config_paths()] + ([dict(spec.parameters)] if spec.parameters else []),
                      remappings=list(spec.remappings), output="screen", emulate_tty=True,
+                     respawn=spec.respawn, respawn_delay=spec.respawn_delay,
+                     # a node that is not respawned brings the graph down, as `lapa bringup` does
+                     **({} if spec.respawn else {"on_exit": [Shutdown(reason=f"{spec.name} exited")]}),
                      **({"prefix": " ".join(spec.prefix)} if spec.prefix else {}))
                 for spec in build_graph(graph, values)]
 

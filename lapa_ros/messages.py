@@ -33,14 +33,25 @@ def image_msg(rgb: np.ndarray, stamp: Time, frame_id: str, encoding: str = "rgb8
     return msg
 
 
-def rgb_from_image_msg(msg: Image) -> np.ndarray:
+def rgb_from_image_msg(msg: Image, max_pixels: int = images.MAX_IMAGE_PIXELS) -> np.ndarray:
     """Any colour Image message -> uint8 (H, W, 3) RGB; ImageConversionError on bad messages."""
-    arr = images.decode(msg.height, msg.width, msg.encoding, msg.step, msg.data, bool(msg.is_bigendian))
+    arr = images.decode(msg.height, msg.width, msg.encoding, msg.step, msg.data, bool(msg.is_bigendian), max_pixels)
     return images.to_rgb8(arr, msg.encoding)
 
 
-def rgb_from_compressed_msg(msg: CompressedImage) -> np.ndarray:
-    return images.decode_compressed(msg.format, msg.data)
+def rgb_from_compressed_msg(msg: CompressedImage, max_pixels: int = images.MAX_IMAGE_PIXELS) -> np.ndarray:
+    return images.decode_compressed(msg.format, msg.data, max_pixels)
+
+
+def check_image_size(msg, max_pixels: int) -> None:
+    """Refuse an Image or CompressedImage with more than ``max_pixels`` pixels, reading only its header."""
+    if isinstance(msg, CompressedImage):
+        if len(msg.data) > 3 * max_pixels:   # larger than the raw image it could hold
+            raise images.ImageConversionError(f"compressed image of {len(msg.data)} bytes is larger than a raw "
+                                              f"image of max_image_pixels {max_pixels}")
+        images.check_pixels(*images.compressed_dimensions(msg.data, msg.format), max_pixels)
+    else:
+        images.check_pixels(msg.height, msg.width, max_pixels)
 
 
 def pinhole_camera_info(width: int, height: int, fovy_deg: float, stamp: Time, frame_id: str) -> CameraInfo:

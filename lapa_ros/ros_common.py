@@ -6,7 +6,9 @@ helpers newer than Humble.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import threading
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence, Tuple
 
@@ -16,6 +18,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
@@ -89,28 +92,52 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
     return SimpleNamespace(**values)
 
 
+def log_at(logger, level: str, message: str) -> None:
+    """Log at a level chosen at run time. rclpy ties a severity to each call site (a second severity from
+    the same line raises ValueError), so each level has its own line here."""
+    if level == "error":
+        logger.error(message)
+    elif level == "info":
+        logger.info(message)
+    else:
+        logger.warning(message)
+
+
 PARAMETER_TYPE_NAMES = {ParameterType.PARAMETER_BOOL: bool, ParameterType.PARAMETER_INTEGER: int,
                         ParameterType.PARAMETER_DOUBLE: float, ParameterType.PARAMETER_STRING: str}
 
 
 def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None,
              multithreaded: bool = False) -> int:
-    """The body of every node's main(): init, spin until Ctrl-C or shutdown, clean up, exit code.
+    """The body of every node's main(): init, spin until SIGINT/SIGTERM or shutdown, clean up, exit code.
 
     A node that cannot come up (bad parameter, missing model file) logs one clear line and exits 1
     instead of running half-configured.
 
+    SIGINT (Ctrl-C) and SIGTERM (what `kill`, systemd, docker and `lapa bringup` send) end the spin
+    while the ROS context is still alive, so the node's ``close()`` can still publish (the arm
+    controller commands a hold there); only then is the context shut down. rclpy's own handlers
+    would shut the context down first.
+
     Prefer single-threaded (the default) and give long work its own thread, as the sim, policy and
     recorder nodes do: rclpy's MultiThreadedExecutor busy-polls while a callback runs (py-spy: ~70% of
     the policy node's main thread), which held camera frames back from the policy by 20-180 ms."""
-    rclpy.init(args=list(sys.argv if args is None else args))
+    stop = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        rclpy.init(args=list(sys.argv if args is None else args), signal_handler_options=SignalHandlerOptions.NO)
+        previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    else:   # signal handlers can only be set from the main thread
+        rclpy.init(args=list(sys.argv if args is None else args))
+        previous = {}
     node = None
     code = 0
     try:
         node = make_node()
         executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok() and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as e:
@@ -124,5 +151,7 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
 

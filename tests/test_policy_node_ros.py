@@ -22,33 +22,6 @@ from lapa_ros.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 pytestmark = pytest.mark.timeout(240)
 
 
-def _export_tiny(out: Path, use_state: bool) -> Path:
-    """A tiny LapaPolicy (random weights, real architecture) exported with its model card."""
-    import torch
-
-    from lapa_models.policy.configuration import get_config
-    from lapa_models.policy.export import export_policy
-    from lapa_models.policy.modeling import LapaPolicy
-    from lapa_models.policy.normalization import NormalizationStats
-
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    actions = np.concatenate([rng.uniform(-0.3, 0.3, (200, 3)) + [0.0, 0.2, 0.0], rng.integers(0, 2, (200, 1))], 1)
-    states = rng.uniform([-0.2, 0.5, 0.05, 0.0], [0.2, 0.8, 0.3, 1.0], (200, 4)) if use_state else None
-    config = get_config("tiny").replace(latent_head=False, action_names=["vx", "vy", "vz", "gripper"],
-                                        state_names=["ee_x", "ee_y", "ee_z", "gripper"] if use_state else None,
-                                        control_rate_hz=20.0, use_state=use_state)
-    policy = LapaPolicy(config, NormalizationStats.from_data(actions, states)).eval()
-    export_policy(policy, out, precisions=("fp32",))
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_exports(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_policy")
-    return {"state": _export_tiny(root / "with_state", True), "no_state": _export_tiny(root / "no_state", False)}
-
-
 def _diag_values(diags, name="lapa_ros: policy"):
     for d in reversed(diags):
         for s in d.status:

@@ -177,10 +177,15 @@ class EpisodeWriter:
         video_path = self.root / "videos" / f"{stem}.mp4"
         tmp_data = data_path.with_suffix(".parquet.tmp")
         tmp_video = video_path.with_name(f"{stem}.tmp.mp4")
-        pq.write_table(table, tmp_data)
-        with VideoWriter(tmp_video, self.info.fps, w, h, self.info.video_codec) as vw:
-            for frame in episode.frames:
-                vw.write(frame)
+        try:
+            pq.write_table(table, tmp_data)
+            with VideoWriter(tmp_video, self.info.fps, w, h, self.info.video_codec) as vw:
+                for frame in episode.frames:
+                    vw.write(frame)
+        except BaseException:  # nothing of a failed episode stays behind
+            for tmp in (tmp_data, tmp_video):
+                tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp_data, data_path)
         os.replace(tmp_video, video_path)
         return entry
@@ -250,16 +255,30 @@ class EpisodeDataset:
             raise EpisodeFormatError(f"{path}: has {len(out.get('frame_index', ()))} rows, index says {expected}")
         return out
 
+    def _video_frames(self, i: int) -> Iterator[np.ndarray]:
+        """Every frame of episode i's video; EpisodeFormatError naming the episode and the file when the
+        video is missing, unreadable or has fewer frames than the index says."""
+        entry, video = self.entries[i], self.video_path(i)
+        where = f"{self.root}: episode {entry['episode_index']}"
+        count = 0
+        try:
+            for count, frame in enumerate(iter_video(video), start=1):
+                yield frame
+        except EpisodeFormatError as e:
+            raise EpisodeFormatError(f"{where}: {e}") from e
+        if count < entry["length"]:
+            raise EpisodeFormatError(f"{where}: {video} has {count} frames, index says {entry['length']} "
+                                     "(truncated or corrupt video)")
+
     def load(self, i: int, frames: bool = True) -> Episode:
         entry = self.entries[i]
         cols = self.read_table(i)
         n = entry["length"]
         if frames:
-            video = self.video_path(i)
-            imgs = read_video(video)
+            imgs = np.stack(list(self._video_frames(i)))
             if len(imgs) != n:
-                raise EpisodeFormatError(f"{video}: has {len(imgs)} frames, index says {n} "
-                                         "(truncated or corrupt video)")
+                raise EpisodeFormatError(f"{self.root}: episode {entry['episode_index']}: {self.video_path(i)} has "
+                                         f"{len(imgs)} frames, index says {n}")
         else:
             imgs = np.zeros((n, 0, 0, 3), dtype=np.uint8)
         meta = {k: v for k, v in entry.items()
@@ -273,15 +292,10 @@ class EpisodeDataset:
         """Stream (frame, row) pairs of episode i without holding the whole video in memory."""
         cols = self.read_table(i)
         n = self.entries[i]["length"]
-        count = 0
-        for count, frame in enumerate(iter_video(self.video_path(i)), start=1):
-            if count > n:
+        for k, frame in enumerate(self._video_frames(i)):
+            if k >= n:
                 break
-            k = count - 1
             yield frame, {name: col[k] for name, col in cols.items()}
-        if count < n:
-            raise EpisodeFormatError(f"{self.video_path(i)}: has {count} frames, index says {n} "
-                                     "(truncated or corrupt video)")
 
     def latents_dir(self, name: str) -> Path:
         return self.root / "latents" / name

@@ -4,6 +4,13 @@ Decoding video costs ~1 ms a frame; training samples frames at random thousands 
 ``FrameStore`` decodes every episode once (optionally resized), keeps the frames contiguous in RAM,
 and caches them on disk beside the dataset (``<root>/cache/frames_<H>x<W>.npy``) so the next run
 memory-maps them instead of decoding again. Works for episode datasets and folders of videos.
+
+A dataset with unreadable episodes (a data or video file missing, corrupt, or a video with fewer frames
+than the index says) is refused as a whole: training on the episodes that happen to read would quietly
+change what the model learns from, and a missing demonstration is usually a copy or conversion that
+went wrong. Every episode is still checked, so the one EpisodeFormatError names all the bad episodes
+and their files at once, with how to fix them (re-create them, or drop them from the index). Frames
+already in the cache are not decoded again (nor checked: the cache holds them whole).
 """
 from __future__ import annotations
 
@@ -11,11 +18,34 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from .episodes import EpisodeDataset, VideoFolder, open_episodes
+from .errors import EpisodeFormatError
+
+T = TypeVar("T")
+
+
+def _each_episode(source, idx: Sequence[int], read: Callable[[int], T], bar=None) -> List[T]:
+    """read(i) for every episode i; one EpisodeFormatError listing every episode that fails."""
+    root = getattr(source, "root", "?")
+    out, bad = [], []
+    for i in idx:
+        try:
+            out.append(read(i))
+        except EpisodeFormatError as e:
+            bad.append(str(e).removeprefix(f"{root}: "))
+        if bar is not None:
+            bar.update()
+    if bad:
+        fix = ("re-create those episodes (convert or generate them again) or delete their lines from "
+               "meta/episodes.jsonl" if isinstance(source, EpisodeDataset) else "re-encode or remove those files")
+        raise EpisodeFormatError(f"{root}: {len(bad)} of {len(idx)} episodes cannot be "
+                                 f"read, the dataset is refused rather than trained on in part ({fix}): "
+                                 + "; ".join(bad))
+    return out
 
 
 def _resize(frame: np.ndarray, size: Optional[Tuple[int, int]]) -> np.ndarray:
@@ -53,7 +83,7 @@ class FrameStore:
 
         tables = None
         if isinstance(self.source, EpisodeDataset):
-            tables = [self.source.read_table(i) for i in idx]
+            tables = _each_episode(self.source, idx, self.source.read_table)
             self.lengths = np.array([len(t["frame_index"]) for t in tables], dtype=np.int64)
             self.actions = np.concatenate([t["action"] for t in tables]) if "action" in tables[0] else None
             self.states = np.concatenate([t["state"] for t in tables]) if "state" in tables[0] else None
@@ -70,12 +100,9 @@ class FrameStore:
         else:
             self.frames = None
         if self.frames is None:
-            chunks = []
-            lengths = []
-            for i in tqdm(idx, desc="decode frames", unit="ep", disable=not progress, file=sys.stderr):
-                ep = [_resize(f, self.image_size) for f, _ in self.source.iter_frames(i)]
-                chunks.append(np.stack(ep))
-                lengths.append(len(ep))
+            with tqdm(total=len(idx), desc="decode frames", unit="ep", disable=not progress, file=sys.stderr) as bar:
+                chunks = _each_episode(self.source, idx, self._decode, bar)
+            lengths = [len(c) for c in chunks]
             self.frames = np.concatenate(chunks)
             if self.lengths is None:
                 self.lengths = np.array(lengths, dtype=np.int64)
@@ -86,6 +113,9 @@ class FrameStore:
                 np.save(tmp, self.frames)
                 tmp.replace(cache_path)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def _decode(self, i: int) -> np.ndarray:
+        return np.stack([_resize(f, self.image_size) for f, _ in self.source.iter_frames(i)])
 
     def _cache_path(self) -> Path:
         root = Path(self.source.root)

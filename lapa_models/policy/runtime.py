@@ -4,12 +4,18 @@
     embedding = runtime.encode_instruction("close the drawer")   # once per new instruction
     chunk = runtime.predict(image, embedding, state)             # every frame: (B, H, A) float32, robot units
 
-At load the model card is checked before any file reaches ONNX Runtime: every file it lists exists with
-its size and sha256, and each graph's input/output names, dtypes and shapes match the card; anything
-else raises ``ModelCardError`` naming the file. Inputs are validated before ONNX Runtime sees them
-(``PolicyInputError``: dtype, shape, empty or over-long instruction). A GPU execution provider that was
-requested but did not load is reported loudly (``logging.warning`` and ``provider_warning``), judged from
-the session's own provider list, not from what the installed build claims to have.
+At load the model card is checked before any file reaches ONNX Runtime: its fields are there with the right
+types; every file it lists exists with its size and sha256; every graph's inputs and outputs (names, dtypes,
+ranks, fixed dimensions) and the sizes the card restates (embedding, state, action, chunk, image) agree with
+the ONNX graph itself; action/state names fit their dimensions, the control rate is in (0, 1000] Hz and the
+normalization statistics are finite, within +-1e6, with std > 0 and min <= mean <= max
+(``check_card_against_graph``; also with ``verify_hashes=False``, and the card itself is not hashed). Anything
+else raises one ``ModelCardError`` line naming the file or field and saying what to do.
+
+Inputs are validated before ONNX Runtime sees them (``PolicyInputError``: dtype, shape, empty or over-long
+instruction). A GPU execution provider that was requested but did not load is reported loudly
+(``logging.warning`` and ``provider_warning``), judged from the session's own provider list, not from what the
+installed build claims to have.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import reprlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -35,8 +42,13 @@ GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExec
 DEFAULT_PROVIDERS = ("tensorrt", "cuda", "cpu")
 # Bounds the exported graph accepts for image height and width.
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 4096
-_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(int64)": "int64",
-              "tensor(float16)": "float16", "tensor(int32)": "int32"}
+GRAPHS = ("instruction_encoder", "policy")
+# Sanity bounds for a model card. Statistics are in robot units (metres, radians, m/s, gripper 0..1): a mean,
+# min, max, quantile, bin edge or std beyond 1e6 is an edited card or broken data, never a real robot.
+# std must be > 0 (export floors it at 1e-3). A control loop faster than 1 kHz is beyond any arm's.
+MAX_STAT_MAGNITUDE = 1e6
+MAX_CONTROL_RATE_HZ = 1000.0
+FIX = "re-export the policy (python -m lapa_models.policy.export) or restore the model_card.json written with it"
 
 
 class ModelCardError(ValueError):
@@ -59,8 +71,244 @@ def _gpu_present() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/version").exists()
 
 
+# ============================================================================ model card checks
+_MISSING = object()
+
+
+def _fail(where: str, field: str, problem: str):
+    raise ModelCardError(f"{where}: {field} {problem}; {FIX}")
+
+
+def _lookup(card, field: str, default=_MISSING):
+    value = card
+    for key in field.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return default
+        value = value[key]
+    return value
+
+
+def _field(card: Dict, field: str, ok, expected: str, where: str, optional: bool = False):
+    """card[field] (dotted path) after ``ok(value)``; None when ``optional`` and it is missing or null."""
+    value = _lookup(card, field, None if optional else _MISSING)
+    if value is _MISSING:
+        _fail(where, field, f"is missing (expected {expected})")
+    if value is None and optional:
+        return None
+    if not ok(value):
+        _fail(where, field, f"is {reprlib.repr(value)}, expected {expected}")
+    return value
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(v) -> bool:
+    return _is_int(v) and v > 0
+
+
+def _numbers(v, ndim: int) -> bool:
+    if ndim == 0:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, list) and all(_numbers(x, ndim - 1) for x in v)
+
+
+def _strings(n: int):
+    return lambda v: isinstance(v, list) and len(v) == n and all(isinstance(x, str) for x in v)
+
+
+def _tensors(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("dtype"), str)
+        and isinstance(t.get("shape"), list) and all(_is_int(d) or isinstance(d, str) for d in t["shape"])
+        for t in v)
+
+
+def _control_rate(v) -> bool:
+    return _numbers(v, 0) and 0 < v <= MAX_CONTROL_RATE_HZ   # False for NaN
+
+
+def _stat(card: Dict, field: str, shape: Tuple, where: str, optional: bool = False) -> Optional[np.ndarray]:
+    """A statistic of ``shape`` (None: any length), finite and within +-MAX_STAT_MAGNITUDE."""
+    value = _field(card, field, lambda v: _numbers(v, len(shape)), f"a {len(shape)}-d list of numbers", where,
+                   optional)
+    if value is None:
+        return None
+    rows = {len(r) for r in value} if len(shape) == 2 else set()
+    got = [len(value)] + sorted(rows)
+    if len(rows) > 1 or any(w is not None and g != w for g, w in zip(got, shape)):
+        _fail(where, field, f"has shape {got if len(rows) <= 1 else 'ragged'}, expected "
+                            f"{['any' if w is None else w for w in shape]} (one per dimension)")
+    a = np.asarray(value, np.float64)
+    bad = ~(np.abs(a) <= MAX_STAT_MAGNITUDE)      # NaN too
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(bad)), a.shape)
+        _fail(where, f"{field}{list(map(int, i))}", f"is {a[i]:g}, expected a finite number within "
+                                                     f"+-{MAX_STAT_MAGNITUDE:g}")
+    return a
+
+
+def _require(where: str, field: str, values: np.ndarray, ok: np.ndarray, expected: str) -> None:
+    if not np.all(ok):
+        i = int(np.argmin(ok))
+        _fail(where, f"{field}[{i}]", f"is {values[i]:g}, expected {expected}")
+
+
+def _check_stats(card: Dict, kind: str, dim: int, where: str) -> None:
+    """mean/std/min/max of ``kind`` ("action" or "state"): length ``dim``, finite, std > 0, min <= mean <= max."""
+    p = f"normalization.{kind}_"
+    mean, std, lo, hi = (_stat(card, p + k, (dim,), where) for k in ("mean", "std", "min", "max"))
+    _require(where, p + "std", std, std > 0, "> 0 (a spread of zero cannot normalize)")
+    _require(where, p + "min", lo, lo <= hi, f"<= {kind}_max")
+    slack = 1e-6 * (1 + np.maximum(np.abs(lo), np.abs(hi)))    # float32 rounding of a constant dimension's mean
+    _require(where, p + "mean", mean, (lo - slack <= mean) & (mean <= hi + slack), f"within [{kind}_min, {kind}_max]")
+
+
+def _check_action_extras(card: Dict, dim: int, where: str) -> None:
+    """Quantiles and bin edges: optional, but sane when present (the bins head needs its edges)."""
+    q01, q99 = (_stat(card, f"normalization.action_{q}", (dim,), where, optional=True) for q in ("q01", "q99"))
+    if q01 is not None and q99 is not None:
+        _require(where, "normalization.action_q01", q01, q01 <= q99, "<= action_q99")
+    bins = card["action"]["head"] == "bins"
+    num_bins = _field(card, "action.num_bins", _positive_int, "a positive integer (bins head)", where) if bins else None
+    edges = _stat(card, "normalization.bin_edges", (dim, num_bins + 1 if bins else None), where, optional=not bins)
+    unsorted = np.flatnonzero(np.any(np.diff(edges, axis=1) < 0, axis=1)) if edges is not None else []
+    if len(unsorted):
+        _fail(where, f"normalization.bin_edges[{unsorted[0]}]", "is not sorted ascending")
+
+
+def _check_structure(card: Dict, where: str) -> None:
+    """The fields every later check reads are there, with the right types (sizes: positive integers)."""
+    if not isinstance(card, dict):
+        _fail(where, "the model card", f"is a {type(card).__name__}, expected a JSON object")
+    _field(card, "files", lambda v: isinstance(v, dict) and all(
+        isinstance(m, dict) and isinstance(m.get("sha256"), str) and _is_int(m.get("bytes")) for m in v.values()),
+        "{file name: {sha256, bytes}}", where)
+    precisions = _field(card, "precisions", lambda v: isinstance(v, list) and bool(v) and all(
+        p in ("fp32", "fp16") for p in v), "a non-empty list of 'fp32'/'fp16'", where)
+    for graph in GRAPHS:
+        _field(card, f"graphs.{graph}.files", lambda v: isinstance(v, dict) and all(
+            isinstance(v.get(p), str) for p in precisions), f"a file name for each of {precisions}", where)
+        for kind in ("inputs", "outputs"):
+            _field(card, f"graphs.{graph}.{kind}", _tensors, "a list of {name, dtype, shape}", where)
+    _field(card, "image.model_size", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_positive_int, v)),
+           "[height, width], positive integers", where)
+    sizes = ["instruction.embedding_dim", "instruction.max_tokens", "action.dim", "action.chunk_size"]
+    for field in sizes + (["state.dim"] if _lookup(card, "state", None) is not None else []):
+        _field(card, field, _positive_int, "a positive integer", where)
+    _field(card, "instruction.tokenizer", lambda v: isinstance(v, str) and bool(v), "a file name", where)
+    _field(card, "action.head", lambda v: v in ("continuous", "bins"), "'continuous' or 'bins'", where)
+
+
+def _check_contents(card: Dict, where: str) -> None:
+    """Names, control rate and normalization statistics (after ``_check_structure``)."""
+    dim = card["action"]["dim"]
+    _field(card, "action.names", _strings(dim), f"null or a list of {dim} names (action.dim)", where, optional=True)
+    _field(card, "action.control_rate_hz", _control_rate, f"null or a number in (0, {MAX_CONTROL_RATE_HZ:g}] Hz",
+           where, optional=True)
+    _check_stats(card, "action", dim, where)
+    _check_action_extras(card, dim, where)
+    if card.get("state") is not None:
+        state_dim = card["state"]["dim"]
+        _field(card, "state.names", _strings(state_dim), f"null or a list of {state_dim} names (state.dim)", where,
+               optional=True)
+        _check_stats(card, "state", state_dim, where)
+
+
+# Card fields that restate a dimension of a graph: (field, graph, tensor, axis).
+_CARD_DIMS = (("instruction.embedding_dim", "instruction_encoder", "instruction_embedding", 1),
+              ("instruction.embedding_dim", "policy", "instruction_embedding", 1),
+              ("action.chunk_size", "policy", "actions", 1),
+              ("action.dim", "policy", "actions", 2),
+              ("state.dim", "policy", "state", 1))
+
+
+def _graph_dim(signature: Dict, tensor: str, axis: int):
+    shapes = {t["name"]: t["shape"] for t in signature["inputs"] + signature["outputs"]}
+    shape = shapes.get(tensor, [])
+    return shape[axis] if axis < len(shape) else None
+
+
+def _check_tensors(card_tensors: List[Dict], graph_tensors: List[Dict], field: str, file: str) -> None:
+    want = [(t["name"], t["dtype"]) for t in card_tensors]
+    got = [(t["name"], t["dtype"]) for t in graph_tensors]
+    if got != want:
+        raise ModelCardError(f"{file}: (name, dtype) {got} do not match the model card's {field} {want}; {FIX}")
+    for card_t, graph_t in zip(card_tensors, graph_tensors):
+        wanted, shape = card_t["shape"], graph_t["shape"]
+        # A fixed graph dimension must be restated exactly; a dynamic one (batch, height...) may be named anything.
+        if len(shape) != len(wanted) or any(_is_int(g) and g != w for g, w in zip(shape, wanted)):
+            raise ModelCardError(f"{file}: {field} '{graph_t['name']}' has shape {shape} in the graph but "
+                                 f"{wanted} in the model card; {FIX}")
+
+
+def check_card_against_graph(card: Dict, graphs: Dict[str, Dict], where: str = CARD_FILE) -> None:
+    """Check that ``card`` describes ``graphs`` ({graph name: ``read_graph_signature``}): types, then every
+    input/output and restated size against the graphs, then names, control rate and normalization statistics.
+
+    Plain dicts and lists, no ONNX needed: a signature is {"inputs": [{name, dtype, shape}], "outputs": [...],
+    "image_size": [h, w] or None, "file": name for messages}; shape entries are int (fixed) or str/None (dynamic)."""
+    _check_structure(card, where)
+    for graph in GRAPHS:
+        signature = graphs[graph]
+        for kind in ("inputs", "outputs"):
+            _check_tensors(card["graphs"][graph][kind], signature[kind], f"graphs.{graph}.{kind}",
+                           signature.get("file", graph))
+    restated = [(field, _lookup(card, field, None), _graph_dim(graphs[graph], tensor, axis),
+                 f"{graphs[graph].get('file', graph)} ('{tensor}' axis {axis})")
+                for field, graph, tensor, axis in _CARD_DIMS]
+    if graphs["policy"].get("image_size") is not None:
+        restated.append(("image.model_size", card["image"]["model_size"], list(graphs["policy"]["image_size"]),
+                         f"{graphs['policy'].get('file', 'policy')} (the size its Resize produces)"))
+    for field, card_value, graph_value, source in restated:
+        if card_value != graph_value:
+            raise ModelCardError(f"{where}: {field} is {card_value!r} in the model card but {graph_value!r} in the "
+                                 f"graph {source}; {FIX}")
+    _check_contents(card, where)
+
+
+def _onnx_dtype(elem_type: int) -> str:
+    from onnx import helper
+
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except (KeyError, TypeError, ValueError):
+        return f"onnx type {elem_type}"
+
+
+def _onnx_shape(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def _onnx_tensor(value_info) -> Dict:
+    return {"name": value_info.name, "dtype": _onnx_dtype(value_info.type.tensor_type.elem_type),
+            "shape": _onnx_shape(value_info)}
+
+
+def read_graph_signature(path: Path) -> Dict:
+    """What ``check_card_against_graph`` compares, read from the ONNX file (weights not loaded): inputs and
+    outputs, and the fixed (h, w) of the graph's first Resize (the image resize of the policy graph), if any."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # protobuf raises its own DecodeError for a corrupt file
+        raise ModelCardError(f"{path}: not a readable ONNX graph ({type(e).__name__}: {e}); {FIX}") from e
+    weights = {i.name for i in graph.initializer}
+    shapes = {v.name: _onnx_shape(v) for v in graph.value_info}
+    resize = next((n.output[0] for n in graph.node if n.op_type == "Resize"), None)
+    size = shapes.get(resize, [])[-2:]
+    return {"file": str(path),
+            "inputs": [_onnx_tensor(v) for v in graph.input if v.name not in weights],
+            "outputs": [_onnx_tensor(v) for v in graph.output],
+            "image_size": size if len(size) == 2 and all(map(_positive_int, size)) else None}
+
+
 def load_card(export_dir: str | Path, verify_hashes: bool = True) -> Dict:
-    """The model card of ``export_dir``, after checking that every file it lists is there and intact."""
+    """The model card of ``export_dir``, after checking that every file it lists is there and intact (sha256:
+    ``verify_hashes``) and that the card describes its graphs (always: the card itself is not hashed)."""
     export_dir = Path(export_dir)
     path = export_dir / CARD_FILE
     if not export_dir.is_dir():
@@ -71,12 +319,19 @@ def load_card(export_dir: str | Path, verify_hashes: bool = True) -> Dict:
         card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelCardError(f"{path}: corrupt model card ({e})") from e
-    if card.get("format") != CARD_FORMAT or card.get("version") not in SUPPORTED_CARD_VERSIONS:
-        raise ModelCardError(f"{path}: not a {CARD_FORMAT} card of a supported version "
-                             f"(format={card.get('format')!r}, version={card.get('version')!r})")
-    for key in ("graphs", "files", "action", "instruction", "image"):
-        if key not in card:
-            raise ModelCardError(f"{path}: model card has no '{key}' section")
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or \
+            card.get("version") not in SUPPORTED_CARD_VERSIONS:
+        raise ModelCardError(f"{path}: not a {CARD_FORMAT} card of a supported version (format="
+                             f"{_lookup(card, 'format', None)!r}, version={_lookup(card, 'version', None)!r})")
+    _check_structure(card, str(path))
+    _check_files(export_dir, card, verify_hashes)
+    for precision in card["precisions"]:
+        check_card_against_graph(card, {g: read_graph_signature(_graph_path(export_dir, card, g, precision))
+                                        for g in GRAPHS}, str(path))
+    return card
+
+
+def _check_files(export_dir: Path, card: Dict, verify_hashes: bool) -> None:
     for name, meta in card["files"].items():
         f = export_dir / name
         if not f.is_file():
@@ -88,7 +343,14 @@ def load_card(export_dir: str | Path, verify_hashes: bool = True) -> Dict:
                                  "or copy it again)")
         if verify_hashes and _sha256(f) != meta.get("sha256"):
             raise ModelCardError(f"{f}: sha256 differs from the model card (corrupt, or from another export)")
-    return card
+
+
+def _graph_path(export_dir: Path, card: Dict, graph: str, precision: str) -> Path:
+    """The file of ``graph`` at ``precision``; it must be listed (so size- and hash-checked) in the card."""
+    name = card["graphs"][graph]["files"][precision]
+    if name not in card["files"]:
+        raise ModelCardError(f"{export_dir / name}: not listed (with its hash) in the model card")
+    return export_dir / name
 
 
 class PolicyRuntime:
@@ -184,38 +446,13 @@ class PolicyRuntime:
     def _session(self, graph: str, options, provider_args):
         import onnxruntime as ort
 
-        files = self.card["graphs"][graph].get("files", {})
-        name = files.get(self.precision)
-        if name is None:
-            raise ModelCardError(f"{self.export_dir / CARD_FILE}: no {self.precision} file for graph '{graph}'")
-        path = self.export_dir / name
-        if not path.is_file():
-            raise ModelCardError(f"{path}: graph '{graph}' is missing")
-        if name not in self.card["files"]:
-            raise ModelCardError(f"{path}: not listed (with its hash) in the model card")
+        path = _graph_path(self.export_dir, self.card, graph, self.precision)   # checked by load_card
         try:
             session = ort.InferenceSession(str(path), options, providers=[p for p, _ in provider_args],
                                            provider_options=[o for _, o in provider_args])
         except Exception as e:  # ORT raises its own exception types for unreadable graphs
             raise ModelCardError(f"{path}: ONNX Runtime cannot load this graph ({type(e).__name__}: {e})") from e
-        self._check_signature(path, session, self.card["graphs"][graph])
         return session
-
-    @staticmethod
-    def _check_signature(path: Path, session, spec: Dict) -> None:
-        for kind, actual in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
-            expected = spec.get(kind, [])
-            got = [(a.name, _ORT_TYPES.get(a.type, a.type), list(a.shape)) for a in actual]
-            want = [(e["name"], e["dtype"], list(e["shape"])) for e in expected]
-            if [g[:2] for g in got] != [w[:2] for w in want]:
-                raise ModelCardError(f"{path}: {kind} {[g[:2] for g in got]} do not match the model card's "
-                                     f"{[w[:2] for w in want]} (the file is not the one this card describes)")
-            for (name, _, shape), (_, _, wanted) in zip(got, want):
-                fixed_mismatch = len(shape) != len(wanted) or any(
-                    isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(shape, wanted))
-                if fixed_mismatch:
-                    raise ModelCardError(f"{path}: {kind[:-1]} '{name}' has shape {shape}, the model card says "
-                                         f"{wanted} (the file is not the one this card describes)")
 
     def _check_providers(self, requested: Union[str, Sequence[str]], available: Sequence[str]) -> Optional[str]:
         in_use = set(self.providers_in_use) | set(self.instruction_session.get_providers())

@@ -27,12 +27,39 @@ class ImageConversionError(ValueError):
     """An image message that cannot be turned into an array: wrong size, encoding or data length."""
 
 
-def decode(height: int, width: int, encoding: str, step: int, data, is_bigendian: bool = False) -> np.ndarray:
-    """Image message fields -> array of shape (H, W) or (H, W, C); a view on ``data`` where possible."""
+def check_pixels(height: int, width: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse an empty image or one with more than ``max_pixels`` pixels (before anything is converted)."""
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"invalid image size {width}x{height}")
+    if height * width > max_pixels:
+        raise ImageConversionError(f"image {width}x{height} has {height * width} pixels, more than the limit of "
+                                   f"{max_pixels} (max_image_pixels): send a smaller image")
+
+
+def compressed_dimensions(data, fmt: str = "") -> Tuple[int, int]:
+    """(height, width) from a JPEG/PNG header, without decoding the pixels."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageConversionError(f"compressed image (format '{fmt}') could not be decoded: "
+                                   f"{type(e).__name__}") from None
+    return int(height), int(width)
+
+
+def decode(height: int, width: int, encoding: str, step: int, data, is_bigendian: bool = False,
+           max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Image message fields -> array of shape (H, W) or (H, W, C); a view on ``data`` where possible.
+
+    ``data`` must be exactly ``step * height`` bytes (as sensor_msgs/Image defines it): shorter or
+    longer data is refused, so is an image with more than ``max_pixels`` pixels."""
     if encoding not in ENCODINGS:
         raise ImageConversionError(f"unsupported image encoding '{encoding}'; supported: {', '.join(ENCODINGS)}")
-    if height <= 0 or width <= 0 or height * width > MAX_IMAGE_PIXELS:
-        raise ImageConversionError(f"invalid image size {width}x{height}")
+    check_pixels(height, width, max_pixels)
     dtype, channels = ENCODINGS[encoding]
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * channels * itemsize
@@ -40,10 +67,10 @@ def decode(height: int, width: int, encoding: str, step: int, data, is_bigendian
         raise ImageConversionError(f"step {step} is smaller than one row of {width} {encoding} pixels ({row_bytes} bytes)")
     buf = np.frombuffer(memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data.view(np.uint8),
                         dtype=np.uint8)
-    need = step * (height - 1) + row_bytes
-    if buf.size < need:
+    need = step * height
+    if buf.size != need:
         raise ImageConversionError(f"image data has {buf.size} bytes; {width}x{height} {encoding} with step {step} "
-                                   f"needs {need}")
+                                   f"needs exactly {need} (step x height)")
     if step == row_bytes:
         raw = buf[:height * row_bytes]
     else:  # drop the row padding
@@ -86,13 +113,15 @@ def encode(image: np.ndarray, encoding: str) -> Tuple[int, bytes]:
     return arr.shape[1] * channels * arr.itemsize, arr.tobytes()
 
 
-def decode_compressed(fmt: str, data) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg, png, ...) -> uint8 (H, W, 3) RGB."""
+def decode_compressed(fmt: str, data, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg, png, ...) -> uint8 (H, W, 3) RGB. The size in the header is
+    checked against ``max_pixels`` before the pixels are decoded."""
     import cv2
 
     buf = np.frombuffer(bytes(data), dtype=np.uint8)
     if buf.size == 0:
         raise ImageConversionError("compressed image has no data")
+    check_pixels(*compressed_dimensions(buf, fmt), max_pixels)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageConversionError(f"compressed image (format '{fmt}') could not be decoded")

@@ -62,8 +62,38 @@ JOINT_VELOCITY_CLAMPED = "joint_velocity_clamped"
 GRIPPER_CLAMPED = "gripper_clamped"
 NON_FINITE_GRIPPER = "non_finite_gripper"
 
+# What each reason means, for the operator's log.
+REASON_TEXT = {
+    DISARMED: "command while DISARMED: not executed (call arm_controller/arm)",
+    ESTOP: "command while the e-stop is latched: not executed (release_estop, then arm)",
+    NO_COMMAND: "no command yet: holding",
+    COMMAND_BEFORE_ARM: "command stamped before the arm time: refused (only commands sent after arming move the arm)",
+    STALE_COMMAND: "watchdog: no fresh command within command_timeout: holding",
+    COMMAND_FROM_FUTURE: "command stamped in the future (beyond future_tolerance; the sender's clock runs ahead?): "
+                         "refused",
+    NON_FINITE_COMMAND: "command with NaN/Inf: refused, holding",
+    NO_EE_POSITION: "end-effector position unknown (no ee_pose / joint_states yet): holding",
+    NON_FINITE_JOINT_STATE: "joint state with NaN/Inf: nothing sent",
+    LINEAR_SPEED_CLAMPED: "linear speed above max_linear_speed: clamped",
+    ANGULAR_SPEED_CLAMPED: "angular speed above max_angular_speed: clamped",
+    WORKSPACE_CLAMPED: "motion towards a workspace box face: clamped at the face",
+    OUTSIDE_WORKSPACE: "end effector outside the workspace box: only motion back in is allowed",
+    JOINT_POSITION_CLAMPED: "joint target beyond a joint limit: clamped",
+    JOINT_VELOCITY_CLAMPED: "joint step above the joint velocity limits: scaled down",
+    GRIPPER_CLAMPED: "gripper command outside [0, 1]: clamped",
+    NON_FINITE_GRIPPER: "gripper command NaN/Inf: ignored",
+}
+# Holds the timer applies while no command flows: reported when they start, not on every cycle.
+IDLE_HOLDS = (DISARMED, ESTOP, NO_COMMAND, STALE_COMMAND, COMMAND_BEFORE_ARM)
+
 # diagnostic_msgs/DiagnosticStatus levels
 DIAG_OK, DIAG_WARN, DIAG_ERROR = 0, 1, 2
+
+
+def _norm(v: np.ndarray) -> float:
+    """Euclidean norm without overflow for huge finite components (1e308 stays finite)."""
+    m = float(np.max(np.abs(v))) if v.size else 0.0
+    return 0.0 if m == 0.0 else m * float(np.linalg.norm(v / m))
 
 
 def _vec3(value, name: str) -> Tuple[float, float, float]:
@@ -339,11 +369,11 @@ class SafetyGate:
                 return SafeCommand(zero, zero.copy(), True, (reason,))
             reasons = []
             lin, ang = lin.copy(), ang.copy()
-            speed = float(np.linalg.norm(lin))
+            speed = _norm(lin)
             if speed > self.limits.max_linear_speed:
                 lin *= self.limits.max_linear_speed / speed
                 reasons.append(LINEAR_SPEED_CLAMPED)
-            rate = float(np.linalg.norm(ang))
+            rate = _norm(ang)
             if rate > self.limits.max_angular_speed:
                 ang *= self.limits.max_angular_speed / rate
                 reasons.append(ANGULAR_SPEED_CLAMPED)
@@ -375,6 +405,10 @@ class SafetyGate:
         None when not armed (an e-stop stops the gripper too) or the value is NaN/Inf; values
         outside [0, 1] are clamped.
         """
+        return self.gripper_command(value)[0]
+
+    def gripper_command(self, value: float) -> Tuple[Optional[float], Optional[str]]:
+        """``filter_gripper`` with the reason it refused or clamped (None when passed unchanged)."""
         with self._lock:
             reason = self._state_hold_reason()
             try:
@@ -386,12 +420,13 @@ class SafetyGate:
             if reason is not None:
                 self._counters[reason] += 1
                 self._last_reason = reason
-                return None
+                return None, reason
             clamped = min(max(v, 0.0), 1.0)
             if clamped != v:
                 self._counters[GRIPPER_CLAMPED] += 1
                 self._last_reason = GRIPPER_CLAMPED
-            return clamped
+                return clamped, GRIPPER_CLAMPED
+            return clamped, None
 
     def filter_joint_positions(self, q_target, q_current, dt: float, now: Optional[float] = None,
                                command_stamp: Optional[float] = None) -> SafeJointCommand:

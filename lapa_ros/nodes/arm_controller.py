@@ -22,16 +22,22 @@ a hold (zero velocity / current joints) whenever the gate holds: disarmed, e-sto
 command within `command_timeout`. A fresh command is never re-sent by the timer, so with a lockstep
 simulator every step answers a real command. The node starts DISARMED: nothing moves until
 arm_controller/arm is called.
+
+Every refusal and clamp is logged (first occurrence, then at most once per `log_throttle` seconds
+with its count) besides its /diagnostics counter; holds the timer applies while no command flows (the
+watchdog) are logged when they start and end. On exit (Ctrl-C, SIGTERM, an error) the node commands
+a hold before it goes.
 """
 from __future__ import annotations
 
-import math
 import threading
+import time
 from typing import Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.duration import Duration as RclpyDuration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -40,11 +46,14 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from builtin_interfaces.msg import Duration
 
+from lapa_models.text import printable
+
+from ..core.events import EventLog, suffix
 from ..core.kinematics import KinematicChain, UrdfError
-from ..core.safety import SafetyGate, SafetyLimits
+from ..core.safety import (DISARMED, ESTOP, IDLE_HOLDS, NO_COMMAND, REASON_TEXT, SafetyGate, SafetyLimits)
 from ..messages import sec_to_stamp, stamp_to_sec, twist_msg, twist_to_arrays
 from ..paths import urdf_file
-from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, run_node
+from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, log_at, run_node
 
 BACKENDS = ("servo", "sim", "joint_trajectory", "forward_position")
 JOINT_BACKENDS = ("joint_trajectory", "forward_position")
@@ -61,6 +70,10 @@ PARAMS = (
     Param("workspace_max", [0.75, 0.45, 0.70], "Workspace box upper corner [m] in base_frame.", read_only=True),
     Param("command_timeout", 0.25, "Commands older than this [s] hold the arm (watchdog).", read_only=True,
           range=(0.001, 10.0)),
+    Param("future_tolerance", 0.05, "Commands stamped further ahead of this computer's clock [s] are refused "
+                                    "(the sender's clock runs ahead).", read_only=True, range=(0.0, 10.0)),
+    Param("log_throttle", 5.0, "After its first line, each kind of refusal or clamp is logged at most once per "
+                               "this many seconds (with its count).", read_only=True, range=(0.0, 3600.0)),
     Param("joint_limit_margin", 0.05, "Kept clear of each URDF joint limit [rad].", read_only=True, range=(0.0, 1.0)),
     Param("joint_velocity_scale", 0.5, "Fraction of the URDF joint velocity limits allowed.", read_only=True,
           range=(0.01, 1.0)),
@@ -83,15 +96,17 @@ class ArmControllerNode(Node):
             limits = SafetyLimits(max_linear_speed=self.p.max_linear_speed, max_angular_speed=self.p.max_angular_speed,
                                   workspace_min=tuple(self.p.workspace_min), workspace_max=tuple(self.p.workspace_max),
                                   command_timeout=self.p.command_timeout, control_period=self.period,
+                                  future_tolerance=self.p.future_tolerance,
                                   joint_limit_margin=self.p.joint_limit_margin,
                                   joint_velocity_scale=self.p.joint_velocity_scale)
         except ValueError as e:
             raise StartupError(f"arm_controller: bad safety limits: {e}") from e
         self.gate = SafetyGate(limits, clock=self._now)
+        self.events = EventLog(self.p.log_throttle)
+        self._idle_hold: Optional[str] = None   # the hold the timer is applying, if any
         self.chain: Optional[KinematicChain] = None
         self._lock = threading.Lock()
         self._twist = None          # (linear, angular, stamp)
-        self._forwarded_stamp = -math.inf
         self._ee_position: Optional[np.ndarray] = None
         self._joint_names = None
         self._joint_positions = None
@@ -169,20 +184,19 @@ class ArmControllerNode(Node):
     def _on_twist(self, msg: TwistStamped) -> None:
         linear, angular = twist_to_arrays(msg)
         if msg.header.frame_id not in ("", self.p.base_frame):
-            self.get_logger().warning(f"ignoring twist in frame '{msg.header.frame_id}' (expects "
-                                      f"'{self.p.base_frame}')", throttle_duration_sec=2.0)
+            self._event("wrong_frame", f"twist in frame '{printable(msg.header.frame_id, 80)}' refused (expects "
+                                       f"'{self.p.base_frame}'): holding")
             return
         with self._lock:
             self._twist = (linear, angular, stamp_to_sec(msg.header.stamp))
         self._step(forward=True)
 
     def _on_gripper(self, msg: Float64) -> None:
-        value = self.gate.filter_gripper(msg.data)
-        if value is None:
-            if not math.isfinite(msg.data):
-                self.get_logger().warning("gripper command NaN/Inf ignored", throttle_duration_sec=2.0)
-            return
-        self.pub_gripper.publish(Float64(data=value))
+        value, reason = self.gate.gripper_command(msg.data)
+        if reason is not None:
+            self._event(f"gripper.{reason}", f"gripper: {REASON_TEXT[reason]}")
+        if value is not None:
+            self.pub_gripper.publish(Float64(data=value))
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
@@ -192,6 +206,30 @@ class ArmControllerNode(Node):
 
     def _on_timer(self) -> None:
         self._step(forward=False)
+
+    def _event(self, key: str, message: str, level: str = "warning") -> None:
+        """Log ``message`` the first time ``key`` happens, then at most once per log_throttle with a count."""
+        due = self.events.report(key, time.monotonic())
+        if due is not None:
+            log_at(self.get_logger(), level, message + suffix(*due))
+
+    def _report(self, reasons, forward: bool, hold: bool) -> None:
+        """Log what the gate did: each refusal or clamp of an arriving command; the start and end of
+        holds that the timer applies while no command flows (disarmed and e-stop have their own lines)."""
+        if forward:
+            for r in reasons:
+                self._event(r, REASON_TEXT.get(r, r), "error" if hold and r not in (DISARMED, ESTOP) else "warning")
+            return
+        if hold and not (reasons and reasons[0] in IDLE_HOLDS):
+            return   # a refused command: logged when it arrived
+        idle = reasons[0] if hold else None
+        if idle == self._idle_hold:
+            return
+        if idle is not None and idle not in (DISARMED, ESTOP, NO_COMMAND):
+            self.get_logger().warning(REASON_TEXT[idle])
+        elif idle is None and self._idle_hold not in (None, DISARMED, ESTOP, NO_COMMAND):
+            self.get_logger().info("commands flowing again")
+        self._idle_hold = idle
 
     # ------------------------------------------------------------------ control
     def _ee_now(self) -> Optional[np.ndarray]:
@@ -215,6 +253,7 @@ class ArmControllerNode(Node):
         now = self._now()
         linear, angular, stamp = twist if twist is not None else (np.zeros(3), np.zeros(3), None)
         cmd = self.gate.filter_twist(now, linear, angular, self._ee_now(), stamp)
+        self._report(cmd.reasons, forward, cmd.hold)
         if cmd.hold:
             self._send_hold()
             return
@@ -233,6 +272,7 @@ class ArmControllerNode(Node):
             return
         target = self.chain.ik_step(q, linear, angular, self.period, limit_margin=self.p.joint_limit_margin)
         safe = self.gate.filter_joint_positions(target, q, self.period)
+        self._report(safe.reasons, True, safe.hold)
         if safe.positions is not None:
             self._send_joints(safe.positions, now_msg)
 
@@ -255,6 +295,19 @@ class ArmControllerNode(Node):
             self.pub_trajectory.publish(msg)
         elif self.pub_positions is not None:
             self.pub_positions.publish(Float64MultiArray(data=[float(v) for v in q]))
+
+    def close(self) -> None:
+        """On every exit the node controls (Ctrl-C, SIGTERM, an error): command a hold and wait, briefly,
+        until the arm side has it. The gate is disarmed so nothing arriving meanwhile moves the arm."""
+        self.gate.disarm()
+        try:
+            self._send_hold()
+            for pub in (self.pub_twist, self.pub_trajectory, self.pub_positions):
+                if pub is not None:
+                    pub.wait_for_all_acked(RclpyDuration(seconds=0.5))
+            self.get_logger().info("exiting: hold commanded")
+        except Exception as e:   # the context may already be gone (rclpy's own signal handler)
+            self.get_logger().error(f"exiting without a final hold: {e}")
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

@@ -18,10 +18,15 @@ Publishes:
   /diagnostics                 latency (frame stamp -> chunk), rates, execution provider in use
 
 Each inference uses the newest frame only (frames that arrive meanwhile are dropped, never queued),
-and only when the frame and the state are younger than `max_input_age`. Chunks are blended by
+and only when the frame and the state are younger than `max_input_age` and not stamped more than
+`future_tolerance` ahead of this computer's clock (a camera whose clock runs ahead is refused and
+reported, never queued until the clock catches up: see lapa_ros.core.clock). Chunks are blended by
 lapa_ros.core.chunking at the control rate; when no chunk covers "now" nothing is published and the
 controller holds the arm. A bad frame, an empty or over-long instruction, or NaN in the policy
-output is logged, counted and skipped: the arm holds, nothing crashes.
+output is logged, counted and skipped: the arm holds, nothing crashes. Every such event writes a
+log line the first time and then at most one per `log_throttle` seconds (with the count), and all
+user-supplied text in the log is escaped (lapa_models.text.printable). Frames larger than
+`max_image_pixels` are refused before they are converted.
 """
 from __future__ import annotations
 
@@ -43,10 +48,14 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ..core.actions import ActionLayout
 from ..core.alignment import StampedBuffer
 from ..core.chunking import MODES, ChunkBlender
+from ..core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
+from ..core.events import EventLog, suffix
 from ..core.images import ImageConversionError
 from ..core.robot_state import assemble_state, gripper_state_from_joint
-from ..messages import rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec, twist_msg
-from ..ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params
+from lapa_models.text import printable
+
+from ..messages import check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec, twist_msg
+from ..ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params, log_at
 
 PARAMS = (
     Param("model_dir", "", "Exported policy folder (model_card.json + ONNX graphs).", read_only=True),
@@ -56,6 +65,12 @@ PARAMS = (
     Param("threads", 0, "CPU threads for inference (0: ONNX Runtime's default).", read_only=True, range=(0, 256)),
     Param("control_rate", 20.0, "Rate [Hz] of published commands.", read_only=True, range=(1.0, 1000.0)),
     Param("max_input_age", 0.2, "Frames older than this [s] are not acted on.", range=(0.001, 10.0)),
+    Param("future_tolerance", 0.05, "Frames and states stamped further ahead of this computer's clock [s] are "
+                                    "refused (the sender's clock runs ahead).", range=(0.0, 10.0)),
+    Param("max_image_pixels", 3840 * 2160, "Frames with more pixels are refused before conversion.", read_only=True,
+          range=(1, 1 << 28)),
+    Param("log_throttle", 5.0, "After its first line, each kind of refusal or hold is logged at most once per "
+                               "this many seconds (with its count).", read_only=True, range=(0.0, 3600.0)),
     Param("state_tolerance", 0.05, "The robot state used with a frame is the sample nearest its stamp, within this [s] "
                                    "(the bag converter aligns training data the same way).", range=(0.001, 10.0)),
     Param("blend", "ensemble", "How overlapping chunks are blended.", choices=MODES),
@@ -84,6 +99,10 @@ class PolicyNode(LifecycleNode):
         self._frame_ready = threading.Condition(self._lock)
         self._worker: Optional[threading.Thread] = None
         self._running = False
+        self.events = EventLog(self.p.log_throttle)
+        self.counts = self.events.counts
+        self.clocks = {"camera": ClockOffsetMonitor(50, self.p.future_tolerance, self.p.max_input_age),
+                       "state": ClockOffsetMonitor(50, self.p.future_tolerance, self.p.max_input_age)}
         if self.p.autostart:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError(f"policy: {self._configure_error}")
@@ -126,7 +145,6 @@ class PolicyNode(LifecycleNode):
         self._embedding = None
         self._ee_positions = StampedBuffer(256)
         self._grippers = StampedBuffer(256)
-        self.counts = collections.Counter()
         self.latencies = collections.deque(maxlen=200)
         self.inference_ms = collections.deque(maxlen=200)
         self.publish_times = collections.deque(maxlen=200)
@@ -204,14 +222,42 @@ class PolicyNode(LifecycleNode):
             self._worker = None
 
     def close(self) -> None:
-        self._active = False
+        """On exit: stop acting and command a hold at once (the controller's watchdog would, later)."""
+        was_active, self._active = self._active, False
         self._stop_worker()
+        if was_active and hasattr(self, "pub_twist"):
+            try:
+                self.pub_twist.publish(twist_msg(np.zeros(3), self.get_clock().now().to_msg(), self.p.base_frame))
+            except Exception:   # the context may be gone already
+                pass
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _event(self, key: str, message: str, level: str = "warning") -> None:
+        """Count ``key``; log ``message`` the first time and then at most once per log_throttle."""
+        due = self.events.report(key, time.monotonic())
+        if due is not None:
+            log_at(self.get_logger(), level, message + suffix(*due))
+
+    def _watch_clock(self, source: str, stamp: float) -> None:
+        now = self._now()
+        if now <= 0.0:   # sim time before the first /clock message: no time to compare with
+            return
+        monitor = self.clocks[source]
+        monitor.add(stamp, now)
+        changed = self.events.edge(f"clock.{source}", monitor.state() in ("ahead", "behind"))
+        if changed is not None:
+            log_at(self.get_logger(), "error" if changed else "info", monitor.describe(source))
+
     def _on_image(self, msg) -> None:
+        try:
+            check_image_size(msg, self.p.max_image_pixels)
+        except ImageConversionError as e:
+            self._event("image_too_large", f"frame refused: {e}")
+            return
+        self._watch_clock("camera", stamp_to_sec(msg.header.stamp))
         with self._lock:
             if self._frame is not None and self._active:
                 self.counts["frames_dropped_busy"] += 1
@@ -220,11 +266,12 @@ class PolicyNode(LifecycleNode):
 
     def _on_instruction(self, msg: String) -> None:
         from lapa_models.policy.runtime import PolicyInputError
+        from lapa_models.text import InstructionError, clean_instruction
 
-        text = msg.data.strip()
         try:
+            text = clean_instruction(msg.data)
             embedding = self.runtime.encode_instruction(text)
-        except PolicyInputError as e:
+        except (InstructionError, PolicyInputError) as e:
             self.counts["instruction_rejected"] += 1
             self.get_logger().error(f"instruction refused, holding until a usable one arrives: {e}")
             embedding, text = None, None
@@ -232,18 +279,33 @@ class PolicyNode(LifecycleNode):
             self._instruction, self._embedding = text, embedding
             self.blender.reset()  # chunks of the old instruction must not finish the new task
         if text:
-            self.get_logger().info(f"instruction: \"{text}\"")
+            self.get_logger().info(f"instruction: \"{printable(text)}\"")
+
+    def _state_stamp_ok(self, stamp: float, topic: str) -> bool:
+        """States stamped in the future are refused (the sender's clock runs ahead), never buffered."""
+        self._watch_clock("state", stamp)
+        problem = input_age_problem(self._now(), stamp, float("inf"), self.p.future_tolerance)
+        if problem is None:
+            return True
+        self._event(f"{problem}_state", f"{topic} refused: stamped {stamp - self._now():+.3f} s from now "
+                                        f"({'from the future' if problem == FROM_FUTURE else problem})")
+        return False
 
     def _on_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position
-        self._ee_positions.push(stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
+        stamp = stamp_to_sec(msg.header.stamp)
+        if self._state_stamp_ok(stamp, "ee_pose"):
+            self._ee_positions.push(stamp, np.array([p.x, p.y, p.z]))
 
     def _on_joints(self, msg: JointState) -> None:
         try:
             i = list(msg.name).index(self.p.gripper_joint)
         except ValueError:
             return
-        self._grippers.push(stamp_to_sec(msg.header.stamp), gripper_state_from_joint(
+        stamp = stamp_to_sec(msg.header.stamp)
+        if not self._state_stamp_ok(stamp, "joint_states"):
+            return
+        self._grippers.push(stamp, gripper_state_from_joint(
             msg.position[i], self.p.gripper_open_position, self.p.gripper_closed_position))
 
     # ------------------------------------------------------------------ inference
@@ -262,8 +324,7 @@ class PolicyNode(LifecycleNode):
             try:
                 self._infer(msg, embedding)
             except Exception as e:  # keep the node alive; the arm holds without fresh chunks
-                self.counts["inference_error"] += 1
-                self.get_logger().error(f"inference failed: {e}", throttle_duration_sec=2.0)
+                self._event("inference_error", f"inference failed, the arm holds: {printable(e)}", "error")
 
     def _infer(self, msg, embedding) -> None:
         from lapa_models.policy.runtime import PolicyInputError
@@ -271,20 +332,23 @@ class PolicyNode(LifecycleNode):
         if not self._active:
             return
         if embedding is None:
-            self.counts["no_instruction"] += 1
-            self.get_logger().info("waiting for an instruction (std_msgs/String on 'instruction')",
-                                   throttle_duration_sec=5.0)
+            self._event("no_instruction", "waiting for a usable instruction (std_msgs/String on 'instruction'): "
+                                          "the arm holds", "info")
             return
         stamp = stamp_to_sec(msg.header.stamp)
         now = self._now()
-        if now - stamp > self.p.max_input_age:
-            self.counts["stale_frame"] += 1
+        problem = input_age_problem(now, stamp, self.p.max_input_age, self.p.future_tolerance)
+        if problem is not None:
+            limit = (f"more than {self.p.future_tolerance} s ahead of this computer's clock" if problem == FROM_FUTURE
+                     else f"older than max_input_age {self.p.max_input_age} s")
+            self._event(f"{problem}_frame", f"frame refused: stamped {stamp - now:+.3f} s from now, {limit}; "
+                                            f"the arm holds")
             return
         try:
-            rgb = rgb_from_compressed_msg(msg) if isinstance(msg, CompressedImage) else rgb_from_image_msg(msg)
+            rgb = rgb_from_compressed_msg(msg, self.p.max_image_pixels) if isinstance(msg, CompressedImage) \
+                else rgb_from_image_msg(msg, self.p.max_image_pixels)
         except ImageConversionError as e:
-            self.counts["bad_image"] += 1
-            self.get_logger().warning(f"frame skipped: {e}", throttle_duration_sec=2.0)
+            self._event("bad_image", f"frame refused: {e}")
             return
         state = None
         if self.state_names:
@@ -295,27 +359,23 @@ class PolicyNode(LifecycleNode):
             ee = self._ee_positions.wait_at(stamp, self.p.state_tolerance, self.p.state_tolerance)
             grip = self._grippers.wait_at(stamp, self.p.state_tolerance, deadline - time.monotonic())
             if ee is None or grip is None:
-                self.counts["no_state_near_frame"] += 1
-                self.get_logger().warning(f"no robot state within {self.p.state_tolerance} s of the frame: holding",
-                                          throttle_duration_sec=2.0)
+                self._event("no_state_near_frame", f"no robot state within {self.p.state_tolerance} s of the frame: "
+                                                   f"the arm holds")
                 return
             try:
                 state = assemble_state(self.state_names, ee.value, grip.value)
             except ValueError as e:
-                self.counts["bad_state"] += 1
-                self.get_logger().warning(f"state unusable: {e}", throttle_duration_sec=2.0)
+                self._event("bad_state", f"robot state unusable, the arm holds: {e}")
                 return
         t0 = time.perf_counter()
         try:
             chunk = self.runtime.predict(rgb, embedding, state)[0]
         except PolicyInputError as e:
-            self.counts["bad_input"] += 1
-            self.get_logger().warning(f"frame skipped: {e}", throttle_duration_sec=2.0)
+            self._event("bad_input", f"frame refused by the model: {e}")
             return
         self.inference_ms.append((time.perf_counter() - t0) * 1e3)
         if not np.all(np.isfinite(chunk)):
-            self.counts["non_finite_output"] += 1
-            self.get_logger().error("policy output has NaN/Inf: chunk dropped, the arm holds", throttle_duration_sec=2.0)
+            self._event("non_finite_output", "policy output has NaN/Inf: chunk dropped, the arm holds", "error")
             return
         with self._lock:
             if self._embedding is not embedding or not self._active:
@@ -363,15 +423,19 @@ class PolicyNode(LifecycleNode):
         lat = np.array(self.latencies) if self.latencies else np.zeros(1)
         inf = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
         rt = self.runtime
-        warn = bool(rt and rt.provider_warning)
+        clock_problems = [m.describe(src) for src, m in self.clocks.items() if m.state() in ("ahead", "behind")]
+        warn = bool(rt and rt.provider_warning) or bool(clock_problems)
+        message = "; ".join(clock_problems + ([rt.provider_warning] if rt and rt.provider_warning else [])) \
+            or ("active" if self._active else "inactive")
         status = DiagnosticStatus(level=bytes([1 if warn else 0]), name="lapa_ros: policy",
-                                  hardware_id=",".join(rt.providers_in_use) if rt else "",
-                                  message=(rt.provider_warning if warn else "active" if self._active else "inactive"))
+                                  hardware_id=",".join(rt.providers_in_use) if rt else "", message=message)
         values = {"providers_in_use": ",".join(rt.providers_in_use) if rt else "", "precision": self.p.precision,
                   "instruction": self._instruction or "", "latency_ms_p50": f"{np.percentile(lat, 50):.2f}",
                   "latency_ms_p99": f"{np.percentile(lat, 99):.2f}", "inference_ms_p50": f"{np.percentile(inf, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(inf, 99):.2f}", "inference_rate_hz": f"{rate(self.inference_times):.1f}",
                   "command_rate_hz": f"{rate(self.publish_times):.1f}", "blend": self.p.blend}
+        for source, monitor in self.clocks.items():
+            values.update(monitor.values(source))
         values.update({f"count.{k}": str(v) for k, v in sorted(self.counts.items())})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])

@@ -1,0 +1,78 @@
+"""Time safety for stamped inputs from other computers. No ROS.
+
+A camera or robot computer whose clock runs ahead stamps its messages in the receiver's future. Acted
+on, such a frame would be treated as fresh for as long as the clock difference (the arm acting on an
+old image), or queued until the receiver's clock catches up. So:
+
+  * ``input_age_problem(now, stamp, max_age, future_tolerance)`` refuses a message stamped more than
+    ``future_tolerance`` ahead of ``now`` as well as one older than ``max_age``: never queued;
+  * ``ClockOffsetMonitor`` estimates, per source, the smallest ``arrival - stamp`` over a window of
+    recent messages. With synchronised clocks that is the transport delay (>= 0, milliseconds); below
+    ``-future_tolerance`` the source's clock is ahead of ours by at least that much; above
+    ``max_age`` every message arrives too old to act on (its clock is behind, or the link is slow).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Dict, Optional
+
+FROM_FUTURE = "from_future"
+STALE = "stale"
+NON_FINITE = "non_finite_stamp"
+
+
+def input_age_problem(now: float, stamp: float, max_age: float, future_tolerance: float) -> Optional[str]:
+    """None when a message stamped ``stamp`` may be acted on at ``now``; else why not."""
+    if not (math.isfinite(stamp) and math.isfinite(now)):
+        return NON_FINITE
+    if stamp - now > future_tolerance:
+        return FROM_FUTURE
+    if now - stamp > max_age:
+        return STALE
+    return None
+
+
+class ClockOffsetMonitor:
+    """Smallest arrival - stamp over the last ``window`` messages of one source."""
+
+    def __init__(self, window: int = 50, future_tolerance: float = 0.05, max_age: float = 0.2):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.future_tolerance = float(future_tolerance)
+        self.max_age = float(max_age)
+        self._delays: deque = deque(maxlen=int(window))
+
+    def add(self, stamp: float, arrival: float) -> None:
+        if math.isfinite(stamp) and math.isfinite(arrival):
+            self._delays.append(arrival - stamp)
+
+    @property
+    def min_delay(self) -> Optional[float]:
+        return min(self._delays) if self._delays else None
+
+    def state(self) -> str:
+        """'unknown' (no message yet), 'ahead' (source clock ahead), 'behind' (every message too old), 'ok'."""
+        d = self.min_delay
+        if d is None:
+            return "unknown"
+        if d < -self.future_tolerance:
+            return "ahead"
+        if d > self.max_age:
+            return "behind"
+        return "ok"
+
+    def describe(self, source: str) -> str:
+        d, state = self.min_delay, self.state()
+        if state == "ahead":
+            return (f"{source} clock is at least {-d:.3f} s ahead of this computer's: its messages are refused "
+                    f"(sync both clocks, e.g. chrony/PTP)")
+        if state == "behind":
+            return (f"every {source} message arrives at least {d:.3f} s after its stamp (more than {self.max_age} s): "
+                    f"its clock is behind this computer's or the link is slow; nothing is acted on")
+        return f"{source} clock ok (smallest delay {d:.3f} s)" if d is not None else f"no {source} message yet"
+
+    def values(self, source: str) -> Dict[str, str]:
+        d = self.min_delay
+        return {f"clock.{source}.state": self.state(),
+                f"clock.{source}.min_delay_s": "" if d is None else f"{d:.4f}"}
