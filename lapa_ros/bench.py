@@ -3,6 +3,8 @@
     lapa bench pipeline --policy <export>     camera stamp -> command latency p50/p99, achieved rates
     lapa bench recorder                       recorder throughput and drops at 2 x 640x480 @ 30 Hz,
                                               bag -> episode conversion speed
+    lapa bench soak --minutes 30              every node's memory (RSS) over a long run at camera rate,
+                                              with a burst of oversized frames (flat = no leak)
 
 Each runs the real nodes as separate processes over DDS on a private ROS domain, on this machine
 only. Numbers from one run are comparable with each other; across runs the machine's load matters.
@@ -10,6 +12,7 @@ only. Numbers from one run are comparable with each other; across runs the machi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -18,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -52,26 +55,51 @@ def _machine() -> dict:
 
 
 # ----------------------------------------------------------------------------- pipeline
-def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
+@contextlib.contextmanager
+def _sim_policy(policy: str, task: str):
+    """The sim_policy graph as processes on a private domain, and an EpisodeRunner (not started) on it."""
     import rclpy
-    from geometry_msgs.msg import TwistStamped
-    from sensor_msgs.msg import Image
-    from trajectory_msgs.msg import JointTrajectory
 
     from .bringup import NodeProcesses
     from .episode_runner import EpisodeRunner
-    from .evaluation import PolicyDiagnostics
     from .graph import build_graph
-    from .messages import stamp_to_sec
-    from .ros_common import COMMAND_QOS, SENSOR_QOS
 
     env = _isolated_env()
     specs = build_graph("sim_policy", {"model": str(Path(policy).resolve()), "task": task})
-    frames, chunks, commands, outputs = [], [], [], []
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
     with tempfile.TemporaryDirectory() as logs, NodeProcesses(specs, env=env, log_dir=Path(logs)) as graph:
         runner = EpisodeRunner(record_frames=False, context=context)
+        try:
+            yield graph, runner, env
+        finally:
+            runner.stop()
+            rclpy.try_shutdown(context=context)
+
+
+def _episodes_until(runner, task: str, t_end: float) -> int:
+    """Keep the arm busy until t_end (monotonic): a new episode whenever one ends. Returns the count."""
+    from lapa_sim.tasks import get_task
+
+    spec = get_task(task)
+    k = 0
+    while time.monotonic() < t_end:
+        runner.run_episode(task, spec.instructions[k % len(spec.instructions)], spec.max_steps, 0.05, seed=2000 + k)
+        k += 1
+    return k
+
+
+def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
+    from geometry_msgs.msg import TwistStamped
+    from sensor_msgs.msg import Image
+    from trajectory_msgs.msg import JointTrajectory
+
+    from .evaluation import PolicyDiagnostics
+    from .messages import stamp_to_sec
+    from .ros_common import COMMAND_QOS, SENSOR_QOS
+
+    frames, chunks, commands, outputs = [], [], [], []
+    with _sim_policy(policy, task) as (graph, runner, _):
         diagnostics = PolicyDiagnostics(runner)
         lock = threading.Lock()
 
@@ -90,25 +118,12 @@ def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
         runner.create_subscription(TwistStamped, "servo_node/delta_twist_cmds",
                                    stamp_now(outputs, lambda m: stamp_to_sec(m.header.stamp)), COMMAND_QOS)
         runner.start()
-        try:
-            runner.wait_until_ready(timeout=120.0, graph=graph)
-            runner.arm()
-            from lapa_sim.tasks import get_task
-
-            spec = get_task(task)
-            # Keep the arm busy for the whole measurement: a new episode whenever one ends.
-            t_end = time.monotonic() + seconds
-            with lock:
-                frames.clear(), chunks.clear(), commands.clear(), outputs.clear()
-            k = 0
-            while time.monotonic() < t_end:
-                runner.run_episode(task, spec.instructions[k % len(spec.instructions)], spec.max_steps, 0.05,
-                                   seed=2000 + k)
-                k += 1
-            diag = diagnostics.report()
-        finally:
-            runner.stop()
-            rclpy.try_shutdown(context=context)
+        runner.wait_until_ready(timeout=120.0, graph=graph)
+        runner.arm()
+        with lock:
+            frames.clear(), chunks.clear(), commands.clear(), outputs.clear()
+        k = _episodes_until(runner, task, time.monotonic() + seconds)
+        diag = diagnostics.report()
     frame_stamps = [s for _, _, s in frames]
     # frame stamp -> its chunk received (wall clock of this process; the sim stamps on the same clock)
     chunk_latency = [1e3 * (wall - s) for _, wall, s in chunks]
@@ -129,6 +144,85 @@ def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
             "camera_stamp_to_chunk": _pct(chunk_latency),
             "camera_stamp_to_command_publish": _pct(command_latency),
             "policy_node_diagnostics": diag}
+
+
+# ----------------------------------------------------------------------------- soak
+def _rss_mb(pid: int) -> Optional[float]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _memory_summary(samples: List[Tuple[float, float]], warmup: float) -> dict:
+    """RSS after warm-up: first, last, max, and the slope of a line fitted to the second half [MB/h]."""
+    kept = [(t, m) for t, m in samples if t >= warmup] or samples
+    t, m = np.array(kept).T
+    half = t >= t[0] + (t[-1] - t[0]) / 2
+    slope = float(np.polyfit(t[half], m[half], 1)[0]) * 3600 if half.sum() >= 3 and np.ptp(t[half]) > 0 else 0.0
+    return {"rss_mb_after_warmup": round(float(m[0]), 1), "rss_mb_end": round(float(m[-1]), 1),
+            "rss_mb_max": round(float(m.max()), 1), "growth_mb": round(float(m[-1] - m[0]), 1),
+            "second_half_slope_mb_per_h": round(slope, 1), "samples": int(len(m))}
+
+
+def bench_soak(policy: str, seconds: float, task: str, every: float, hostile: bool) -> dict:
+    """The sim graph run by the policy for ``seconds`` at camera rate; every node's RSS sampled.
+
+    With ``hostile``, a third of the way in, 4096x4096 frames (refused by the policy's
+    max_image_pixels before conversion) are published on the camera topic for 10 s: RSS must come back."""
+    from sensor_msgs.msg import Image
+
+    from .messages import image_msg
+    from .ros_common import SENSOR_QOS
+
+    samples: Dict[str, List[Tuple[float, float]]] = {}
+    stop = threading.Event()
+    burst: Dict[str, float] = {}
+    with _sim_policy(policy, task) as (graph, runner, _):
+        runner.start()
+        runner.wait_until_ready(timeout=120.0, graph=graph)
+        runner.arm()
+        t0 = time.monotonic()
+
+        def sample():
+            while not stop.wait(every):
+                for name, proc in graph.procs.items():
+                    rss = _rss_mb(proc.pid)
+                    if rss is not None:
+                        samples.setdefault(name, []).append((time.monotonic() - t0, rss))
+
+        def flood():
+            if stop.wait(seconds / 3):
+                return
+            pub = runner.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+            big = np.zeros((4096, 4096, 3), np.uint8)
+            burst["start_s"] = time.monotonic() - t0
+            n = 0
+            while time.monotonic() - t0 < burst["start_s"] + 10.0 and not stop.is_set():
+                pub.publish(image_msg(big, runner.get_clock().now().to_msg(), "camera"))
+                n += 1
+                time.sleep(0.2)
+            burst.update(end_s=time.monotonic() - t0, frames=n)
+
+        threads = [threading.Thread(target=sample, daemon=True)] + \
+            ([threading.Thread(target=flood, daemon=True)] if hostile else [])
+        for t in threads:
+            t.start()
+        try:
+            episodes = _episodes_until(runner, task, t0 + seconds)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+        graph.check_alive()
+    warmup = min(60.0, seconds / 10)
+    return {"benchmark": "soak", "machine": _machine(), "policy": str(policy), "task": task,
+            "seconds": round(seconds, 1), "episodes": episodes, "warmup_s": warmup,
+            "oversized_frame_burst": burst or None,
+            "nodes": {name: _memory_summary(s, warmup) for name, s in sorted(samples.items())}}
 
 
 # ----------------------------------------------------------------------------- recorder
@@ -243,6 +337,25 @@ def pipeline_main(args: argparse.Namespace) -> int:
 
         policy = str(ensure_demo_policy())
     print(json.dumps(bench_pipeline(policy, args.seconds, args.task), indent=2))
+    return 0
+
+
+def add_soak_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default=None, help="exported policy (default: the demo policy)")
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--task", default="drawer-close")
+    p.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS samples")
+    p.add_argument("--no-hostile", action="store_true", help="skip the burst of 4096x4096 frames")
+
+
+def soak_main(args: argparse.Namespace) -> int:
+    policy = args.policy
+    if policy is None:
+        from .demo_policy import ensure_demo_policy
+
+        policy = str(ensure_demo_policy())
+    print(json.dumps(bench_soak(policy, 60.0 * args.minutes, args.task, args.sample_every, not args.no_hostile),
+                     indent=2))
     return 0
 
 

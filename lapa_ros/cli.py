@@ -47,6 +47,7 @@ COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("bench", "sim"), "lapa_sim.bench", "benchmark: sim step + render time, episode generation throughput"),
     (("bench", "pipeline"), "lapa_ros.bench:pipeline", "benchmark: camera stamp -> command latency, control rate"),
     (("bench", "recorder"), "lapa_ros.bench:recorder", "benchmark: recorder drops at 2x640x480@30 Hz, conversion"),
+    (("bench", "soak"), "lapa_ros.bench:soak", "benchmark: every node's memory over a long run (RSS, JSON)"),
 ]
 
 

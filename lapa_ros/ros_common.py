@@ -24,6 +24,10 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 # Cameras: best effort, keep last 5, on both ends (a reliable subscriber never hears a best-effort camera).
 SENSOR_QOS = qos_profile_sensor_data
+# A subscriber that only ever uses the newest frame (the policy): best effort, keep last 1, so the
+# middleware holds at most one frame per subscription (a burst of huge frames cannot pile up in memory).
+LATEST_FRAME_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                              durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
 # Instructions: reliable + transient local, so a node that starts late still gets the current one.
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)

@@ -202,6 +202,25 @@ def test_every_refusal_of_the_controller_is_in_its_log(ros, start_graph):
                  "linear speed above max_linear_speed", "twist in frame '\\x1b[2Jcam' refused", "watchdog"):
         assert line in log, f"no log line '{line}' in:\n{log}"
     assert "\x1b" not in log
+    assert "command sender clock is at least" in log
+
+
+def test_an_edited_model_card_fails_configure_with_one_line(start_graph, tiny_exports, tmp_path):
+    import json
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_exports["no_state"], edited)
+    card = json.loads((edited / "model_card.json").read_text())
+    card["action"]["chunk_size"] += 3
+    (edited / "model_card.json").write_text(json.dumps(card))
+    graph = start_graph([policy_node(str(edited), sim=False)])
+    deadline = time.monotonic() + 60
+    while not graph.dead():
+        assert time.monotonic() < deadline, "the policy node kept running with an edited model card"
+        time.sleep(0.2)
+    assert graph.dead()["policy"] == 1
+    assert "chunk_size" in graph.log("policy") and "re-export" in graph.log("policy")
 
 
 def _own_nodes(domain):

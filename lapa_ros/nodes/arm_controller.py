@@ -48,6 +48,7 @@ from builtin_interfaces.msg import Duration
 
 from lapa_models.text import printable
 
+from ..core.clock import ClockOffsetMonitor
 from ..core.events import EventLog, suffix
 from ..core.kinematics import KinematicChain, UrdfError
 from ..core.safety import (DISARMED, ESTOP, IDLE_HOLDS, NO_COMMAND, REASON_TEXT, SafetyGate, SafetyLimits)
@@ -104,6 +105,7 @@ class ArmControllerNode(Node):
         self.gate = SafetyGate(limits, clock=self._now)
         self.events = EventLog(self.p.log_throttle)
         self._idle_hold: Optional[str] = None   # the hold the timer is applying, if any
+        self.command_clock = ClockOffsetMonitor(50, self.p.future_tolerance, self.p.command_timeout)
         self.chain: Optional[KinematicChain] = None
         self._lock = threading.Lock()
         self._twist = None          # (linear, angular, stamp)
@@ -187,9 +189,21 @@ class ArmControllerNode(Node):
             self._event("wrong_frame", f"twist in frame '{printable(msg.header.frame_id, 80)}' refused (expects "
                                        f"'{self.p.base_frame}'): holding")
             return
+        stamp = stamp_to_sec(msg.header.stamp)
+        self._watch_clock(stamp)
         with self._lock:
-            self._twist = (linear, angular, stamp_to_sec(msg.header.stamp))
+            self._twist = (linear, angular, stamp)
         self._step(forward=True)
+
+    def _watch_clock(self, stamp: float) -> None:
+        """Report a commanding computer whose clock runs ahead of (or far behind) this one's."""
+        now = self._now()
+        if now <= 0.0:   # sim time before the first /clock message
+            return
+        self.command_clock.add(stamp, now)
+        changed = self.events.edge("clock.commands", self.command_clock.state() in ("ahead", "behind"))
+        if changed is not None:
+            log_at(self.get_logger(), "error" if changed else "info", self.command_clock.describe("command sender"))
 
     def _on_gripper(self, msg: Float64) -> None:
         value, reason = self.gate.gripper_command(msg.data)
@@ -312,11 +326,15 @@ class ArmControllerNode(Node):
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         s = self.gate.status(self._now())
-        status = DiagnosticStatus(level=bytes([int(s["level"])]), name="lapa_ros: arm_controller safety",
-                                  hardware_id=self.p.backend, message=str(s["message"]))
+        level, message = int(s["level"]), str(s["message"])
+        if self.command_clock.state() in ("ahead", "behind"):
+            level, message = max(level, 1), f"{message}; {self.command_clock.describe('command sender')}"
+        status = DiagnosticStatus(level=bytes([level]), name="lapa_ros: arm_controller safety",
+                                  hardware_id=self.p.backend, message=message)
         values = {"state": s["state"], "backend": self.p.backend, "estop_latched": s["estop_latched"],
                   "estop_reason": s["estop_reason"], "holding": s["holding"], "last_reason": s["last_reason"],
                   "last_command_age": s["last_command_age"], "cycles": s["cycles"]}
+        values.update(self.command_clock.values("commands"))
         values.update({f"count.{k}": v for k, v in sorted(s["counters"].items())})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])

@@ -55,7 +55,7 @@ from ..core.robot_state import assemble_state, gripper_state_from_joint
 from lapa_models.text import printable
 
 from ..messages import check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec, twist_msg
-from ..ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params, log_at
+from ..ros_common import COMMAND_QOS, LATCHED_QOS, LATEST_FRAME_QOS, Param, StartupError, declare_params, log_at
 
 PARAMS = (
     Param("model_dir", "", "Exported policy folder (model_card.json + ONNX graphs).", read_only=True),
@@ -152,9 +152,9 @@ class PolicyNode(LifecycleNode):
 
         if self.p.image_transport == "compressed":
             self._subs = [self.create_subscription(CompressedImage, "camera/image_raw/compressed", self._on_image,
-                                                   SENSOR_QOS)]
+                                                   LATEST_FRAME_QOS)]
         else:
-            self._subs = [self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS)]
+            self._subs = [self.create_subscription(Image, "camera/image_raw", self._on_image, LATEST_FRAME_QOS)]
         self._subs.append(self.create_subscription(String, "instruction", self._on_instruction, LATCHED_QOS))
         if self.state_names:
             self._subs.append(self.create_subscription(PoseStamped, "ee_pose", self._on_pose, COMMAND_QOS))
