@@ -469,7 +469,8 @@ def test_policy_modules_never_import_ros_and_the_runtime_needs_no_torch():
 
 
 # ============================================================================ closed loop
-def test_chunk_executor_ensembles_overlapping_chunks_and_runs_open_loop():
+def test_chunk_executor_is_the_policy_nodes_blender_on_a_step_clock():
+    from lapa_models.policy.chunking import ChunkBlender
     from lapa_models.policy.evaluate import ChunkExecutor
 
     ensemble = ChunkExecutor("ensemble", ensemble_decay=0.0)
@@ -484,6 +485,21 @@ def test_chunk_executor_ensembles_overlapping_chunks_and_runs_open_loop():
     open_loop.push(np.arange(8, dtype=np.float32).reshape(4, 2))
     assert open_loop.next_action().tolist() == [0.0, 1.0] and not open_loop.needs_prediction()
     assert open_loop.next_action().tolist() == [2.0, 3.0] and open_loop.needs_prediction()
+    # The same chunk stream through the node's blender (on its clock) and the executor gives the same
+    # actions: older chunks weighted more (ACT, m > 0) in both.
+    rng = np.random.default_rng(0)
+    chunks = rng.normal(size=(12, 5, 3))
+    executor, node = ChunkExecutor("ensemble", ensemble_decay=0.5, period=0.05), ChunkBlender(3, 0.05, 1.0,
+                                                                                             "ensemble", 0.5)
+    for k, chunk in enumerate(chunks):
+        executor.push(chunk)
+        node.add(100.0 + 0.05 * k, chunk)
+        np.testing.assert_allclose(executor.next_action(), node.action_at(100.0 + 0.05 * k), rtol=1e-5, atol=1e-6)
+    two = ChunkExecutor("ensemble", ensemble_decay=1.0)
+    two.push(np.zeros((3, 1)))
+    two.next_action()
+    two.push(np.ones((3, 1)))
+    assert two.next_action()[0] < 0.5, "ACT weighting: the older chunk weighs more"
 
 
 def test_exported_policy_drives_the_simulated_arm_through_the_runtime(exported):

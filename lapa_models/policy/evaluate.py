@@ -4,11 +4,14 @@
         --episodes 20 --seed 1000
 
 Every control step: render the camera, read the state (ee position + gripper), run the per-frame graph
-and command the arm. How the chunk of H actions becomes one command (``--execution``):
+and command the arm. The chunk of H actions becomes one command through the same ChunkBlender as the
+ROS policy node (lapa_models.policy.chunking), on the simulator's step clock, with the node's
+defaults (``--execution`` / ``--ensemble-decay``, the node's `blend` / `ensemble_decay`):
 
-    ensemble   (default) average of every chunk that covers this step, newer chunks weighted more
-               (ACT's temporal ensembling); the policy runs every frame
-    first      the first action of the newest chunk (receding horizon); the policy runs every frame
+    ensemble   (default) temporal ensembling of every chunk that covers this step, weights
+               exp(-m i) with i = 0 for the oldest chunk (ACT; m = 0.01); the policy runs every frame
+    average    uniform mean of the covering chunks; the policy runs every frame
+    latest     the newest chunk's action for this step (receding horizon); "first" is the same
     open-loop:N   N actions of a chunk in a row before the next prediction
 
 Seeds default to 1000+ (the generator's training episodes use 0..N-1), so layouts are unseen.
@@ -20,53 +23,47 @@ import json
 import os
 import sys
 import time
-from collections import deque
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from .chunking import MODES, ChunkBlender
+
 
 class ChunkExecutor:
-    """Turns a stream of predicted chunks (H, A) into one action per control step."""
+    """Chunks -> one action per control step: lapa_models.policy.chunking.ChunkBlender on a step clock
+    (step k is time k * period), plus when to predict (every step, or every N for open-loop:N)."""
 
-    def __init__(self, mode: str = "ensemble", ensemble_decay: float = 0.1):
-        self.mode = mode
-        self.decay = ensemble_decay
+    def __init__(self, mode: str = "ensemble", ensemble_decay: float = 0.01, period: float = 0.05,
+                 max_chunk_age: float = 1.0):
         self.open_loop = int(mode.split(":")[1]) if mode.startswith("open-loop:") else 0
-        if mode not in ("ensemble", "first") and not self.open_loop:
-            raise ValueError(f"unknown execution mode {mode!r}: ensemble, first or open-loop:N")
+        blend = "latest" if self.open_loop or mode == "first" else mode
+        if blend not in MODES:
+            raise ValueError(f"unknown execution mode {mode!r}: {', '.join(MODES)}, first or open-loop:N")
+        self.mode, self.blend, self.decay = mode, blend, float(ensemble_decay)
+        self.period, self.max_chunk_age = float(period), float(max_chunk_age)
         self.reset()
 
     def reset(self) -> None:
-        self.chunks: deque = deque()
-        self.queue: List[np.ndarray] = []
+        self.blender: Optional[ChunkBlender] = None
+        self.step = 0
+        self.next_prediction = 0
 
     def needs_prediction(self) -> bool:
-        return not self.open_loop or not self.queue
+        return self.step >= self.next_prediction
 
     def push(self, chunk: np.ndarray) -> None:
-        if self.open_loop:
-            self.queue = list(chunk[: self.open_loop])
-        else:
-            self.chunks.appendleft([chunk, 0])   # [chunk, age in steps]
-            while len(self.chunks) > len(chunk):
-                self.chunks.pop()
+        chunk = np.asarray(chunk)
+        if self.blender is None:
+            self.blender = ChunkBlender(chunk.shape[1], self.period, self.max_chunk_age, self.blend, self.decay)
+        self.blender.add(self.step * self.period, chunk)
+        self.next_prediction = self.step + (self.open_loop or 1)
 
     def next_action(self) -> np.ndarray:
-        if self.open_loop:
-            return self.queue.pop(0)
-        if self.mode == "first":
-            chunk, age = self.chunks[0]
-            action = chunk[0]
-        else:
-            actions, weights = [], []
-            for chunk, age in self.chunks:
-                if age < len(chunk):
-                    actions.append(chunk[age])
-                    weights.append(np.exp(-self.decay * age))
-            action = np.average(actions, axis=0, weights=weights)
-        for entry in self.chunks:
-            entry[1] += 1
+        action = self.blender.action_at(self.step * self.period) if self.blender is not None else None
+        self.step += 1
+        if action is None:   # no chunk covers this step (open-loop N longer than a chunk): hold
+            return np.zeros(self.blender.action_dim if self.blender is not None else 0, np.float32)
         return np.asarray(action, np.float32)
 
 
@@ -93,6 +90,7 @@ def run_episode(world, runtime, instruction: str, executor: ChunkExecutor, max_s
 
 def evaluate(export_dir: str, tasks: str, episodes: int, seed: int = 1000, image_size=(128, 128),
              execution: str = "ensemble", precision: str = "fp32", threads: Optional[int] = None,
+             ensemble_decay: float = 0.01,
              video: Optional[str] = None, progress: bool = True) -> Dict:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from lapa_sim.tasks import load_catalogue
@@ -101,9 +99,10 @@ def evaluate(export_dir: str, tasks: str, episodes: int, seed: int = 1000, image
     from .runtime import PolicyRuntime
 
     runtime = PolicyRuntime(export_dir, precision=precision, intra_op_threads=threads)
-    executor = ChunkExecutor(execution)
+    executor = ChunkExecutor(execution, ensemble_decay, period=1.0 / (runtime.control_rate_hz or 20.0))
     specs = load_catalogue().resolve(tasks)
-    results: Dict = {"export": str(export_dir), "execution": execution, "precision": precision,
+    results: Dict = {"export": str(export_dir), "execution": execution, "ensemble_decay": ensemble_decay,
+                     "precision": precision,
                      "seed": seed, "episodes_per_task": episodes, "tasks": {}}
     frames: Optional[list] = [] if video else None
     world = None
@@ -148,7 +147,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1000, help="first seed (training data uses 0..N-1)")
     p.add_argument("--image-size", type=int, nargs=2, default=[128, 128], metavar=("H", "W"),
                    help="camera size (as in the training data)")
-    p.add_argument("--execution", default="ensemble", help="ensemble, first or open-loop:N")
+    p.add_argument("--execution", default="ensemble", help="ensemble, average, latest (first) or open-loop:N")
+    p.add_argument("--ensemble-decay", type=float, default=0.01,
+                   help="m of the ensemble weights exp(-m i), i = 0 for the oldest chunk (the policy node's default)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--video", default=None, help="write every episode's frames to this mp4")
@@ -157,7 +158,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     results = evaluate(args.export, args.tasks, args.episodes, args.seed, tuple(args.image_size), args.execution,
-                       args.precision, args.threads, args.video)
+                       args.precision, args.threads, ensemble_decay=args.ensemble_decay, video=args.video)
     text = json.dumps(results, indent=2)
     if args.out:
         with open(args.out, "w") as f:

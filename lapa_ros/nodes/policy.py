@@ -21,7 +21,7 @@ Each inference uses the newest frame only (frames that arrive meanwhile are drop
 and only when the frame and the state are younger than `max_input_age` and not stamped more than
 `future_tolerance` ahead of this computer's clock (a camera whose clock runs ahead is refused and
 reported, never queued until the clock catches up: see lapa_ros.core.clock). Chunks are blended by
-lapa_ros.core.chunking at the control rate; when no chunk covers "now" nothing is published and the
+lapa_models.policy.chunking at the control rate (the evaluator blends the same way); when no chunk covers "now" nothing is published and the
 controller holds the arm. A bad frame, an empty or over-long instruction, or NaN in the policy
 output is logged, counted and skipped: the arm holds, nothing crashes. Every such event writes a
 log line the first time and then at most one per `log_throttle` seconds (with the count), and all
@@ -47,7 +47,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..core.actions import ActionLayout
 from ..core.alignment import StampedBuffer
-from ..core.chunking import MODES, ChunkBlender
+from lapa_models.policy.chunking import MODES, ChunkBlender
 from ..core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
 from ..core.events import EventLog, suffix
 from ..core.images import ImageConversionError

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from lapa_ros.core.chunking import ChunkBlender
+from lapa_models.policy.chunking import ChunkBlender
 
 DT = 0.1
 

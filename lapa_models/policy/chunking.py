@@ -3,7 +3,9 @@
 For a camera frame stamped t0 the policy predicts a chunk of H actions at the control period dt:
 action k is meant for time t0 + k * dt. Inference takes longer than one period and a new chunk
 starts before the previous one ends, so at a given time several chunks cover it. The policy node
-adds every chunk with `add(t0, chunk)` and, at the control rate, publishes `action_at(now)`:
+(lapa_ros.nodes.policy, on the ROS clock) and the in-process evaluator (lapa_models.policy.evaluate,
+on the simulator's step clock) both add every chunk with `add(t0, chunk)` and take `action_at(now)`
+at the control rate, so evaluating a policy in process predicts what it does through ROS:
 
   "latest"    the newest chunk (largest t0) that covers t;
   "ensemble"  temporal ensembling as in ACT (Zhao et al., "Learning Fine-Grained Bimanual
