@@ -17,11 +17,20 @@ Outputs, by backend:
   and always        gripper/command (std_msgs/Float64)
   /diagnostics      diagnostic_msgs/DiagnosticArray: gate state, every hold/clamp counted by reason
 
-Timing: a command is filtered and forwarded as soon as it arrives; a timer at `control_rate` sends
-a hold (zero velocity / current joints) whenever the gate holds: disarmed, e-stop, or no fresh
-command within `command_timeout`. A fresh command is never re-sent by the timer, so with a lockstep
-simulator every step answers a real command. The node starts DISARMED: nothing moves until
-arm_controller/arm is called.
+Timing: between commands the latest accepted command keeps being executed at `control_rate` until
+the watchdog (`command_timeout`), as MoveIt Servo and ros2_control controllers expect a steady
+stream: on every timer tick the gate re-filters it with the arm's current position (so the
+workspace box look-ahead of one control period always holds) and
+  servo             re-sends the filtered twist (stamped at publish time);
+  joint_trajectory, forward_position
+                    send one IK step of one control period, integrated from the last commanded joint
+                    target (not the measured joints, whose feedback lags), so the arm moves at the
+                    commanded speed whatever the command rate; when the measured joints fall more than
+                    `tracking_tolerance` behind (contact, a blocked arm), the target restarts from them;
+  sim               forwards each command once, on arrival, with its sender's stamp (a lockstep
+                    simulator matches commands to its steps); its controller runs at the command rate.
+Holds (disarmed, e-stop, watchdog, refusals) are sent at once and on every tick. The node starts
+DISARMED: nothing moves until arm_controller/arm is called.
 
 Every refusal and clamp is logged (first occurrence, then at most once per `log_throttle` seconds
 with its count) besides its /diagnostics counter; holds the timer applies while no command flows (the
@@ -76,6 +85,9 @@ PARAMS = (
     Param("log_throttle", 5.0, "After its first line, each kind of refusal or clamp is logged at most once per "
                                "this many seconds (with its count).", read_only=True, range=(0.0, 3600.0)),
     Param("joint_limit_margin", 0.05, "Kept clear of each URDF joint limit [rad].", read_only=True, range=(0.0, 1.0)),
+    Param("tracking_tolerance", 0.05, "Joint backends: when the measured joints are further than this [rad] from the "
+                                      "last target, the next target starts from the measured joints.", read_only=True,
+          range=(0.001, 1.0)),
     Param("joint_velocity_scale", 0.5, "Fraction of the URDF joint velocity limits allowed.", read_only=True,
           range=(0.01, 1.0)),
     Param("robot_description_file", "panda.urdf", "URDF for IK and joint limits: a file in urdf/ or a path.",
@@ -112,6 +124,8 @@ class ArmControllerNode(Node):
         self._ee_position: Optional[np.ndarray] = None
         self._joint_names = None
         self._joint_positions = None
+        self._q_target: Optional[np.ndarray] = None   # joint backends: the last joint target sent while moving
+        self._last_ik = 0.0                            # when it was sent (monotonic)
 
         if self.p.backend in JOINT_BACKENDS:
             if self.p.use_robot_description_topic:
@@ -260,35 +274,51 @@ class ArmControllerNode(Node):
         except ValueError:
             return None
 
+    def _joint_base(self) -> Optional[np.ndarray]:
+        """Where the next IK step starts: the last target while the arm tracks it, else the measured joints."""
+        q = self._current_q()
+        if q is None or self._q_target is None or np.max(np.abs(self._q_target - q)) > self.p.tracking_tolerance:
+            return q
+        return self._q_target
+
     def _step(self, forward: bool) -> None:
-        """Filter the latest command. forward: it just arrived (send it); else the timer (send only holds)."""
+        """Filter the latest command; forward: it just arrived, else the control timer ticked."""
         with self._lock:
             twist = self._twist
         now = self._now()
         linear, angular, stamp = twist if twist is not None else (np.zeros(3), np.zeros(3), None)
-        cmd = self.gate.filter_twist(now, linear, angular, self._ee_now(), stamp)
+        base = self._joint_base() if self.chain is not None else None
+        ee = self.chain.forward(base)[:3, 3] if base is not None else self._ee_now()
+        cmd = self.gate.filter_twist(now, linear, angular, ee, stamp)
         self._report(cmd.reasons, forward, cmd.hold)
         if cmd.hold:
+            self._q_target = None
             self._send_hold()
             return
-        if not forward:
-            return  # a fresh command was already sent when it arrived
-        self._send(cmd.linear, cmd.angular, stamp)
-
-    def _send(self, linear: np.ndarray, angular: np.ndarray, stamp: Optional[float]) -> None:
-        now_msg = self.get_clock().now().to_msg()
         if self.pub_twist is not None:
-            # The command keeps its sender's stamp: a lockstep simulator matches it to its frame.
-            self.pub_twist.publish(twist_msg(linear, sec_to_stamp(stamp), self.p.base_frame, angular))
+            if self.p.backend == "servo":
+                self.pub_twist.publish(twist_msg(cmd.linear, self.get_clock().now().to_msg(), self.p.base_frame,
+                                                 cmd.angular))
+            elif forward:   # sim: once per command, with its stamp (lockstep)
+                self.pub_twist.publish(twist_msg(cmd.linear, sec_to_stamp(stamp), self.p.base_frame, cmd.angular))
             return
-        q = self._current_q()
-        if q is None:
+        if not forward and base is not None:   # joint backends: one IK step per control period
+            self._send_ik_step(base, cmd.linear, cmd.angular)
+
+    def _send_ik_step(self, base: np.ndarray, linear: np.ndarray, angular: np.ndarray) -> None:
+        """One IK step covering the time since the last one (a late timer tick does not slow the arm),
+        at most two control periods."""
+        now = time.monotonic()
+        dt = self.period if self._q_target is None else min(max(now - self._last_ik, 0.0), 2 * self.period)
+        self._last_ik = now
+        if dt <= 0.0:
             return
-        target = self.chain.ik_step(q, linear, angular, self.period, limit_margin=self.p.joint_limit_margin)
-        safe = self.gate.filter_joint_positions(target, q, self.period)
+        target = self.chain.ik_step(base, linear, angular, dt, limit_margin=self.p.joint_limit_margin)
+        safe = self.gate.filter_joint_positions(target, base, dt)
         self._report(safe.reasons, True, safe.hold)
         if safe.positions is not None:
-            self._send_joints(safe.positions, now_msg)
+            self._q_target = np.array(safe.positions)
+            self._send_joints(safe.positions, self.get_clock().now().to_msg())
 
     def _send_hold(self) -> None:
         now_msg = self.get_clock().now().to_msg()
