@@ -36,7 +36,7 @@ import numpy as np
 from .bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_name, is_complete, printable,
                    recover_bag, report_line, scan_bags)
 from .core import alignment, images
-from .core.robot_state import gripper_state_from_joint
+from lapa_models.data.robot_state import GripperMapping
 
 ACTION_NAMES = ["vx", "vy", "vz", "gripper"]
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper"]
@@ -58,6 +58,10 @@ class ConversionConfig:
     command_max_age: float = 0.25        # [s]
     include_failures: bool = False
     min_frames: int = 5
+
+    def gripper(self) -> GripperMapping:
+        """The gripper mapping of the converted states (written into the dataset and the model card)."""
+        return GripperMapping(self.gripper_joint, self.gripper_open_position, self.gripper_closed_position)
 
 
 @dataclasses.dataclass
@@ -87,6 +91,7 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
     from mcap_ros2.decoder import DecoderFactory
 
     mcap_file = bag_file(bag)
+    gripper = cfg.gripper()
     wanted = {cfg.image_topic, cfg.pose_topic, cfg.joint_topic, cfg.twist_topic, cfg.gripper_topic}
     frames, frame_stamps, frame_recv = [], [], []
     pose_stamps, poses, joint_stamps, grippers = [], [], [], []
@@ -121,11 +126,9 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
                     poses.append((p.x, p.y, p.z))
                 elif topic == cfg.joint_topic:
                     names = list(msg.name)
-                    if cfg.gripper_joint in names:
-                        q = msg.position[names.index(cfg.gripper_joint)]
+                    if gripper.joint in names:
                         joint_stamps.append(_stamp(msg.header))
-                        grippers.append(gripper_state_from_joint(q, cfg.gripper_open_position,
-                                                                 cfg.gripper_closed_position))
+                        grippers.append(gripper.state(msg.position[names.index(gripper.joint)]))
                 elif topic == cfg.twist_topic:
                     t = msg.twist.linear
                     twist_stamps.append(_stamp(msg.header))
@@ -246,6 +249,7 @@ def _open_writer(out: Path, src: Path, episode, report: dict, cfg: ConversionCon
     fps = report["rate_hz"] or 20.0
     return EpisodeWriter(out, DatasetInfo(fps=round(fps, 3), image_height=h, image_width=w,
                                           action_names=ACTION_NAMES, state_names=STATE_NAMES, source="bags",
+                                          gripper=cfg.gripper().to_json(),
                                           extra={"converted_from": str(src), "actions_from": cfg.actions}))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from lapa_models.data.episodes import DatasetInfo, Episode, EpisodeWriter
 
 from .tasks import TaskSpec, check_runnable, load_catalogue
-from .world import ACTION_NAMES, SimWorld
+from .world import ACTION_NAMES, GRIPPER, SimWorld
 
 Job = Tuple[int, str, int]  # (episode index, task name, seed)
 
@@ -101,6 +101,7 @@ def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, 
     info = DatasetInfo(fps=fps, image_height=image_size[0], image_width=image_size[1],
                        action_names=list(ACTION_NAMES) if with_actions else None,
                        state_names=list(SimWorld.STATE_NAMES), video_codec=codec, source="sim",
+                       gripper=GRIPPER.to_json(),
                        extra={"generator": "lapa_sim.generate", "substeps": substeps, "view": view or "default",
                               "action_units": "m/s (vx, vy, vz), gripper 0 open..1 closed"})
     writer = EpisodeWriter(out, info)

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from lapa_ros.core.robot_state import gripper_state_from_joint
+from lapa_models.data.robot_state import GripperMapping
 
 from .tasks import CameraSpec, TaskSpec, ViewSpec, get_task
 
@@ -31,9 +31,9 @@ ARM_JOINTS = ("right_j0", "right_j1", "right_j2", "right_j3", "right_j4", "right
 GRIPPER_JOINTS = ("r_close", "l_close")
 # Gripper state as a real stack computes it from joint_states: one finger joint mapped linearly from
 # its open position (0) to its closed position (1). The Sawyer's right finger travels 0 .. 0.04 m.
-GRIPPER_JOINT = "r_close"
-GRIPPER_OPEN_POSITION = 0.0
-GRIPPER_CLOSED_POSITION = 0.04
+# The gripper state of recorded episodes and of the simulated arm's joint_states: r_close, 0 m open,
+# 0.04 m closed. Written into generated datasets (info.json "gripper") and from there into model cards.
+GRIPPER = GripperMapping("r_close", 0.0, 0.04)
 
 
 @dataclasses.dataclass
@@ -236,9 +236,8 @@ class SimWorld:
 
     @property
     def gripper_state(self) -> float:
-        """Normalized gripper state: 0 open .. 1 closed, from the finger joint (see GRIPPER_JOINT)."""
-        q = float(self._env.data.joint(GRIPPER_JOINT).qpos[0])
-        return gripper_state_from_joint(q, GRIPPER_OPEN_POSITION, GRIPPER_CLOSED_POSITION)
+        """Normalized gripper state: 0 open .. 1 closed, from the finger joint (see GRIPPER)."""
+        return GRIPPER.state(float(self._env.data.joint(GRIPPER.joint).qpos[0]))
 
     @property
     def joint_names(self) -> Tuple[str, ...]:

@@ -127,6 +127,7 @@ def _export_tiny(out: Path, use_state: bool) -> Path:
     from lapa_models.policy.export import export_policy
     from lapa_models.policy.modeling import LapaPolicy
     from lapa_models.policy.normalization import NormalizationStats
+    from lapa_sim.world import GRIPPER   # the simulated arm's: the sim graph tests run this export
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -134,7 +135,8 @@ def _export_tiny(out: Path, use_state: bool) -> Path:
     states = rng.uniform([-0.2, 0.5, 0.05, 0.0], [0.2, 0.8, 0.3, 1.0], (200, 4)) if use_state else None
     config = get_config("tiny").replace(latent_head=False, action_names=["vx", "vy", "vz", "gripper"],
                                         state_names=["ee_x", "ee_y", "ee_z", "gripper"] if use_state else None,
-                                        control_rate_hz=20.0, use_state=use_state)
+                                        control_rate_hz=20.0, use_state=use_state,
+                                        gripper=GRIPPER.to_json() if use_state else None)
     policy = LapaPolicy(config, NormalizationStats.from_data(actions, states)).eval()
     export_policy(policy, out, precisions=("fp32",))
     return out

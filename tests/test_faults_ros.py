@@ -46,8 +46,9 @@ def _diag(diags, name):
 class Streamer:
     """Publishes camera frames, ee_pose and joint_states at 20 Hz, stamped now + ``offset`` seconds."""
 
-    def __init__(self, ros, offset=0.0, make_frame=None):
+    def __init__(self, ros, offset=0.0, make_frame=None, gripper_joint="r_close"):   # conftest's export's
         self.ros, self.offset, self.running = ros, offset, True
+        self.joints_name = gripper_joint
         self.make_frame = make_frame or (lambda stamp: image_msg(RGB, stamp, "cam"))
         self.images = ros.node.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
         self.pose = ros.node.create_publisher(PoseStamped, "ee_pose", COMMAND_QOS)
@@ -61,7 +62,7 @@ class Streamer:
             pose = PoseStamped()
             pose.header.stamp = stamp
             pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.0, 0.6, 0.2
-            joints = JointState(name=["panda_finger_joint1"], position=[0.04])
+            joints = JointState(name=[self.joints_name], position=[0.0])
             joints.header.stamp = stamp
             try:
                 self.pose.publish(pose)
@@ -221,6 +222,32 @@ def test_an_edited_model_card_fails_configure_with_one_line(start_graph, tiny_ex
         time.sleep(0.2)
     assert graph.dead()["policy"] == 1
     assert "chunk_size" in graph.log("policy") and "re-export" in graph.log("policy")
+
+
+def test_a_state_policy_without_a_gripper_mapping_fails_configure_and_a_missing_joint_is_named(ros, start_graph,
+                                                                                             tiny_exports, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old_card"
+    shutil.copytree(tiny_exports["state"], old)
+    card = json.loads((old / "model_card.json").read_text())
+    card["state"]["gripper"] = None   # exported before cards carried the mapping
+    (old / "model_card.json").write_text(json.dumps(card))
+    graph = start_graph([policy_node(str(old), sim=False)])
+    deadline = time.monotonic() + 60
+    while not graph.dead():
+        assert time.monotonic() < deadline, "configured without knowing how to read the gripper"
+        time.sleep(0.2)
+    assert "does not say which joint" in graph.log("policy")
+    # With the mapping in the card, a robot whose joint_states lack that joint is named in the log.
+    graph, chunks, twists, diags, instruction = _policy(ros, start_graph, tiny_exports)
+    instruction.publish(String(data="open the drawer"))
+    stream = Streamer(ros, gripper_joint="panda_finger_joint1")
+    time.sleep(2.5)
+    stream.stop()
+    assert not chunks
+    assert "joint_states has no joint 'r_close'" in graph.log("policy")
 
 
 def _own_nodes(domain):

@@ -83,21 +83,21 @@ def test_episode_ends_at_the_step_limit(world):
     assert world.step_count == world.task.max_steps and not world.success
 
 
-def test_recorded_gripper_state_matches_what_the_policy_node_computes_live(world):
-    """Training data (SimWorld.state) and deployment (policy node from joint_states) agree."""
-    import yaml
+def test_recorded_gripper_state_matches_what_the_policy_node_computes_live(world, tmp_path):
+    """Training data (SimWorld.state) and deployment (the policy node applying the dataset's gripper
+    mapping, carried into the model card, to the simulated arm's joint_states) agree."""
+    from lapa_models.data.episodes import EpisodeDataset
+    from lapa_models.data.robot_state import GripperMapping
+    from lapa_sim.generate import generate
 
-    from lapa_ros.core.robot_state import gripper_state_from_joint
-    from lapa_ros.paths import config_file
-
-    params = yaml.safe_load(config_file("policy_sim.yaml").read_text())["/**/policy"]["ros__parameters"]
+    generate(tmp_path / "d", tasks="reach", episodes_per_task=1, image_size=(32, 32), workers=1, progress=False)
+    mapping = GripperMapping.from_json(EpisodeDataset(tmp_path / "d").info.gripper)
     world.reset(3)
     for gripper in (0.0, 1.0, 0.3):
         for _ in range(5):
             world.step(np.zeros(3), gripper)
-        q = dict(zip(world.joint_names, world.joint_positions()))[params["gripper_joint"]]
-        live = gripper_state_from_joint(q, params["gripper_open_position"], params["gripper_closed_position"])
-        assert world.state[3] == pytest.approx(live, abs=1e-6)
+        q = dict(zip(world.joint_names, world.joint_positions()))[mapping.joint]
+        assert world.state[3] == pytest.approx(mapping.state(q), abs=1e-6)
 
 
 def test_views_change_camera_and_light_and_unknown_ones_are_named(tmp_path):

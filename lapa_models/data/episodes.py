@@ -82,6 +82,8 @@ class DatasetInfo:
     state_names: Optional[List[str]] = None
     video_codec: str = "lossless"
     source: str = ""                           # "sim", "video", "bags", ...
+    gripper: Optional[Dict[str, Any]] = None   # how the "gripper" state came from joint_states
+                                               #   (lapa_models.data.robot_state.GripperMapping.to_json)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:

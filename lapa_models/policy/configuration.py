@@ -100,6 +100,8 @@ class PolicyConfig:
     state_dim: int = 0                               # from the data
     use_state: bool = True                           # use the data's state when it has one
     state_names: Optional[List[str]] = None
+    gripper: Optional[Dict[str, Any]] = None         # from the data: how the "gripper" state is read from
+                                                     #   joint_states (lapa_models.data.robot_state.GripperMapping)
 
     control_rate_hz: Optional[float] = None          # from the data (dataset fps)
     name: str = ""                                   # the named size this came from

@@ -73,8 +73,12 @@ def _dataset_facts(stores) -> Dict:
     if not infos[0].action_names:
         raise ValueError(f"{stores[0].source.root}: dataset has no actions (unlabelled video)")
     fps = {float(i.fps) for i in infos}
+    grippers = {json.dumps(i.gripper, sort_keys=True) for i in infos if "gripper" in (i.state_names or ())}
+    if len(grippers) > 1:
+        raise ValueError(f"datasets read the gripper state from joint_states differently: {sorted(grippers)}")
     return {"action_names": list(infos[0].action_names),
             "state_names": list(infos[0].state_names) if infos[0].state_names else None,
+            "gripper": json.loads(grippers.pop()) if grippers else None,
             "action_units": str(infos[0].extra.get("action_units", "")),
             "control_rate_hz": fps.pop() if len(fps) == 1 else None}
 

@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..data.robot_state import GripperMapping
+
 log = logging.getLogger(__name__)
 
 CARD_FILE = "model_card.json"
@@ -214,6 +216,12 @@ def _check_contents(card: Dict, where: str) -> None:
         _field(card, "state.names", _strings(state_dim), f"null or a list of {state_dim} names (state.dim)", where,
                optional=True)
         _check_stats(card, "state", state_dim, where)
+        gripper = card["state"].get("gripper")
+        if gripper is not None:
+            try:
+                GripperMapping.from_json(gripper, "state.gripper")
+            except ValueError as e:
+                raise ModelCardError(f"{where}: {e}; {FIX}") from None
 
 
 # Card fields that restate a dimension of a graph: (field, graph, tensor, axis).

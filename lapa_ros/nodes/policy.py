@@ -51,7 +51,7 @@ from lapa_models.policy.chunking import MODES, ChunkBlender
 from ..core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
 from ..core.events import EventLog, suffix
 from ..core.images import ImageConversionError
-from ..core.robot_state import assemble_state, gripper_state_from_joint
+from lapa_models.data.robot_state import GripperMapping, assemble_state
 from lapa_models.text import printable
 
 from ..messages import check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec, twist_msg
@@ -80,10 +80,12 @@ PARAMS = (
     Param("image_transport", "raw", "Subscribe to camera/image_raw (raw) or its /compressed topic.",
           read_only=True, choices=("raw", "compressed")),
     Param("base_frame", "panda_link0", "frame_id of published twists (the controller's base frame).", read_only=True),
-    Param("gripper_joint", "panda_finger_joint1", "Finger joint in joint_states giving the gripper state.",
+    Param("gripper_joint", "", "Finger joint in joint_states giving the gripper state; empty: the one in the model "
+                               "card (how the training data read it).", read_only=True),
+    Param("gripper_open_position", float("nan"), "That joint's position when open [m or rad] (with gripper_joint).",
           read_only=True),
-    Param("gripper_open_position", 0.04, "That joint's position when open [m or rad].", read_only=True),
-    Param("gripper_closed_position", 0.0, "That joint's position when closed [m or rad].", read_only=True),
+    Param("gripper_closed_position", float("nan"), "That joint's position when closed [m or rad] (with "
+                                                   "gripper_joint).", read_only=True),
     Param("autostart", True, "Configure and activate at start (exit if configuring fails).", read_only=True),
 )
 
@@ -138,6 +140,15 @@ class PolicyNode(LifecycleNode):
         self.period = 1.0 / (card_rate or self.p.control_rate)
         self.state_names = list((self.runtime.card.get("state") or {}).get("names") or []) \
             if self.runtime.takes_state else []
+        self.gripper: Optional[GripperMapping] = None
+        if "gripper" in self.state_names:
+            try:
+                self.gripper = self._gripper_mapping()
+            except ValueError as e:
+                self._configure_error = str(e)
+                self.get_logger().error(f"configure failed: {e}")
+                self.runtime = None
+                return TransitionCallbackReturn.FAILURE
         self.blender = ChunkBlender(self.runtime.action_dim, self.period, self.p.max_chunk_age, self.p.blend,
                                     self.p.ensemble_decay)
         self._frame = None          # (rgb or msg, stamp)
@@ -172,6 +183,25 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f"policy {self.p.model_dir}: chunk {rt.chunk_size} x {rt.action_names}, "
                                f"state {self.state_names or 'none'}, providers in use {rt.providers_in_use}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _gripper_mapping(self) -> GripperMapping:
+        """How to read the gripper state from joint_states: the model card's mapping (the one the training
+        data used), unless the gripper_* parameters give another (then a warning says both)."""
+        card = (self.runtime.card.get("state") or {}).get("gripper")
+        from_card = GripperMapping.from_json(card, "model card state.gripper") if card else None
+        from_params = None
+        if self.p.gripper_joint:
+            from_params = GripperMapping(self.p.gripper_joint, self.p.gripper_open_position,
+                                         self.p.gripper_closed_position)
+        if from_params and from_card and from_params != from_card:
+            self.get_logger().warning(f"gripper_* parameters {from_params.to_json()} override the model card's "
+                                      f"{from_card.to_json()} (how the training data read the gripper)")
+        mapping = from_params or from_card
+        if mapping is None:
+            raise ValueError("the policy takes the gripper state, but its model card does not say which joint of "
+                             "joint_states gives it (exported before the card carried it): set gripper_joint, "
+                             "gripper_open_position and gripper_closed_position")
+        return mapping
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start acting on frames (from the newest one waiting) and publishing commands."""
@@ -298,15 +328,19 @@ class PolicyNode(LifecycleNode):
             self._ee_positions.push(stamp, np.array([p.x, p.y, p.z]))
 
     def _on_joints(self, msg: JointState) -> None:
+        if self.gripper is None:
+            return
         try:
-            i = list(msg.name).index(self.p.gripper_joint)
+            i = list(msg.name).index(self.gripper.joint)
         except ValueError:
+            self._event("gripper_joint_missing", f"joint_states has no joint '{printable(self.gripper.joint)}' (the "
+                                                 f"gripper joint of the model card; joints: "
+                                                 f"{printable(', '.join(msg.name))}): no state, the arm holds", "error")
             return
         stamp = stamp_to_sec(msg.header.stamp)
         if not self._state_stamp_ok(stamp, "joint_states"):
             return
-        self._grippers.push(stamp, gripper_state_from_joint(
-            msg.position[i], self.p.gripper_open_position, self.p.gripper_closed_position))
+        self._grippers.push(stamp, self.gripper.state(msg.position[i]))
 
     # ------------------------------------------------------------------ inference
     def _inference_loop(self) -> None:

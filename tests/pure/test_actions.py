@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lapa_ros.core.actions import ActionLayout
-from lapa_ros.core.robot_state import assemble_state, gripper_state_from_joint
+from lapa_models.data.robot_state import assemble_state, gripper_state_from_joint
 
 
 def test_velocity_actions_map_to_twist_and_gripper():
@@ -39,3 +39,16 @@ def test_gripper_state_maps_the_finger_joint_from_open_to_closed():
     assert gripper_state_from_joint(0.0, 0.04, 0.0) == 1.0
     assert gripper_state_from_joint(0.02, 0.0, 0.04) == pytest.approx(0.5)
     assert gripper_state_from_joint(0.07, 0.0, 0.04) == 1.0
+
+
+def test_gripper_mapping_round_trips_and_refuses_nonsense():
+    from lapa_models.data.robot_state import GripperMapping
+
+    m = GripperMapping("panda_finger_joint1", 0.04, 0.0)
+    assert GripperMapping.from_json(m.to_json()) == m
+    assert m.state(0.04) == 0.0 and m.state(0.0) == 1.0 and m.state(0.02) == pytest.approx(0.5)
+    for bad in ({"joint": "", "open_position": 0, "closed_position": 1}, {"joint": "j", "open_position": 0.0,
+                "closed_position": 0.0}, {"joint": "j", "open_position": float("nan"), "closed_position": 1.0},
+                {"joint": "j", "open_position": 0.0}, None, "r_close"):
+        with pytest.raises(ValueError):
+            GripperMapping.from_json(bad)
