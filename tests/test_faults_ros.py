@@ -206,40 +206,42 @@ def test_every_refusal_of_the_controller_is_in_its_log(ros, start_graph):
     assert "command sender clock is at least" in log
 
 
-def test_an_edited_model_card_fails_configure_with_one_line(start_graph, tiny_exports, tmp_path):
+def _edited_copy(export, tmp_path, edit):
+    """A copy of an export whose model card ``edit(card)`` changed."""
     import json
     import shutil
 
-    edited = tmp_path / "edited"
-    shutil.copytree(tiny_exports["no_state"], edited)
-    card = json.loads((edited / "model_card.json").read_text())
-    card["action"]["chunk_size"] += 3
-    (edited / "model_card.json").write_text(json.dumps(card))
-    graph = start_graph([policy_node(str(edited), sim=False)])
+    out = tmp_path / "edited"
+    shutil.copytree(export, out)
+    card = json.loads((out / "model_card.json").read_text())
+    edit(card)
+    (out / "model_card.json").write_text(json.dumps(card))
+    return out
+
+
+def _configure_fails(start_graph, model):
+    """Start the policy node on ``model``; it must exit 1 (configure failed). Returns its log."""
+    graph = start_graph([policy_node(str(model), sim=False)])
     deadline = time.monotonic() + 60
     while not graph.dead():
-        assert time.monotonic() < deadline, "the policy node kept running with an edited model card"
+        assert time.monotonic() < deadline, "the policy node configured and kept running"
         time.sleep(0.2)
     assert graph.dead()["policy"] == 1
-    assert "chunk_size" in graph.log("policy") and "re-export" in graph.log("policy")
+    return graph.log("policy")
+
+
+def test_an_edited_model_card_fails_configure_with_one_line(start_graph, tiny_exports, tmp_path):
+    edited = _edited_copy(tiny_exports["no_state"], tmp_path, lambda card: card["action"].update(
+        chunk_size=card["action"]["chunk_size"] + 3))
+    log = _configure_fails(start_graph, edited)
+    assert "chunk_size" in log and "re-export" in log
 
 
 def test_a_state_policy_without_a_gripper_mapping_fails_configure_and_a_missing_joint_is_named(ros, start_graph,
                                                                                              tiny_exports, tmp_path):
-    import json
-    import shutil
-
-    old = tmp_path / "old_card"
-    shutil.copytree(tiny_exports["state"], old)
-    card = json.loads((old / "model_card.json").read_text())
-    card["state"]["gripper"] = None   # exported before cards carried the mapping
-    (old / "model_card.json").write_text(json.dumps(card))
-    graph = start_graph([policy_node(str(old), sim=False)])
-    deadline = time.monotonic() + 60
-    while not graph.dead():
-        assert time.monotonic() < deadline, "configured without knowing how to read the gripper"
-        time.sleep(0.2)
-    assert "does not say which joint" in graph.log("policy")
+    # Exported before cards carried the mapping:
+    old = _edited_copy(tiny_exports["state"], tmp_path, lambda card: card["state"].update(gripper=None))
+    assert "does not say which joint" in _configure_fails(start_graph, old)
     # With the mapping in the card, a robot whose joint_states lack that joint is named in the log.
     graph, chunks, twists, diags, instruction = _policy(ros, start_graph, tiny_exports)
     instruction.publish(String(data="open the drawer"))
