@@ -287,7 +287,7 @@ def build_card(policy: LapaPolicy, out: Path, files: Dict[str, Dict[str, str]], 
                    "num_bins": cfg.num_bins if cfg.action_head == "bins" else None,
                    "normalization": cfg.action_normalization, "clipped_to_data_range": cfg.clip_actions,
                    "control_rate_hz": cfg.control_rate_hz},
-        "state": {"names": cfg.state_names, "dim": cfg.state_dim, "gripper": getattr(cfg, "gripper", None)}
+        "state": {"names": cfg.state_names, "dim": cfg.state_dim, "gripper": cfg.gripper}
                  if cfg.state_dim else None,
         "normalization": policy.stats.to_json(),
         "opset": _opset(out / files["fp32"][POLICY_GRAPH]) if "fp32" in files else None,
