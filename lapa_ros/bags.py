@@ -209,8 +209,10 @@ def scan_bags(path: Path) -> Tuple[List[Path], List[Path]]:
     """(bags, entries that are not bags) of ``path``: one bag, or a folder of bags.
 
     A folder with metadata.yaml or the recorder's episode file is one bag; a .mcap file is one bag.
-    In a folder of bags each subfolder and each .mcap file is a bag of its own (an empty or broken one
-    fails when it is read, naming it); other files are returned as not bags, for the caller to report.
+    In a folder of bags each .mcap file and each subfolder is a bag of its own (an empty or broken one
+    fails when it is read, naming it), except subfolders that hold files but none of a bag's (no
+    metadata.yaml, episode file, .mcap or .db3: e.g. a session's logs/); those and other files are
+    returned as not bags, for the caller to report.
     BagError when ``path`` does not exist, is some other file, or holds no bag."""
     path = Path(path)
     if not path.exists():
@@ -222,11 +224,18 @@ def scan_bags(path: Path) -> Tuple[List[Path], List[Path]]:
     if (path / "metadata.yaml").exists() or (path / EPISODE_FILE).exists():
         return [path], []
     entries = sorted(p for p in path.iterdir() if not _left_out(p))
-    bags = [p for p in entries if p.is_dir() or p.suffix == ".mcap"]
+    bags = [p for p in entries if (p.is_dir() and _may_be_bag(p)) or p.suffix == ".mcap"]
     if not bags:
         raise BagError(f"{path}: {'empty folder' if not any(path.iterdir()) else 'no bag in this folder'} "
                        "(expected rosbag2 folders or .mcap files)")
     return bags, [p for p in entries if p not in bags]
+
+
+def _may_be_bag(folder: Path) -> bool:
+    """Empty (a recording that died early: reported when read) or holding any file a bag has."""
+    files = list(folder.iterdir())
+    return not files or any(f.name in ("metadata.yaml", EPISODE_FILE) or f.suffix in (".mcap", ".db3")
+                            or f.name.endswith(".mcap.damaged") for f in files)
 
 
 def find_bags(folder: Path) -> List[Path]:

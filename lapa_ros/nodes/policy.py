@@ -82,10 +82,10 @@ PARAMS = (
     Param("base_frame", "panda_link0", "frame_id of published twists (the controller's base frame).", read_only=True),
     Param("gripper_joint", "", "Finger joint in joint_states giving the gripper state; empty: the one in the model "
                                "card (how the training data read it).", read_only=True),
-    Param("gripper_open_position", float("nan"), "That joint's position when open [m or rad] (with gripper_joint).",
+    Param("gripper_open_position", 0.0, "That joint's position when open [m or rad] (read with gripper_joint).",
           read_only=True),
-    Param("gripper_closed_position", float("nan"), "That joint's position when closed [m or rad] (with "
-                                                   "gripper_joint).", read_only=True),
+    Param("gripper_closed_position", 0.0, "That joint's position when closed [m or rad] (read with "
+                                          "gripper_joint).", read_only=True),
     Param("autostart", True, "Configure and activate at start (exit if configuring fails).", read_only=True),
 )
 

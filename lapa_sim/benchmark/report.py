@@ -149,7 +149,8 @@ def plot(results: Dict, path: Path) -> None:
     ax.set_ylim(-2, 102)
     ax.set_title("in-domain few-shot (95% intervals)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:   # a run stopped early may have no finished K yet
+        ax.legend()
     ax = axes[1]
     groups = [(f"cross-task\n({g.replace('_', ' ')})", s) for g, s in results["cross_task"].items() if s]
     if results["cross_env"]:
