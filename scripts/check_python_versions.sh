@@ -2,7 +2,7 @@
 # Robots run ROS 2 Humble (Python 3.10) to Jazzy (Python 3.12): check the code for both.
 #  1. vermin: no language feature or stdlib API newer than 3.10.
 #  2. byte-compile with every interpreter from 3.10 to 3.12 present on this machine.
-#  3. the pure-Python tests (safety, chunking, alignment, image conversion; numpy only) under 3.10
+#  3. the pure-Python tests (safety, chunking, alignment, image conversion; numpy and hypothesis) under 3.10
 #     and 3.12 when those interpreters exist, in small cached venvs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +28,10 @@ if [ -d tests/pure ]; then
   for v in 3.10 3.12; do
     py=$(find_python "$v"); [ -n "$py" ] || continue
     env_dir=".venv-py${v/./}"
-    if [ ! -x "$env_dir/bin/pytest" ]; then
-      "$py" -m venv "$env_dir"
+    if ! "$env_dir/bin/python" -c "import numpy, yaml, pytest, pytest_timeout, hypothesis" 2>/dev/null; then
+      [ -x "$env_dir/bin/python" ] || "$py" -m venv "$env_dir"
       "$env_dir/bin/python" -m pip -q --disable-pip-version-check install numpy PyYAML pytest pytest-timeout \
-        2> >(grep -v 'is ignored: it is neither' >&2)
+        hypothesis 2> >(grep -v 'is ignored: it is neither' >&2)
     fi
     PYTHONPATH=. "$env_dir/bin/python" -m pytest -q -p no:cacheprovider tests/pure
   done
