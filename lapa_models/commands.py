@@ -12,7 +12,9 @@ def report_input_errors(run: Callable[[argparse.Namespace], int], args: argparse
     try:
         return run(args)
     except (ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .text import printable
+
+        print(f"error: {printable(e, limit=4000)}", file=sys.stderr)   # file names may hold control characters
         return 2
 
 
