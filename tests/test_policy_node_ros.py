@@ -190,3 +190,50 @@ def test_bad_images_and_instructions_are_skipped_without_a_crash(ros, start_grap
     ros.wait_for(lambda: int(_diag_values(diags).get("count.bad_image", 0)) >= 6, 5, "bad images counted")
     values = _diag_values(diags)
     assert int(values["count.instruction_rejected"]) == 3
+
+
+def test_lifecycle_deactivate_holds_and_silences_commands_until_activated_again(ros, start_graph, tiny_exports):
+    """Deactivate (lifecycle service, as `lapa eval` does around resets): one hold, then no command at all
+    while frames keep coming; diagnostics go on and say inactive; activate: commands resume."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    graph = start_graph([policy_node(str(tiny_exports["no_state"]), sim=False)])
+    twists, chunks, diags = [], [], []
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd",
+                                 lambda m: twists.append((time.monotonic(), m)), COMMAND_QOS)
+    ros.node.create_subscription(JointTrajectory, "policy/action_chunk", chunks.append, COMMAND_QOS)
+    ros.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, COMMAND_QOS)
+    images = ros.node.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+    ros.node.create_publisher(String, "instruction", LATCHED_QOS).publish(String(data="push the block"))
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    change = ros.node.create_client(ChangeState, "policy/change_state")
+    get_state = ros.node.create_client(GetState, "policy/get_state")
+
+    def stream(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            graph.check_alive()
+            images.publish(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))
+            time.sleep(0.05)
+
+    deadline = time.monotonic() + 90
+    while len(chunks) < 5:
+        assert time.monotonic() < deadline, "the active policy never acted"
+        stream(0.2)
+    assert ros.call(get_state, GetState.Request()).current_state.label == "active"
+    assert ros.call(change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
+    t_off, n_chunks = time.monotonic(), len(chunks)
+    stream(1.5)
+    after = [m for t, m in twists if t > t_off + 0.1]
+    assert after == [], f"{len(after)} commands published while inactive"
+    holds = [m for t, m in twists if t > t_off - 0.5]
+    assert holds and np.allclose(twist_to_arrays(holds[-1])[0], 0), "deactivation did not end on a hold"
+    assert len(chunks) - n_chunks <= 1, "chunks published while inactive"
+    ros.wait_for(lambda: _diag_values(diags).get("lifecycle_state") == "inactive", 5, "diagnostics while inactive")
+    assert ros.call(change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
+    t_on = time.monotonic()
+    deadline = t_on + 30
+    while not [m for t, m in twists if t > t_on]:
+        assert time.monotonic() < deadline, "commands did not resume after activation"
+        stream(0.2)

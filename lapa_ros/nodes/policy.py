@@ -2,8 +2,10 @@
 
 A managed (lifecycle) node: configure loads and checks the model (a missing, truncated or mismatched
 model file fails the transition with one clear message, so the node never runs half-working);
-activate starts acting; deactivate stops (the controller's watchdog then holds the arm).
-With `autostart` (default) it configures and activates itself and exits if configuring fails.
+activate starts acting; deactivate commands a hold and stops. The command publishers are lifecycle
+publishers: they publish nothing unless the node is active, whatever a callback does. /diagnostics
+is a plain publisher, so an inactive policy still reports why. With `autostart` (default) it
+configures and activates itself and exits if either transition fails.
 
 Subscribes:
   camera/image_raw          sensor_msgs/Image (any cv_bridge colour encoding), or with
@@ -96,7 +98,13 @@ class PolicyNode(LifecycleNode):
         self.p = declare_params(self, PARAMS)
         self.runtime = None
         self._configure_error = ""
+        # Gates the inference worker (no work while inactive); commands are gated by the lifecycle
+        # publishers themselves.
         self._active = False
+        self.pub_twist = self.pub_gripper = self.pub_chunk = None   # lifecycle publishers, made in configure
+        self.pub_diagnostics = None
+        self._subs: list = []
+        self._timers: list = []
         self._lock = threading.Lock()
         self._frame_ready = threading.Condition(self._lock)
         self._worker: Optional[threading.Thread] = None
@@ -108,7 +116,8 @@ class PolicyNode(LifecycleNode):
         if self.p.autostart:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError(f"policy: {self._configure_error}")
-            self.trigger_activate()
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise StartupError("policy: activation failed (see the log above)")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -170,9 +179,9 @@ class PolicyNode(LifecycleNode):
         if self.state_names:
             self._subs.append(self.create_subscription(PoseStamped, "ee_pose", self._on_pose, COMMAND_QOS))
             self._subs.append(self.create_subscription(JointState, "joint_states", self._on_joints, COMMAND_QOS))
-        self.pub_twist = self.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
-        self.pub_gripper = self.create_publisher(Float64, "arm_controller/gripper_cmd", COMMAND_QOS)
-        self.pub_chunk = self.create_publisher(JointTrajectory, "policy/action_chunk", COMMAND_QOS)
+        self.pub_twist = self.create_lifecycle_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+        self.pub_gripper = self.create_lifecycle_publisher(Float64, "arm_controller/gripper_cmd", COMMAND_QOS)
+        self.pub_chunk = self.create_lifecycle_publisher(JointTrajectory, "policy/action_chunk", COMMAND_QOS)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self._timers = [self.create_timer(1.0 / self.p.control_rate, self._on_control_tick),
                         self.create_timer(1.0, self._publish_diagnostics)]
@@ -205,6 +214,9 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start acting on frames (from the newest one waiting) and publishing commands."""
+        result = super().on_activate(state)     # enables the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
         with self._lock:
             self.blender.reset()
             self._active = True
@@ -220,28 +232,39 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self._active = False
             self.blender.reset()
-        if hasattr(self, "pub_twist"):
-            self.pub_twist.publish(twist_msg(np.zeros(3), self.get_clock().now().to_msg(), self.p.base_frame))
+        self._publish_hold()                    # while the publishers are still enabled
         self.get_logger().info("inactive: holding")
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_deactivate(state)     # disables them
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Release the model and the ROS interfaces made in configure."""
         self._stop_worker()
-        for t in getattr(self, "_timers", []):
+        for t in self._timers:
             self.destroy_timer(t)
-        for s in getattr(self, "_subs", []):
+        for s in self._subs:
             self.destroy_subscription(s)
-        for pub in ("pub_twist", "pub_gripper", "pub_chunk", "pub_diagnostics"):
-            if hasattr(self, pub):
-                self.destroy_publisher(getattr(self, pub))
+        self._timers, self._subs = [], []
+        for pub in (self.pub_twist, self.pub_gripper, self.pub_chunk):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        if self.pub_diagnostics is not None:
+            self.destroy_publisher(self.pub_diagnostics)
+        self.pub_twist = self.pub_gripper = self.pub_chunk = self.pub_diagnostics = None
         self.runtime = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._active = False
+        """Shut down from any state: an active policy commands a hold first."""
+        was_active, self._active = self._active, False
         self._stop_worker()
+        if was_active:
+            self._publish_hold()
         return TransitionCallbackReturn.SUCCESS
+
+    def _publish_hold(self) -> None:
+        """A zero twist now (a lifecycle publisher drops it unless the node is active)."""
+        if self.pub_twist is not None:
+            self.pub_twist.publish(twist_msg(np.zeros(3), self.get_clock().now().to_msg(), self.p.base_frame))
 
     def _stop_worker(self) -> None:
         self._running = False
@@ -255,9 +278,9 @@ class PolicyNode(LifecycleNode):
         """On exit: stop acting and command a hold at once (the controller's watchdog would, later)."""
         was_active, self._active = self._active, False
         self._stop_worker()
-        if was_active and hasattr(self, "pub_twist"):
+        if was_active:
             try:
-                self.pub_twist.publish(twist_msg(np.zeros(3), self.get_clock().now().to_msg(), self.p.base_frame))
+                self._publish_hold()
             except Exception:   # the context may be gone already
                 pass
 
@@ -467,7 +490,8 @@ class PolicyNode(LifecycleNode):
                   "instruction": self._instruction or "", "latency_ms_p50": f"{np.percentile(lat, 50):.2f}",
                   "latency_ms_p99": f"{np.percentile(lat, 99):.2f}", "inference_ms_p50": f"{np.percentile(inf, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(inf, 99):.2f}", "inference_rate_hz": f"{rate(self.inference_times):.1f}",
-                  "command_rate_hz": f"{rate(self.publish_times):.1f}", "blend": self.p.blend}
+                  "command_rate_hz": f"{rate(self.publish_times):.1f}", "blend": self.p.blend,
+                  "lifecycle_state": "active" if self._active else "inactive"}
         for source, monitor in self.clocks.items():
             values.update(monitor.values(source))
         values.update({f"count.{k}": str(v) for k, v in sorted(self.counts.items())})
