@@ -53,18 +53,30 @@ class RosTestContext:
         # node processes under test. Tests wait on futures from their own thread (see call()).
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self.error: BaseException | None = None
+        self._closing = False
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
+        # An exception in a test's callback ends the spin: keep it, so that the test fails with it
+        # (wait_for, call and close raise it) instead of timing out waiting for what never comes.
+        # Exceptions after close() began (the context shutting down under the executor) are not errors.
         try:
             self.executor.spin()
-        except Exception:
-            pass
+        except BaseException as e:   # noqa: BLE001 - re-raised in the test's thread
+            if not self._closing:
+                self.error = e
+
+    def check(self) -> None:
+        """Raise the exception that stopped the test's executor, if any."""
+        if self.error is not None:
+            raise AssertionError(f"a callback of the test node raised: {self.error!r}") from self.error
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while not condition():
+            self.check()
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
             time.sleep(0.01)
@@ -78,9 +90,11 @@ class RosTestContext:
     def close(self) -> None:
         import rclpy
 
+        self._closing = True
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+        self.check()
 
 
 @pytest.fixture

@@ -149,12 +149,18 @@ def test_watchdog_holds_when_commands_stop_and_nan_is_refused(ros, start_graph):
     ("forward_position", "forward_position_controller/commands", Float64MultiArray),
 ])
 def test_joint_space_backends_follow_the_twist_through_ik_on_the_urdf(ros, start_graph, backend, topic, msg_type):
+    """Direction, step size and continuity of the IK targets (the speed at several command:controller
+    rate ratios is measured in test_command_timing_ros.py)."""
     chain = KinematicChain(urdf_file("panda.urdf").read_text(), "panda_link0", "panda_hand_tcp")
     q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    rate, speed = 50.0, 0.05
     outputs = []
-    ros.node.create_subscription(msg_type, topic, outputs.append, COMMAND_QOS)
+    ros.node.create_subscription(msg_type, topic, lambda m: outputs.append((time.monotonic(), m)), COMMAND_QOS)
     js_pub = ros.node.create_publisher(JointState, "joint_states", COMMAND_QOS)
-    graph = start_graph([arm_controller_node(sim=False, backend=backend, control_rate=50.0)])
+    graph = start_graph([arm_controller_node(sim=False, backend=backend, control_rate=rate)])
+
+    def positions(msg):
+        return np.array(msg.points[0].positions if backend == "joint_trajectory" else msg.data)
 
     def publish_joints():
         js = JointState(name=list(chain.joint_names) + ["panda_finger_joint1"], position=list(q) + [0.04])
@@ -167,22 +173,32 @@ def test_joint_space_backends_follow_the_twist_through_ik_on_the_urdf(ros, start
         publish_joints()
         assert time.monotonic() < deadline, "no joint command (hold) from the controller"
         time.sleep(0.05)
-    held = outputs[-1]
-    hold_q = np.array(held.points[0].positions if backend == "joint_trajectory" else held.data)
-    assert np.allclose(hold_q, q, atol=1e-9), "disarmed: holds the current joints"
+    assert np.allclose(positions(outputs[-1][1]), q, atol=1e-9), "disarmed: holds the current joints"
     assert _trigger(ros, "arm").success
     twist_pub = ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
     n = len(outputs)
-    for _ in range(10):
+    for _ in range(10):   # 25 Hz commands, half the controller's rate
         publish_joints()
-        twist_pub.publish(twist_msg(np.array([0.0, 0.05, 0.0]), ros.node.get_clock().now().to_msg(), "panda_link0"))
+        twist_pub.publish(twist_msg(np.array([0.0, speed, 0.0]), ros.node.get_clock().now().to_msg(), "panda_link0"))
         time.sleep(0.04)
+    t_last_command = time.monotonic()
     ros.wait_for(lambda: len(outputs) > n + 3, 5, "IK targets")
-    moved = [np.array(m.points[0].positions if backend == "joint_trajectory" else m.data) for m in outputs[n:]]
-    targets = [t for t in moved if not np.allclose(t, q)]
-    assert targets, "armed: IK targets differ from the current joints"
+    window = [(t, positions(m)) for t, m in outputs[n:] if t <= t_last_command]
+    first = next((i for i, (_, p) in enumerate(window) if not np.allclose(p, q)), None)
+    assert first is not None, "armed: IK targets differ from the current joints"
+    times, targets = [t for t, _ in window[first:]], [p for _, p in window[first:]]
+    # Every controller tick between commands sends a new target (the twist keeps being executed at
+    # the controller's rate); none falls back to a hold while commands flow.
+    assert len(targets) >= 8 and not any(np.allclose(p, q) for p in targets), \
+        [float(np.max(np.abs(p - q))) for p in targets]
+    # The first step starts from the measured joints and covers one control period.
+    step = chain.forward(targets[0])[:3, 3] - chain.forward(q)[:3, 3]
+    assert 0.8 * speed / rate < np.linalg.norm(step) < 1.2 * speed / rate, step
     d = chain.forward(targets[-1])[:3, 3] - chain.forward(q)[:3, 3]
     assert d[1] > 0 and abs(d[1]) > 5 * max(abs(d[0]), abs(d[2])), d
+    # At the commanded speed, not one step per command (which would be half of it here).
+    v = np.linalg.norm(chain.forward(targets[-1])[:3, 3] - chain.forward(targets[0])[:3, 3]) / (times[-1] - times[0])
+    assert 0.75 * speed < v < 1.25 * speed, f"targets move at {v:.4f} m/s for {speed} m/s commanded"
     assert np.all(targets[-1] >= chain.lower) and np.all(targets[-1] <= chain.upper)
 
 

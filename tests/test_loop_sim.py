@@ -42,7 +42,11 @@ def test_record_convert_finetune_export_evaluate(ros_env, tmp_path):
                            out=tmp_path / "eval", real_time=False, env=env, log=lambda *_: None)
     assert summary["episodes"] == 2
     rows = json.loads((tmp_path / "eval" / "episodes.json").read_text())
-    assert all(r["steps"] > 0 for r in rows), "the policy must have acted on frames"
+    assert len(rows) == 2 and all(r["steps"] > 0 for r in rows)
     assert (tmp_path / "eval" / "summary.png").is_file() and list((tmp_path / "eval" / "videos").glob("*.mp4"))
+    # The lockstep simulator steps anyway (it holds after lockstep_timeout), so a step count proves
+    # nothing: the policy node's own diagnostics must show it ran inference and published commands.
     diag = summary["policy_diagnostics"]
     assert diag.get("providers_in_use") == "CPUExecutionProvider"
+    assert float(diag["inference_rate_hz"]) > 0 and float(diag["command_rate_hz"]) > 0, diag
+    assert float(diag["latency_ms_p50"]) > 0, diag
