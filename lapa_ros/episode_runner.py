@@ -12,7 +12,6 @@ import time
 from typing import List, Optional
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from lifecycle_msgs.msg import Transition
@@ -256,8 +255,3 @@ class EpisodeRunner(Node):
                             timeout).results[0]
         if not result.successful:
             raise ValueError(result.reason)
-
-
-def init_in_process(domain_id: Optional[int] = None) -> None:
-    if not rclpy.ok():
-        rclpy.init(domain_id=domain_id) if domain_id is not None else rclpy.init()

@@ -16,7 +16,7 @@ import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -111,8 +111,7 @@ PARAMETER_TYPE_NAMES = {ParameterType.PARAMETER_BOOL: bool, ParameterType.PARAME
                         ParameterType.PARAMETER_DOUBLE: float, ParameterType.PARAMETER_STRING: str}
 
 
-def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None,
-             multithreaded: bool = False) -> int:
+def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None) -> int:
     """The body of every node's main(): init, spin until SIGINT/SIGTERM or shutdown, clean up, exit code.
 
     A node that cannot come up (bad parameter, missing model file) logs one clear line and exits 1
@@ -123,7 +122,7 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
     controller commands a hold there); only then is the context shut down. rclpy's own handlers
     would shut the context down first.
 
-    Prefer single-threaded (the default) and give long work its own thread, as the sim, policy and
+    Single-threaded: long work gets its own thread, as the sim, policy and
     recorder nodes do: rclpy's MultiThreadedExecutor busy-polls while a callback runs (py-spy: ~70% of
     the policy node's main thread), which held camera frames back from the policy by 20-180 ms."""
     stop = threading.Event()
@@ -138,7 +137,7 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
     code = 0
     try:
         node = make_node()
-        executor = MultiThreadedExecutor() if multithreaded else SingleThreadedExecutor()
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not stop.is_set():
             executor.spin_once(timeout_sec=0.1)

@@ -6,8 +6,6 @@ stream (joint states, end-effector poses, operator commands) goes with it?
   nearest_indices   the sample closest in time, within max_dt (states: symmetric tolerance)
   previous_indices  the latest sample at or before the reference, within max_age (commands: the
                     one in force then, i.e. zero-order hold; never a command from the future)
-  align_values      either of the above applied to a values array, with a validity mask
-  resample_uniform  a uniform time grid at a given rate (e.g. to build a fixed-rate episode)
   find_gaps         where a stream dropped out (recording stalls, lost messages)
   StampedBuffer     the live version: a bounded, time-ordered buffer the node pushes messages into
 
@@ -91,55 +89,6 @@ def previous_indices(reference_stamps, stamps, max_age: Optional[float] = None) 
     valid &= (ref - s[idx]) <= max_age
     out[valid] = order[idx[valid]]
     return out
-
-
-def align_values(reference_stamps, stamps, values, max_dt: Optional[float],
-                 method: str = "nearest") -> Tuple[np.ndarray, np.ndarray]:
-    """values (N, ...) sampled at `stamps` -> (aligned (M, ...), valid (M,) bool) at the M references.
-
-    method "nearest" (tolerance max_dt both ways) or "previous" (max_dt = max age). Rows without a
-    sample are zero (float arrays: NaN) and valid False.
-    """
-    st = _stamps("stamps", stamps)
-    vals = np.asarray(values)
-    if vals.ndim == 0 or vals.shape[0] != st.size:
-        raise ValueError(f"stamps has {st.size} entries but values has "
-                         f"{'no leading axis' if vals.ndim == 0 else vals.shape[0]}: they must match")
-    if method == "nearest":
-        idx = nearest_indices(reference_stamps, st, max_dt)
-    elif method == "previous":
-        idx = previous_indices(reference_stamps, st, max_dt)
-    else:
-        raise ValueError(f"unknown alignment method '{method}'; use 'nearest' or 'previous'")
-    valid = idx >= 0
-    fill = np.nan if np.issubdtype(vals.dtype, np.floating) else 0
-    out = np.full((idx.size,) + vals.shape[1:], fill, dtype=vals.dtype)
-    out[valid] = vals[idx[valid]]
-    return out, valid
-
-
-def resample_uniform(stamps, rate: float, start: Optional[float] = None, end: Optional[float] = None) -> np.ndarray:
-    """Times start, start + 1/rate, ... up to end (inclusive), by default the first and last stamp.
-
-    Each time is start + k / rate (no accumulated rounding). Empty if there are no stamps (and no
-    start/end) or end < start.
-    """
-    st = _stamps("stamps", stamps)
-    rate = float(rate)
-    if not (rate > 0 and math.isfinite(rate)):
-        raise ValueError(f"rate must be a positive number of Hz, got {rate}")
-    if start is None or end is None:
-        if st.size == 0:
-            return np.zeros(0)
-        start = float(st.min()) if start is None else start
-        end = float(st.max()) if end is None else end
-    start, end = float(start), float(end)
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise ValueError(f"start and end must be finite, got {start} and {end}")
-    if end < start:
-        return np.zeros(0)
-    count = int(math.floor((end - start) * rate + 1e-9)) + 1
-    return start + np.arange(count) / rate
 
 
 def find_gaps(stamps, expected_period: float, factor: float = 2.0) -> List[Tuple[float, float, float]]:
@@ -238,18 +187,6 @@ class StampedBuffer:
         with self._arrived:
             self._arrived.wait_for(lambda: bool(self._stamps) and self._stamps[-1] >= t, timeout=max(0.0, timeout))
         return self.at(t, max_dt)
-
-    def latest_before(self, t: float, max_age: Optional[float] = None) -> Optional[Stamped]:
-        """The latest sample stamped at or before t and at most max_age [s] older, else None."""
-        t = float(t)
-        if not math.isfinite(t):
-            raise ValueError(f"query time must be finite, got {t}")
-        max_age = _tolerance("max_age", max_age)
-        with self._lock:
-            j = bisect.bisect_right(self._stamps, t) - 1
-            if j < 0 or t - self._stamps[j] > max_age:
-                return None
-            return Stamped(self._stamps[j], self._values[j])
 
     def stamps(self) -> np.ndarray:
         """A copy of the stored stamps, ascending."""

@@ -1,4 +1,4 @@
-"""Time alignment: nearest / previous matching, value alignment, resampling, gaps, and the live buffer."""
+"""Time alignment: nearest / previous matching, gaps, and the live buffer."""
 import math
 import threading
 import time
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lapa_ros.core.alignment import (
-    StampedBuffer, align_values, find_gaps, nearest_indices, previous_indices, resample_uniform,
+    StampedBuffer, find_gaps, nearest_indices, previous_indices,
 )
 
 
@@ -82,33 +82,6 @@ def test_previous_with_unsorted_input():
     np.testing.assert_array_equal(previous_indices([0.25, 0.05], [0.2, 0.0, 0.3, 0.1]), [0, 1])
 
 
-# ------------------------------------------------------------------ align_values
-def test_align_values_returns_rows_and_validity():
-    stamps = [0.0, 0.1, 0.2]
-    values = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
-    out, valid = align_values([0.09, 0.5], stamps, values, max_dt=0.05)
-    np.testing.assert_array_equal(valid, [True, False])
-    np.testing.assert_array_equal(out[0], [1.0, 1.0])
-    assert np.all(np.isnan(out[1]))
-    out, valid = align_values([0.19], stamps, values, max_dt=1.0, method="previous")
-    np.testing.assert_array_equal(out, [[1.0, 1.0]])
-
-
-def test_align_values_integer_rows_without_match_are_zero():
-    out, valid = align_values([5.0], [0.0], np.array([7]), 0.1)
-    assert out.tolist() == [0] and valid.tolist() == [False]
-
-
-def test_mismatched_lengths_are_refused():
-    with pytest.raises(ValueError, match="stamps has 3 entries but values has 2"):
-        align_values([0.0], [0.0, 0.1, 0.2], np.zeros((2, 4)), 0.1)
-
-
-def test_unknown_method_is_refused():
-    with pytest.raises(ValueError, match="'nearest' or 'previous'"):
-        align_values([0.0], [0.0], [1.0], 0.1, method="linear")
-
-
 # ------------------------------------------------------------------ validation
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_stamps_are_refused_with_their_position(bad):
@@ -129,27 +102,7 @@ def test_negative_or_nan_tolerance_is_refused(tolerance):
         nearest_indices([0.0], [0.0], tolerance)
 
 
-# ------------------------------------------------------------------ resampling and gaps
-def test_resample_uniform_spans_the_stamps_at_the_rate():
-    grid = resample_uniform([0.3, 0.0, 1.0], rate=10.0)
-    np.testing.assert_allclose(grid, np.arange(11) / 10.0)
-
-
-def test_resample_uniform_has_no_accumulated_drift():
-    grid = resample_uniform([], rate=30.0, start=1700000000.0, end=1700000000.0 + 3600.0)
-    assert len(grid) == 3600 * 30 + 1
-    assert grid[-1] == pytest.approx(1700000000.0 + 3600.0, abs=1e-6)
-
-
-def test_resample_uniform_edge_cases():
-    assert resample_uniform([], 10.0).size == 0
-    assert resample_uniform([5.0], 10.0).tolist() == [5.0]
-    assert resample_uniform([0.0], 10.0, start=1.0, end=0.5).size == 0
-    np.testing.assert_allclose(resample_uniform([0.0, 1.0], 4.0, start=0.5), [0.5, 0.75, 1.0])
-    with pytest.raises(ValueError, match="rate"):
-        resample_uniform([0.0, 1.0], 0.0)
-
-
+# ------------------------------------------------------------------ gaps
 def test_find_gaps_reports_each_dropout():
     stamps = list(np.arange(0, 1, 0.1)) + list(np.arange(1.5, 2.0, 0.1)) + [3.0]
     gaps = find_gaps(stamps, expected_period=0.1, factor=2.0)
@@ -180,17 +133,6 @@ def test_buffer_returns_nearest_sample_within_tolerance():
     assert tie.at(0.25, max_dt=0.25).value == "earlier"  # exactly between: the earlier
 
 
-def test_buffer_latest_before_is_zero_order_hold_with_max_age():
-    buf = StampedBuffer(maxlen=10)
-    buf.push(1.0, "a")
-    buf.push(2.0, "b")
-    assert buf.latest_before(1.9).value == "a"
-    assert buf.latest_before(2.0).value == "b"
-    assert buf.latest_before(0.5) is None
-    assert buf.latest_before(3.5, max_age=1.0) is None
-    assert buf.latest_before(2.5, max_age=1.0).value == "b"
-
-
 def test_buffer_keeps_out_of_order_samples_sorted_and_drops_the_oldest():
     buf = StampedBuffer(maxlen=3)
     for stamp in [0.3, 0.1, 0.4, 0.2]:
@@ -210,7 +152,7 @@ def test_buffer_same_stamp_replaces_value():
 
 def test_buffer_empty_and_clear():
     buf = StampedBuffer(maxlen=2)
-    assert buf.latest() is None and buf.at(0.0, None) is None and buf.latest_before(0.0) is None
+    assert buf.latest() is None and buf.at(0.0, None) is None
     buf.push(0.0, 1)
     buf.clear()
     assert len(buf) == 0
@@ -224,8 +166,8 @@ def test_buffer_refuses_bad_input():
         buf.push(math.nan, 1)
     with pytest.raises(ValueError, match="finite"):
         buf.at(math.inf, 0.1)
-    with pytest.raises(ValueError, match="max_age"):
-        buf.latest_before(0.0, max_age=-1.0)
+    with pytest.raises(ValueError, match="max_dt"):
+        buf.at(0.0, max_dt=-1.0)
 
 
 def test_buffer_agrees_with_the_offline_functions():
@@ -238,9 +180,6 @@ def test_buffer_agrees_with_the_offline_functions():
         near = nearest_indices([t], stamps, 0.03)[0]
         hit = buf.at(t, 0.03)
         assert (hit is None) == (near < 0) and (hit is None or hit.value == near)
-        prev = previous_indices([t], stamps, 0.1)[0]
-        hit = buf.latest_before(t, 0.1)
-        assert (hit is None) == (prev < 0) and (hit is None or hit.value == prev)
 
 
 def test_buffer_concurrent_push_and_read():
