@@ -29,7 +29,8 @@ from lapa_models.policy.augmentation import ImageAugmentation  # noqa: E402
 from lapa_models.policy.configuration import PolicyConfig, get_config  # noqa: E402
 from lapa_models.policy.data import (ActionChunkSamples, InstructionTable, LatentSamples, align_latents,  # noqa: E402
                                      load_latent_labels, split_episodes)
-from lapa_models.policy.modeling import LapaPolicy, MissingWeightsError  # noqa: E402
+from lapa_models.policy.modeling import LapaPolicy  # noqa: E402
+from lapa_models.policy.towers import MissingWeightsError  # noqa: E402
 from lapa_models.policy.normalization import NormalizationStats  # noqa: E402
 from lapa_models.policy.runtime import ModelCardError, PolicyInputError, PolicyRuntime  # noqa: E402
 

@@ -1,6 +1,7 @@
 """Stages 2 and 3 of LAPA: the vision-language policy, its training, ONNX export and runtime.
 
     configuration   PolicyConfig and the named sizes (tiny, small, siglip-base)
+    towers          loading the pretrained vision and text towers (hub id, local folder, preset)
     modeling        LapaPolicy: vision tower + instruction encoder + fusion transformer + latent/action heads
     normalization   action/state statistics and the 256 quantile bins
     data            training samples on top of FrameStore (LAQ-labelled frames, action chunks)
