@@ -31,7 +31,7 @@ COMMANDS: List[Tuple[Tuple[str, ...], str, str]] = [
     (("policy", "pretrain"), "lapa_models.policy.pretrain", "stage 2: latent pretraining on LAQ-labelled episodes"),
     (("policy", "finetune"), "lapa_models.policy.finetune", "stage 3: action finetuning from a pretrained checkpoint or scratch"),
     (("policy", "export"), "lapa_models.policy.export", "export a finetuned policy to ONNX (fp32 + fp16) with its model card"),
-    (("policy", "evaluate"), "lapa_models.policy.evaluate", "closed-loop success of an exported policy in simulation (no ROS)"),
+    (("policy", "evaluate"), "lapa_sim.evaluate", "closed-loop success of an exported policy in simulation (no ROS)"),
     (("record", "sim"), "lapa_ros.record_session", "record demonstrations in simulation through ROS (expert operator)"),
     (("bags", "convert"), "lapa_ros.bag_convert", "convert episode bags to training episodes (aligned on stamps)"),
     (("bags", "recover"), "lapa_ros.bag_tools:recover", "complete bags left by a recorder that was killed"),

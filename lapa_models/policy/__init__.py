@@ -11,7 +11,6 @@
     finetune        command: action finetuning from a pretrained checkpoint or from scratch
     export          command: ONNX graphs (instruction encoder, per-frame policy), fp32/fp16, model card
     runtime         PolicyRuntime: ONNX Runtime wrapper with model-card checks and input validation
-    evaluate        command: closed-loop success in simulation through the runtime
     bench           command: per-frame latency, PyTorch eager vs ONNX Runtime (JSON)
 
 Plain Python, no ROS import. Heavy modules (torch, transformers) are imported by the modules that need

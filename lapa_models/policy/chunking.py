@@ -3,8 +3,8 @@
 For a camera frame stamped t0 the policy predicts a chunk of H actions at the control period dt:
 action k is meant for time t0 + k * dt. Inference takes longer than one period and a new chunk
 starts before the previous one ends, so at a given time several chunks cover it. The policy node
-(lapa_ros.nodes.policy, on the ROS clock) and the in-process evaluator (lapa_models.policy.evaluate,
-on the simulator's step clock) both add every chunk with `add(t0, chunk)` and take `action_at(now)`
+(lapa_ros.nodes.policy, on the ROS clock) and the in-process evaluator (lapa_sim.evaluate, through
+ChunkExecutor below, on the simulator's step clock) both add every chunk with `add(t0, chunk)` and take `action_at(now)`
 at the control rate, so evaluating a policy in process predicts what it does through ROS:
 
   "latest"    the newest chunk (largest t0) that covers t;
@@ -173,3 +173,40 @@ class ChunkBlender:
             if not self._chunks:
                 return None
             return max(self._end(i) for i in range(len(self._chunks)))
+
+
+class ChunkExecutor:
+    """Chunks -> one action per control step: lapa_models.policy.chunking.ChunkBlender on a step clock
+    (step k is time k * period), plus when to predict (every step, or every N for open-loop:N)."""
+
+    def __init__(self, mode: str = "ensemble", ensemble_decay: float = 0.01, period: float = 0.05,
+                 max_chunk_age: float = 1.0):
+        self.open_loop = int(mode.split(":")[1]) if mode.startswith("open-loop:") else 0
+        blend = "latest" if self.open_loop or mode == "first" else mode
+        if blend not in MODES:
+            raise ValueError(f"unknown execution mode {mode!r}: {', '.join(MODES)}, first or open-loop:N")
+        self.mode, self.blend, self.decay = mode, blend, float(ensemble_decay)
+        self.period, self.max_chunk_age = float(period), float(max_chunk_age)
+        self.reset()
+
+    def reset(self) -> None:
+        self.blender: Optional[ChunkBlender] = None
+        self.step = 0
+        self.next_prediction = 0
+
+    def needs_prediction(self) -> bool:
+        return self.step >= self.next_prediction
+
+    def push(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk)
+        if self.blender is None:
+            self.blender = ChunkBlender(chunk.shape[1], self.period, self.max_chunk_age, self.blend, self.decay)
+        self.blender.add(self.step * self.period, chunk)
+        self.next_prediction = self.step + (self.open_loop or 1)
+
+    def next_action(self) -> np.ndarray:
+        action = self.blender.action_at(self.step * self.period) if self.blender is not None else None
+        self.step += 1
+        if action is None:   # no chunk covers this step (open-loop N longer than a chunk): hold
+            return np.zeros(self.blender.action_dim if self.blender is not None else 0, np.float32)
+        return np.asarray(action, np.float32)

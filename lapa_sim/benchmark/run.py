@@ -181,7 +181,7 @@ class Benchmark:
         for group, tasks in groups.items():
             if not tasks:
                 continue
-            steps.append(Step(f"eval-{group}-{tag}", ["policy", "evaluate"], "lapa_models.policy.evaluate",
+            steps.append(Step(f"eval-{group}-{tag}", ["policy", "evaluate"], "lapa_sim.evaluate",
                               ["--export", export, "--tasks", ",".join(tasks), "--episodes", c.eval_episodes,
                                "--seed", c.eval_seed, "--image-size", c.image_size, c.image_size,
                                "--execution", c.execution, "--out", cell / f"eval_{group}.json",

@@ -1,11 +1,11 @@
-"""Closed-loop success of an exported policy on the simulated arm, through ``PolicyRuntime``.
+"""Closed-loop success of an exported policy on the simulated arm, through ``PolicyRuntime`` (no ROS).
 
-    python -m lapa_models.policy.evaluate --export artifacts/policy --tasks reach,drawer-close,button-press-topdown \\
+    lapa policy evaluate --export artifacts/policy --tasks reach,drawer-close,button-press-topdown \\
         --episodes 20 --seed 1000
 
 Every control step: render the camera, read the state (ee position + gripper), run the per-frame graph
 and command the arm. The chunk of H actions becomes one command through the same ChunkBlender as the
-ROS policy node (lapa_models.policy.chunking), on the simulator's step clock, with the node's
+ROS policy node (lapa_models.policy.chunking.ChunkExecutor), on the simulator's step clock, with the node's
 defaults (``--execution`` / ``--ensemble-decay``, the node's `blend` / `ensemble_decay`):
 
     ensemble   (default) temporal ensembling of every chunk that covers this step, weights
@@ -23,54 +23,19 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
-from .chunking import MODES, ChunkBlender
-
-
-class ChunkExecutor:
-    """Chunks -> one action per control step: lapa_models.policy.chunking.ChunkBlender on a step clock
-    (step k is time k * period), plus when to predict (every step, or every N for open-loop:N)."""
-
-    def __init__(self, mode: str = "ensemble", ensemble_decay: float = 0.01, period: float = 0.05,
-                 max_chunk_age: float = 1.0):
-        self.open_loop = int(mode.split(":")[1]) if mode.startswith("open-loop:") else 0
-        blend = "latest" if self.open_loop or mode == "first" else mode
-        if blend not in MODES:
-            raise ValueError(f"unknown execution mode {mode!r}: {', '.join(MODES)}, first or open-loop:N")
-        self.mode, self.blend, self.decay = mode, blend, float(ensemble_decay)
-        self.period, self.max_chunk_age = float(period), float(max_chunk_age)
-        self.reset()
-
-    def reset(self) -> None:
-        self.blender: Optional[ChunkBlender] = None
-        self.step = 0
-        self.next_prediction = 0
-
-    def needs_prediction(self) -> bool:
-        return self.step >= self.next_prediction
-
-    def push(self, chunk: np.ndarray) -> None:
-        chunk = np.asarray(chunk)
-        if self.blender is None:
-            self.blender = ChunkBlender(chunk.shape[1], self.period, self.max_chunk_age, self.blend, self.decay)
-        self.blender.add(self.step * self.period, chunk)
-        self.next_prediction = self.step + (self.open_loop or 1)
-
-    def next_action(self) -> np.ndarray:
-        action = self.blender.action_at(self.step * self.period) if self.blender is not None else None
-        self.step += 1
-        if action is None:   # no chunk covers this step (open-loop N longer than a chunk): hold
-            return np.zeros(self.blender.action_dim if self.blender is not None else 0, np.float32)
-        return np.asarray(action, np.float32)
+from lapa_models.policy.chunking import ChunkExecutor
 
 
 def run_episode(world, runtime, instruction: str, executor: ChunkExecutor, max_speed: float,
                 frames: Optional[list] = None) -> Dict:
     executor.reset()
     latencies = []
+    start = previous = np.array(world.ee_position)
+    path = 0.0
     while not world.done:
         image = world.render()
         if frames is not None:
@@ -84,7 +49,12 @@ def run_episode(world, runtime, instruction: str, executor: ChunkExecutor, max_s
         velocity = np.clip(action[:3], -max_speed, max_speed)
         gripper = float(np.clip(action[3], 0.0, 1.0)) if len(action) > 3 else 0.0
         world.step(velocity, gripper)
+        now = np.array(world.ee_position)
+        path += float(np.linalg.norm(now - previous))
+        previous = now
+    # How far the hand went (path) and ended up (net): a policy that never moves the arm shows here.
     return {"success": bool(world.success), "steps": int(world.step_count),
+            "ee_path_m": round(path, 4), "ee_net_m": round(float(np.linalg.norm(previous - start)), 4),
             "policy_ms_p50": round(float(np.median(latencies)) * 1e3, 2) if latencies else None}
 
 
@@ -93,10 +63,10 @@ def evaluate(export_dir: str, tasks: str, episodes: int, seed: int = 1000, image
              ensemble_decay: float = 0.01,
              video: Optional[str] = None, progress: bool = True) -> Dict:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from lapa_sim.tasks import load_catalogue
-    from lapa_sim.world import SimWorld
+    from lapa_models.policy.runtime import PolicyRuntime
 
-    from .runtime import PolicyRuntime
+    from .tasks import load_catalogue
+    from .world import SimWorld
 
     runtime = PolicyRuntime(export_dir, precision=precision, intra_op_threads=threads)
     executor = ChunkExecutor(execution, ensemble_decay, period=1.0 / (runtime.control_rate_hz or 20.0))
