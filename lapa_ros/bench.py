@@ -25,19 +25,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from lapa_models.timing import latency_summary, rate_hz
+
 from .dds import dds_defaults
 
 
-def _pct(values_ms: List[float]) -> Dict[str, float]:
-    a = np.asarray(values_ms, dtype=float)
-    if a.size == 0:
-        return {"n": 0}
-    return {"n": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
-
-
-def _rate(times: List[float]) -> float:
-    return round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 and times[-1] > times[0] else 0.0
 
 
 def _isolated_env() -> Dict[str, str]:
@@ -136,13 +128,13 @@ def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
             command_latency.append(1e3 * (cmd_times[i] - s))
     return {"benchmark": "pipeline", "machine": _machine(), "policy": str(policy), "task": task,
             "episodes": k, "seconds": seconds,
-            "camera_rate_hz": _rate([t for t, _, _ in frames]),
-            "inference_rate_hz": _rate([t for t, _, _ in chunks]),
-            "policy_command_rate_hz": _rate([t for t, _, _ in commands]),
-            "controller_output_rate_hz": _rate([t for t, _, _ in outputs]),
+            "camera_rate_hz": rate_hz([t for t, _, _ in frames]),
+            "inference_rate_hz": rate_hz([t for t, _, _ in chunks]),
+            "policy_command_rate_hz": rate_hz([t for t, _, _ in commands]),
+            "controller_output_rate_hz": rate_hz([t for t, _, _ in outputs]),
             "frames": len(frame_stamps), "chunks": len(chunks),
-            "camera_stamp_to_chunk": _pct(chunk_latency),
-            "camera_stamp_to_command_publish": _pct(command_latency),
+            "camera_stamp_to_chunk": latency_summary(chunk_latency),
+            "camera_stamp_to_command_publish": latency_summary(command_latency),
             "policy_node_diagnostics": diag}
 
 

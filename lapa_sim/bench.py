@@ -15,13 +15,9 @@ import time
 import numpy as np
 
 from .generate import generate
+from lapa_models.timing import latency_summary
+
 from .world import SimWorld
-
-
-def _pct(samples_ms):
-    a = np.asarray(samples_ms)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "mean_ms": round(float(a.mean()), 3)}
 
 
 def bench_world(task: str, image_size, steps: int) -> dict:
@@ -42,7 +38,7 @@ def bench_world(task: str, image_size, steps: int) -> dict:
     world.close()
     total = np.add(step_ms, render_ms)
     return {"task": task, "image": list(image_size), "control_period_ms": period * 1e3,
-            "physics_step": _pct(step_ms), "render": _pct(render_ms), "step_plus_render": _pct(total),
+            "physics_step": latency_summary(step_ms), "render": latency_summary(render_ms), "step_plus_render": latency_summary(total),
             "max_real_time_factor": round(period * 1e3 / float(np.mean(total)), 1)}
 
 

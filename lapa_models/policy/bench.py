@@ -24,11 +24,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-
-def _summary(times: List[float]) -> Dict[str, float]:
-    ms = np.asarray(times) * 1e3
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "mean_ms": round(float(ms.mean()), 3), "iterations": len(times)}
+from ..timing import latency_summary
 
 
 def _percentiles(fn: Callable[[], object], iterations: int, warmup: int) -> Dict[str, float]:
@@ -49,7 +45,7 @@ def _interleaved(fns: Dict[str, Callable[[], object]], iterations: int, warmup: 
                 t = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t)
-    return {name: _summary(t) for name, t in times.items()}
+    return {name: latency_summary(np.asarray(t) * 1e3) for name, t in times.items()}
 
 
 def _bench_model(config_name: str, sizes: List[str], threads: int, iterations: int, warmup: int,
