@@ -36,6 +36,7 @@ import numpy as np
 from .bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_name, is_complete, printable,
                    recover_bag, report_line, scan_bags)
 from .core import alignment, images
+from .core.clock import stamp_to_sec
 from lapa_models.data.robot_state import GripperMapping
 
 ACTION_NAMES = ["vx", "vy", "vz", "gripper"]
@@ -81,10 +82,6 @@ class BagStreams:
     counts: Dict[str, int]
 
 
-def _stamp(header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
-
-
 def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
     """Decode the topics the converter needs (mcap + mcap-ros2 reader) from a bag folder or .mcap file."""
     from mcap.reader import make_reader
@@ -118,20 +115,20 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
 
                         rgb = cv2.resize(rgb, (cfg.image_size[1], cfg.image_size[0]), interpolation=cv2.INTER_AREA)
                     frames.append(rgb)
-                    frame_stamps.append(_stamp(msg.header))
+                    frame_stamps.append(stamp_to_sec(msg.header.stamp))
                     frame_recv.append(message.log_time * 1e-9)
                 elif topic == cfg.pose_topic:
                     p = msg.pose.position
-                    pose_stamps.append(_stamp(msg.header))
+                    pose_stamps.append(stamp_to_sec(msg.header.stamp))
                     poses.append((p.x, p.y, p.z))
                 elif topic == cfg.joint_topic:
                     names = list(msg.name)
                     if gripper.joint in names:
-                        joint_stamps.append(_stamp(msg.header))
+                        joint_stamps.append(stamp_to_sec(msg.header.stamp))
                         grippers.append(gripper.state(msg.position[names.index(gripper.joint)]))
                 elif topic == cfg.twist_topic:
                     t = msg.twist.linear
-                    twist_stamps.append(_stamp(msg.header))
+                    twist_stamps.append(stamp_to_sec(msg.header.stamp))
                     twists.append((t.x, t.y, t.z))
                 elif topic == cfg.gripper_topic:
                     gripper_recv.append(message.log_time * 1e-9)

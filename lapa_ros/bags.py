@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from lapa_models.text import printable as _printable
 
@@ -304,42 +304,37 @@ def is_complete(bag: Path) -> bool:
     return _closed(bag) if bag.is_file() else (bag / "metadata.yaml").is_file()
 
 
-@dataclasses.dataclass
-class BagMessage:
-    topic: str
-    msgtype: str
-    timestamp_ns: int       # receive time
-    data: bytes             # CDR
-
-
-def read_messages(bag: Path, topics: Optional[List[str]] = None) -> Iterator[BagMessage]:
-    """All messages of a complete bag (rosbags reader); BagError naming the bag when it is unreadable."""
-    from rosbags.rosbag2 import Reader
+def bag_topics(bag: Path) -> Dict[str, Tuple[str, int]]:
+    """topic -> (msgtype, message count) from the summary of a complete bag's MCAP file (a bag folder's
+    metadata.yaml must parse too: ros2 bag and rosbags refuse the bag otherwise)."""
+    import yaml
+    from mcap.reader import make_reader
 
     bag = Path(bag)
     if not is_complete(bag):
         raise BagError(f"{bag}: incomplete bag (no metadata.yaml, or an MCAP file never closed; the recorder "
                        f"was killed?): run `lapa bags recover {bag}`")
+    if bag.is_dir():
+        try:
+            meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise BagError(f"{bag}: unreadable metadata.yaml ({type(e).__name__})") from e
+        if not isinstance(meta, dict) or "rosbag2_bagfile_information" not in meta:
+            raise BagError(f"{bag}: metadata.yaml is not rosbag2 metadata")
     try:
-        with Reader(bag) as reader:
-            conns = [c for c in reader.connections if topics is None or c.topic in topics]
-            for conn, ts, data in reader.messages(connections=conns):
-                yield BagMessage(conn.topic, conn.msgtype, ts, bytes(data))
-    except BagError:
-        raise
-    except Exception as e:  # rosbags raises several error types for damaged files
-        raise BagError(f"{bag}: corrupt or truncated bag ({type(e).__name__}: {e})") from e
-
-
-def bag_topics(bag: Path) -> Dict[str, Tuple[str, int]]:
-    """topic -> (msgtype, message count) from a complete bag's metadata (or a single MCAP file's summary)."""
-    from rosbags.rosbag2 import Reader
-
-    try:
-        with Reader(Path(bag)) as reader:
-            return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
-    except Exception as e:
+        with open(bag_file(bag), "rb") as f:
+            summary = make_reader(f).get_summary()
+    except Exception as e:  # the mcap reader raises several error types for damaged files
         raise BagError(f"{bag}: cannot open ({type(e).__name__}: {e})") from e
+    if summary is None or summary.statistics is None:
+        raise BagError(f"{bag}: the MCAP file has no summary (not closed?): run `lapa bags recover {bag}`")
+    out: Dict[str, Tuple[str, int]] = {}
+    counts = summary.statistics.channel_message_counts
+    for cid, channel in summary.channels.items():
+        schema = summary.schemas.get(channel.schema_id)
+        _, n = out.get(channel.topic, ("", 0))
+        out[channel.topic] = (schema.name if schema else "", n + counts.get(cid, 0))
+    return out
 
 
 def recover_bag(bag: Path) -> Dict[str, int]:

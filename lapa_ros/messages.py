@@ -10,10 +10,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from .core import images
-
-
-def stamp_to_sec(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
+from .core.clock import stamp_to_sec  # noqa: F401  (messages.stamp_to_sec: the inverse of sec_to_stamp)
 
 
 def sec_to_stamp(t: float) -> Time:

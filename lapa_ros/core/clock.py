@@ -22,6 +22,12 @@ STALE = "stale"
 NON_FINITE = "non_finite_stamp"
 
 
+def stamp_to_sec(stamp) -> float:
+    """A builtin_interfaces/Time (anything with sec and nanosec, e.g. a message decoded from a bag) in
+    float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
 def input_age_problem(now: float, stamp: float, max_age: float, future_tolerance: float) -> Optional[str]:
     """None when a message stamped ``stamp`` may be acted on at ``now``; else why not."""
     if not (math.isfinite(stamp) and math.isfinite(now)):
