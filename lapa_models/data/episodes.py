@@ -15,7 +15,13 @@ frame i (so the last row holds the command the operator would have sent next). U
 
 An episode counts as written only once its line is in ``episodes.jsonl`` (appended last, after the
 data and video files are complete), so a crash never leaves a half episode in the index and a
-generator can resume from the index.
+generator can resume from the index. A line torn by a crash is ignored when reading and cut off before
+the next append. Writers keep the committed set in memory (one parse of the index, then one appended
+line per episode).
+
+LeRobotDataset v3 directories (meta/info.json with ``codebase_version`` v3.x) are read through the same
+interface by ``open_episodes`` and ``EpisodeDataset`` (see lapa_models.data.lerobot, which also exports
+this format to v3).
 """
 from __future__ import annotations
 
@@ -91,6 +97,9 @@ class DatasetInfo:
 
     @classmethod
     def from_json(cls, d: dict, where: str) -> "DatasetInfo":
+        if d.get("format") != FORMAT_NAME and str(d.get("codebase_version", "")).startswith("v"):
+            raise EpisodeFormatError(f"{where}: a LeRobotDataset {d['codebase_version']}, not a {FORMAT_NAME} dataset "
+                                     "(read it with open_episodes / LeRobotV3Dataset; it cannot be appended to)")
         if d.get("format") != FORMAT_NAME:
             raise EpisodeFormatError(f"{where}: not a {FORMAT_NAME} dataset (format={d.get('format')!r})")
         if d.get("version") != FORMAT_VERSION:
@@ -116,6 +125,10 @@ class EpisodeWriter:
 
     ``write(episode)`` does everything in one process. For parallel generation a worker calls
     ``write_files(episode, index)`` and the single parent process calls ``commit(entry)``.
+
+    The index is parsed at most once per writer (lazily: workers that only write files never read it);
+    from then on the set of committed episodes lives in memory and ``commit`` appends one line, so
+    writing N episodes costs O(N), not O(N^2). Only the process that commits should read that state.
     """
 
     def __init__(self, root: str | Path, info: DatasetInfo):
@@ -123,6 +136,10 @@ class EpisodeWriter:
             raise ValueError(f"unknown video codec '{info.video_codec}'; choose one of {sorted(CODECS)}")
         self.root = Path(root)
         self.info = info
+        self.index_path = self.root / "meta" / "episodes.jsonl"
+        self._done: Optional[set] = None       # committed episode indices, loaded on first use
+        self._max_index = -1
+        self._tail_checked = False
         info_path = self.root / "meta" / "info.json"
         if info_path.exists():
             existing = DatasetInfo.from_json(_read_json(info_path), str(info_path))
@@ -137,12 +154,31 @@ class EpisodeWriter:
         (self.root / "data").mkdir(exist_ok=True)
         (self.root / "videos").mkdir(exist_ok=True)
 
+    def _load(self) -> set:
+        if self._done is None:
+            self._done = {int(e["episode_index"]) for e in _read_index(self.index_path)}
+            self._max_index = max(self._done, default=-1)
+        return self._done
+
     def completed_indices(self) -> set:
-        return {e["episode_index"] for e in _read_index(self.root / "meta" / "episodes.jsonl")}
+        return set(self._load())
+
+    def completed(self, field: str) -> set:
+        """Values of ``field`` over the committed episodes (one pass over the index: call it once, at start)."""
+        return {e.get(field) for e in _read_index(self.index_path)}
 
     def next_index(self) -> int:
-        done = self.completed_indices()
-        return max(done) + 1 if done else 0
+        self._load()
+        return self._max_index + 1
+
+    def remove_partial_files(self) -> List[Path]:
+        """Delete the temporary files an interrupted write left behind (call before workers start)."""
+        removed = []
+        for pattern in ("data/*.parquet.tmp", "videos/*.tmp.mp4"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def write_files(self, episode: Episode, index: int) -> dict:
         """Write the parquet and video files of one episode; returns its index entry (not yet committed)."""
@@ -194,10 +230,17 @@ class EpisodeWriter:
 
     def commit(self, entry: dict) -> None:
         """Append the episode's line to the index: from now on it is part of the dataset."""
-        with open(self.root / "meta" / "episodes.jsonl", "a") as f:
+        done = self._load()
+        if not self._tail_checked:
+            _truncate_torn_line(self.index_path)   # a crash mid-append must not glue onto this line
+            self._tail_checked = True
+        with open(self.index_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        index = int(entry["episode_index"])
+        done.add(index)
+        self._max_index = max(self._max_index, index)
 
     def write(self, episode: Episode, index: Optional[int] = None) -> int:
         index = self.next_index() if index is None else index
@@ -206,7 +249,17 @@ class EpisodeWriter:
 
 
 class EpisodeDataset:
-    """Reads a dataset directory. Episodes load lazily; ``iter_frames`` streams one at a time."""
+    """Reads a dataset directory. Episodes load lazily; ``iter_frames`` streams one at a time.
+
+    ``EpisodeDataset(root)`` on a LeRobotDataset v3 directory gives a ``LeRobotV3Dataset`` (a subclass with
+    the same interface, lapa_models.data.lerobot), so every reader of episodes reads both formats."""
+
+    def __new__(cls, root: Optional[str | Path] = None, *args, **kwargs):
+        if cls is EpisodeDataset and root is not None and is_lerobot_v3(root):   # (None: unpickling)
+            from .lerobot import LeRobotV3Dataset
+
+            return super().__new__(LeRobotV3Dataset)
+        return super().__new__(cls)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -340,9 +393,26 @@ class VideoFolder:
             yield frame, {"frame_index": k, "timestamp": k / fps}
 
 
+def is_lerobot_v3(path: str | Path) -> bool:
+    """Whether ``path`` holds a LeRobotDataset v3.x (meta/info.json with codebase_version "v3.*")."""
+    info_path = Path(path) / "meta" / "info.json"
+    if not info_path.is_file():
+        return False
+    try:
+        version = json.loads(info_path.read_text()).get("codebase_version")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        return False
+    return isinstance(version, str) and version.startswith("v3.")
+
+
 def open_episodes(path: str | Path, size: Optional[Tuple[int, int]] = None):
-    """An episode dataset directory, or a folder of video files read as unlabelled episodes."""
+    """An episode dataset directory, a LeRobotDataset v3 directory (read as episodes; ``size`` resizes its
+    frames), or a folder of video files read as unlabelled episodes."""
     path = Path(path)
+    if is_lerobot_v3(path):
+        from .lerobot import LeRobotV3Dataset
+
+        return LeRobotV3Dataset(path, size)
     if (path / "meta" / "info.json").is_file():
         return EpisodeDataset(path)
     if not path.exists():
@@ -379,6 +449,30 @@ def _read_index(path: Path) -> List[dict]:
     return entries
 
 
+def _truncate_torn_line(path: Path) -> None:
+    """Cut a partial last line (no newline: a crash mid-append) off the index file."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        block, pos = 65536, size
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -399,4 +493,4 @@ def summarize(dataset: EpisodeDataset) -> dict:
 
 
 __all__: Sequence[str] = ["Episode", "DatasetInfo", "EpisodeWriter", "EpisodeDataset", "VideoFolder",
-                          "open_episodes", "EpisodeFormatError", "summarize"]
+                          "open_episodes", "is_lerobot_v3", "EpisodeFormatError", "summarize"]
