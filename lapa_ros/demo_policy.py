@@ -35,44 +35,40 @@ def _log(msg: str) -> None:
     print(f"[demo-policy] {msg}", file=sys.stderr, flush=True)
 
 
-def _run(words: List[str], module, argv: List[str]) -> None:
+def _run(words: List[str], argv: List[str]) -> None:
     """Run a `lapa ...` command in-process (the same parser and main as the shell command)."""
-    from lapa_models.commands import command_line, run_in_process
+    from lapa_models.commands import command_line, find, run_in_process
+    from lapa_sim.commands import SIM_COMMANDS
 
     _log(command_line(words, argv))
-    code = run_in_process(words, module, argv)
+    code = run_in_process(find(SIM_COMMANDS, words), argv)
     if code:
         raise RuntimeError(f"`lapa {' '.join(words)}` failed with exit code {code}")
 
 
 def train(work: Path, quick: bool = False) -> Path:
     """Run the pipeline in `work` (steps already done are skipped); returns the slim checkpoint."""
-    from lapa_models.laq import label as laq_label
-    from lapa_models.laq import train as laq_train
-    from lapa_models.policy import finetune, pretrain
-    from lapa_sim import generate
-
     work.mkdir(parents=True, exist_ok=True)
     scale = 0.1 if quick else 1.0
     n = lambda x: max(2, int(x * scale))  # noqa: E731
     t0 = time.monotonic()
     video, demos = work / "video", work / "demos"
-    _run(["data", "generate"], generate, ["--tasks", VIDEO_TASKS, "--episodes-per-task", n(20), "--no-actions",
-                                          "--out", video, "--seed", 0])
+    _run(["data", "generate"], ["--tasks", VIDEO_TASKS, "--episodes-per-task", n(20), "--no-actions",
+                                "--out", video, "--seed", 0])
     if not (work / "laq" / "final" / "config.json").is_file():
-        _run(["laq", "train"], laq_train, ["--data", video, "--config", "tiny", "--frame-gap", 3,
-                                           "--steps", n(3000), "--out", work / "laq", "--save-every", 1000])
+        _run(["laq", "train"], ["--data", video, "--config", "tiny", "--frame-gap", 3,
+                                "--steps", n(3000), "--out", work / "laq", "--save-every", 1000])
     if not (video / "latents" / "laq" / "info.json").is_file():
-        _run(["laq", "label"], laq_label, ["--checkpoint", work / "laq" / "final", "--data", video])
+        _run(["laq", "label"], ["--checkpoint", work / "laq" / "final", "--data", video])
     if not (work / "pretrain" / "final" / "config.json").is_file():
-        _run(["policy", "pretrain"], pretrain, ["--data", video, "--config", "small", "--out", work / "pretrain",
-                                                "--steps", n(1000), "--augment", "color", "--save-every", 500])
-    _run(["data", "generate"], generate, ["--tasks", DEMO_TASKS, "--episodes-per-task", n(50), "--out", demos,
-                                          "--seed", 0])
+        _run(["policy", "pretrain"], ["--data", video, "--config", "small", "--out", work / "pretrain",
+                                      "--steps", n(1000), "--augment", "color", "--save-every", 500])
+    _run(["data", "generate"], ["--tasks", DEMO_TASKS, "--episodes-per-task", n(50), "--out", demos,
+                                "--seed", 0])
     if not (work / "finetune" / "final" / "config.json").is_file():
-        _run(["policy", "finetune"], finetune, ["--data", demos, "--init", work / "pretrain" / "final",
-                                                "--out", work / "finetune", "--steps", n(1500), "--augment", "color",
-                                                "--save-every", 500])
+        _run(["policy", "finetune"], ["--data", demos, "--init", work / "pretrain" / "final",
+                                      "--out", work / "finetune", "--steps", n(1500), "--augment", "color",
+                                      "--save-every", 500])
     from lapa_models.policy.modeling import LapaPolicy
 
     slim = work / "checkpoint"

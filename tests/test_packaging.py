@@ -113,3 +113,28 @@ def test_colcon_build_installs_executables_launch_config_and_urdf(tmp_path):
                          env={**env, "PYTHONPATH": str(site), "AMENT_PREFIX_PATH": str(prefix)}, cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == share
+
+
+def test_every_command_of_the_registry_loads_and_builds_its_parser():
+    """The command table is the only routing: every row imports, gives two callables, and its options
+    parse; `python -m lapa_models` (the model layer alone) and `python -m lapa_ros` run the same tables."""
+    import argparse
+
+    from lapa_models.commands import MODEL_COMMANDS
+    from lapa_ros.cli import COMMANDS
+    from lapa_sim.commands import SIM_COMMANDS
+
+    words = [c.words for c in COMMANDS]
+    assert len(set(words)) == len(words)
+    assert {c.words for c in MODEL_COMMANDS} <= {c.words for c in SIM_COMMANDS} <= set(words)
+    for command in COMMANDS:
+        add_arguments, main = command.load()
+        assert callable(main), command.words
+        add_arguments(argparse.ArgumentParser(prog="lapa " + " ".join(command.words)))
+    for module, command in (("lapa_models", ["laq", "train"]), ("lapa_ros", ["bags", "info"])):
+        out = subprocess.run([sys.executable, "-m", module, *command, "--help"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "lapa_models", "bags", "info"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "invalid choice" in out.stderr   # ROS commands are not in the model layer

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib
 import json
 import os
 import shlex
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from lapa_models.commands import command_line, run_in_process
+from lapa_models.commands import command_line, find, run_in_process
 
 from .report import write_report
 from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, check_reusable, parse_assignment,
@@ -47,8 +46,7 @@ class Step:
     """One public command of the pipeline."""
 
     key: str                   # unique, names its marker and log
-    words: List[str]           # `lapa <words>`
-    module: str                # the module whose add_arguments / main the command runs
+    words: List[str]           # `lapa <words>`, a command of lapa_sim.commands.SIM_COMMANDS
     argv: List[str]
     after: Optional[Callable[[], None]] = None    # cleanup after success
 
@@ -95,7 +93,7 @@ class Benchmark:
         steps: List[Step] = []
         if "default" in views:
             steps.append(self._video_step("default"))
-        steps.append(Step("data-demos", ["data", "generate"], "lapa_sim.generate",
+        steps.append(Step("data-demos", ["data", "generate"],
                           ["--tasks", ",".join(c.targets), "--episodes-per-task", c.demo_pool, "--seed", c.demo_seed,
                            "--image-size", c.image_size, c.image_size, "--workers", _workers(),
                            "--out", self.data("demos")]))
@@ -110,7 +108,7 @@ class Benchmark:
 
     def _video_step(self, view: str) -> Step:
         c = self.config
-        return Step(f"data-video-{view}", ["data", "generate"], "lapa_sim.generate",
+        return Step(f"data-video-{view}", ["data", "generate"],
                     ["--tasks", ",".join(c.video_tasks), "--episodes-per-task", c.video_episodes,
                      "--seed", c.video_seed, "--image-size", c.image_size, c.image_size, "--workers", _workers(),
                      "--out", self.video(view)] + ([] if view == "default" else ["--view", view]))
@@ -121,20 +119,20 @@ class Benchmark:
         video, pre = self.video(view), self.pretrain(view)
         steps: List[Step] = []
         if "lapa" in c.arms:
-            steps.append(Step(f"laq-train-{view}", ["laq", "train"], "lapa_models.laq.train",
+            steps.append(Step(f"laq-train-{view}", ["laq", "train"],
                               ["--data", video, "--config", c.laq_config, "--frame-gap", c.laq_frame_gap,
                                "--steps", c.laq_steps, "--batch-size", c.laq_batch_size, "--out", pre / "laq",
                                "--no-progress", *threads]))
-            steps.append(Step(f"laq-label-{view}", ["laq", "label"], "lapa_models.laq.label",
+            steps.append(Step(f"laq-label-{view}", ["laq", "label"],
                               ["--checkpoint", pre / "laq" / "final", "--data", video, "--no-progress"]))
-            steps.append(Step(f"laq-show-{view}", ["laq", "show"], "lapa_models.laq.show",
+            steps.append(Step(f"laq-show-{view}", ["laq", "show"],
                               ["--checkpoint", pre / "laq" / "final", "--data", video, "--frames", 6,
                                "--out", pre / "latents"]))
-            steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"], "lapa_models.policy.pretrain",
+            steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"],
                               ["--data", video, *policy_arch, "--steps", c.pretrain_steps, "--out", pre / "lapa",
                                "--val-fraction", 0.05, "--seed", 0, *common]))
         if "action" in c.arms:
-            steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"], "lapa_models.policy.finetune",
+            steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"],
                               ["--data", video, "--init", "scratch", *policy_arch, "--steps", c.pretrain_steps,
                                "--out", pre / "action", "--val-fraction", 0.05, "--seed", 0, *common]))
         return steps
@@ -172,8 +170,8 @@ class Benchmark:
                 argv += ["--cotrain-data", self.video(view), "--cotrain-weight", c.cotrain_weight,
                          "--cotrain-target", "latents" if arm == "lapa" else "actions"]
         export = cell / "export"
-        steps = [Step(f"finetune-{tag}", ["policy", "finetune"], "lapa_models.policy.finetune", argv),
-                 Step(f"export-{tag}", ["policy", "export"], "lapa_models.policy.export",
+        steps = [Step(f"finetune-{tag}", ["policy", "finetune"], argv),
+                 Step(f"export-{tag}", ["policy", "export"],
                       ["--checkpoint", cell / "finetune" / "final", "--out", export, "--precisions", "fp32"])]
         groups = {"targets": c.targets}
         if setting == "in-domain" and k == c.cross_shots and c.uses("cross-task"):
@@ -181,7 +179,7 @@ class Benchmark:
         for group, tasks in groups.items():
             if not tasks:
                 continue
-            steps.append(Step(f"eval-{group}-{tag}", ["policy", "evaluate"], "lapa_sim.evaluate",
+            steps.append(Step(f"eval-{group}-{tag}", ["policy", "evaluate"],
                               ["--export", export, "--tasks", ",".join(tasks), "--episodes", c.eval_episodes,
                                "--seed", c.eval_seed, "--image-size", c.image_size, c.image_size,
                                "--execution", c.execution, "--out", cell / f"eval_{group}.json",
@@ -236,11 +234,13 @@ class Benchmark:
         return results
 
     def _execute(self, step: Step) -> None:
-        module = importlib.import_module(step.module)
+        from ..commands import SIM_COMMANDS
+
+        command = find(SIM_COMMANDS, step.words)
         log = self.out / "logs" / f"{step.key}.log"
         with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
             try:
-                code = run_in_process(step.words, module, step.argv)
+                code = run_in_process(command, step.argv)
             except Exception as e:   # the step's own error, with where to read more
                 raise StepFailed(f"`{step.command()}` failed: {type(e).__name__}: {e}\n(log: {log})") from e
         if code:
