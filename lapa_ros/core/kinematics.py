@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .joint_limits import limit_band, velocity_ratio
+
 JOINT_TYPES = ("revolute", "continuous", "prismatic", "fixed", "floating", "planar")
 CHAIN_JOINT_TYPES = ("revolute", "continuous", "prismatic", "fixed")
 
@@ -489,8 +491,7 @@ class KinematicChain:
             raise ValueError(f"twist has NaN/Inf: {twist.tolist()}")
         if not (dt > 0 and math.isfinite(dt)):
             raise ValueError(f"dt must be a positive number of seconds, got {dt}")
-        lo = np.minimum(self.lower + limit_margin, q)
-        hi = np.maximum(self.upper - limit_margin, q)
+        lo, hi = limit_band(self.lower, self.upper, limit_margin, q)
         target = twist * dt  # the displacement to achieve this period
         J = self.jacobian(q)
         finite = np.isfinite(self.lower) & np.isfinite(self.upper)
@@ -515,8 +516,7 @@ class KinematicChain:
             free &= ~over
             if not free.any():
                 break
-        speed = np.abs(dq) / dt
-        ratio = np.max(np.where(np.isfinite(self.velocity_limits), speed / self.velocity_limits, 0.0))
+        ratio = velocity_ratio(dq, self.velocity_limits, dt)
         if ratio > 1.0:
             dq /= ratio
         return np.clip(q + dq, lo, hi)

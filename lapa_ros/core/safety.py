@@ -35,6 +35,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .joint_limits import limit_band, velocity_ratio
+
 
 class GateState(str, Enum):
     DISARMED = "DISARMED"
@@ -464,18 +466,12 @@ class SafetyGate:
                 self._record((reason,), hold=True)
                 return SafeJointCommand(current.copy(), True, (reason,))
             reasons = []
-            lo = np.array(lim.joint_position_lower) + lim.joint_limit_margin
-            hi = np.array(lim.joint_position_upper) - lim.joint_limit_margin
-            finite = np.isfinite(lo) & np.isfinite(hi)
-            mid = np.where(finite, (np.where(finite, lo, 0.0) + np.where(finite, hi, 0.0)) / 2.0, 0.0)
-            lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)  # margin wider than the range: its middle
-            lo, hi = np.minimum(lo, current), np.maximum(hi, current)
+            lo, hi = limit_band(lim.joint_position_lower, lim.joint_position_upper, lim.joint_limit_margin, current)
             safe = np.clip(target, lo, hi)
             if not np.array_equal(safe, target):
                 reasons.append(JOINT_POSITION_CLAMPED)
-            max_step = np.array(lim.joint_velocity_limits) * lim.joint_velocity_scale * dt
             step = safe - current
-            ratio = float(np.max(np.abs(step) / np.maximum(max_step, 1e-300)))
+            ratio = velocity_ratio(step, np.array(lim.joint_velocity_limits) * lim.joint_velocity_scale, dt)
             if ratio > 1.0:
                 safe = current + step / ratio
                 reasons.append(JOINT_VELOCITY_CLAMPED)
