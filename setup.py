@@ -13,6 +13,7 @@ PACKAGE = "lapa_ros"
 # One console script per node and command; `ros2 run lapa_ros <name>` on a ROS machine.
 NODES = {
     "sim_robot_node": "lapa_ros.nodes.sim_robot:main",
+    "panda_sim_node": "lapa_ros.nodes.panda_sim:main",
     "scripted_expert_node": "lapa_ros.teleop.scripted_expert:main",
     "camera_node": "lapa_ros.nodes.camera:main",
     "policy_node": "lapa_ros.nodes.policy:main",

@@ -12,6 +12,11 @@ NodeSpecs. Each argument is declared once in a table (name, default, description
   sim_teleop   simulated arm + arm_controller + an operator (the scripted expert in simulation)
   record       robot: camera + arm_controller + recorder + a teleop device (ros2 launch lapa_ros record.launch.py)
   sim_record   sim_teleop + recorder: demonstrations recorded to bags in simulation
+
+The sim graphs take `robot`: sawyer (sim_robot: Meta-World, end-effector twists, the arm controller's
+`sim` backend) or panda (panda_sim: a Franka behind ros2_control's joint topics, the arm controller's
+`controller` backend, joint_trajectory or forward_position, with IK on urdf/panda.urdf); `auto`, the
+default, is the robot of `task` in the task catalogue. Either simulated arm runs as node `sim_robot`.
 """
 from __future__ import annotations
 
@@ -61,6 +66,27 @@ def _sim_time(real_time: bool) -> Dict[str, object]:
     return {} if real_time else {"use_sim_time": True}
 
 
+SIM_ROBOTS = ("sawyer", "panda")
+PANDA_CONTROLLERS = ("joint_trajectory", "forward_position")
+
+
+def sim_robot_choice(robot: str, task: str) -> str:
+    """The simulated robot of a sim graph: `robot` (sawyer, panda), or with `auto` the robot of `task` in
+    the task catalogue (a task of another robot than the one asked for is an error)."""
+    if robot not in SIM_ROBOTS + ("auto",):
+        raise ValueError(f"robot must be auto, {' or '.join(SIM_ROBOTS)}, got '{robot}'")
+    from lapa_sim.tasks import UnknownTaskError, get_task
+
+    try:
+        task_robot = get_task(task).robot
+    except UnknownTaskError:
+        return "sawyer" if robot == "auto" else robot   # the node refuses the task with the list of valid ones
+    if robot != "auto" and task_robot != robot:
+        raise ValueError(f"task '{task}' runs on the {task_robot}, not the {robot}: choose a {robot} task "
+                         f"(lapa_sim/tasks.yaml) or robot:={task_robot}")
+    return task_robot
+
+
 # --------------------------------------------------------------------------- nodes
 def sim_robot_node(task: str, real_time: bool, lockstep: bool = False) -> NodeSpec:
     return NodeSpec(name="sim_robot", executable="sim_robot_node", module="lapa_ros.nodes.sim_robot",
@@ -68,18 +94,42 @@ def sim_robot_node(task: str, real_time: bool, lockstep: bool = False) -> NodeSp
                     parameters={"task": task, "real_time": real_time, "lockstep": lockstep})
 
 
-def arm_controller_node(sim: bool, backend: str = "", real_time: bool = True, **overrides) -> NodeSpec:
+def panda_sim_node(task: str, real_time: bool, lockstep: bool = False) -> NodeSpec:
+    """The simulated Panda, named sim_robot like the Sawyer: episode runner, evaluation and tests address either."""
+    return NodeSpec(name="sim_robot", executable="panda_sim_node", module="lapa_ros.nodes.panda_sim",
+                    config=("panda_sim.yaml",),
+                    parameters={"task": task, "real_time": real_time, "lockstep": lockstep})
+
+
+def simulated_arm_node(robot: str, task: str, real_time: bool, lockstep: bool = False) -> NodeSpec:
+    return (panda_sim_node if robot == "panda" else sim_robot_node)(task, real_time, lockstep)
+
+
+def arm_controller_node(sim: bool, backend: str = "", real_time: bool = True, robot: str = "sawyer",
+                        **overrides) -> NodeSpec:
+    """sim: the simulated `robot` (sawyer: backend sim at its 20 Hz; panda: the given joint backend)."""
     params: Dict[str, object] = {**_sim_time(real_time), **overrides}
     if backend:
         params["backend"] = backend
+    sim_config = ("arm_controller_panda_sim.yaml",) if robot == "panda" else ("arm_controller_sim.yaml",)
     return NodeSpec(name="arm_controller", executable="arm_controller_node", module="lapa_ros.nodes.arm_controller",
-                    config=("arm_controller.yaml",) + (("arm_controller_sim.yaml",) if sim else ()),
+                    config=("arm_controller.yaml",) + (sim_config if sim else ()),
                     parameters=params, stop_last=True)
 
 
-def policy_node(model_dir: str, sim: bool, real_time: bool = True, **overrides) -> NodeSpec:
+def sim_arm_controller_node(robot: str, controller: str, real_time: bool) -> NodeSpec:
+    if robot != "panda":
+        return arm_controller_node(sim=True, real_time=real_time)
+    if controller not in PANDA_CONTROLLERS:
+        raise ValueError(f"controller must be {' or '.join(PANDA_CONTROLLERS)} for the simulated Panda, "
+                         f"got '{controller}'")
+    return arm_controller_node(sim=True, backend=controller, real_time=real_time, robot="panda")
+
+
+def policy_node(model_dir: str, sim: bool, real_time: bool = True, robot: str = "sawyer", **overrides) -> NodeSpec:
+    """sim: the simulated Sawyer's settings (its base frame); the simulated Panda takes the robot defaults."""
     return NodeSpec(name="policy", executable="policy_node", module="lapa_ros.nodes.policy",
-                    config=("policy.yaml",) + (("policy_sim.yaml",) if sim else ()),
+                    config=("policy.yaml",) + (("policy_sim.yaml",) if sim and robot != "panda" else ()),
                     parameters={"model_dir": model_dir, **_sim_time(real_time), **overrides})
 
 
@@ -103,10 +153,12 @@ def joy_teleop_node(profile: str, device: str = "") -> NodeSpec:
                     respawn=True)
 
 
-def scripted_expert_node(real_time: bool = True) -> NodeSpec:
+def scripted_expert_node(real_time: bool = True, robot: str = "sawyer") -> NodeSpec:
+    # Twists in the arm controller's base frame: the Sawyer world's, or the Panda's base link.
+    frame = {"base_frame": "panda_link0"} if robot == "panda" else {}
     return NodeSpec(name="scripted_expert", executable="scripted_expert_node",
                     module="lapa_ros.teleop.scripted_expert", config=("scripted_expert.yaml",),
-                    parameters=_sim_time(real_time))
+                    parameters={**_sim_time(real_time), **frame})
 
 
 # --------------------------------------------------------------------------- graphs
@@ -131,34 +183,45 @@ def policy_graph(model: str = "", camera: str = "realsense", camera_serial: str 
             arm_controller_node(sim=False, backend=controller, robot_description_file=robot_description)]
 
 
+SIM_ROBOT_ARGS = (
+    LaunchArgument("robot", "auto", "Simulated arm: sawyer (Meta-World, twists), panda (Franka behind ros2_control "
+                                    "joint topics), or auto: the robot of the task (lapa_sim/tasks.yaml)."),
+    LaunchArgument("controller", "joint_trajectory", "Arm controller backend for robot:=panda: joint_trajectory or "
+                                                     "forward_position (the Sawyer takes twists: backend sim)."),
+)
+
 SIM_POLICY_ARGS = (
     LaunchArgument("model", "", "Exported policy folder (lapa policy export)."),
     LaunchArgument("task", "reach", "Simulated task to start with (lapa_sim/tasks.yaml)."),
     LaunchArgument("real_time", "true", "Step the simulated arm on the wall clock (false: sim time, /clock)."),
     LaunchArgument("lockstep", "false", "With real_time false: each step waits for the command answering the last image."),
-)
+) + SIM_ROBOT_ARGS
 
 
 def sim_policy_graph(model: str = "", task: str = "reach", real_time: str = "true",
-                     lockstep: str = "false") -> List[NodeSpec]:
+                     lockstep: str = "false", robot: str = "auto", controller: str = "joint_trajectory") -> List[NodeSpec]:
     """The simulated arm run by the policy, behind the same controller and safety gate as a robot."""
     rt = _bool(real_time)
-    return [sim_robot_node(task, rt, _bool(lockstep)), policy_node(model, sim=True, real_time=rt),
-            arm_controller_node(sim=True, real_time=rt)]
+    robot = sim_robot_choice(robot, task)
+    return [simulated_arm_node(robot, task, rt, _bool(lockstep)),
+            policy_node(model, sim=True, real_time=rt, robot=robot),
+            sim_arm_controller_node(robot, controller, rt)]
 
 
 SIM_TELEOP_ARGS = (
     LaunchArgument("task", "push", "Simulated task to start with (lapa_sim/tasks.yaml)."),
     LaunchArgument("real_time", "true", "Step the simulated arm on the wall clock (false: sim time, /clock)."),
     LaunchArgument("lockstep", "false", "With real_time false: each step waits for the command answering the last image."),
-)
+) + SIM_ROBOT_ARGS
 
 
-def sim_teleop_graph(task: str = "push", real_time: str = "true", lockstep: str = "false") -> List[NodeSpec]:
+def sim_teleop_graph(task: str = "push", real_time: str = "true", lockstep: str = "false", robot: str = "auto",
+                     controller: str = "joint_trajectory") -> List[NodeSpec]:
     """The simulated arm operated through the arm controller by the scripted expert."""
     rt = _bool(real_time)
-    return [sim_robot_node(task, rt, _bool(lockstep)), arm_controller_node(sim=True, real_time=rt),
-            scripted_expert_node(rt)]
+    robot = sim_robot_choice(robot, task)
+    return [simulated_arm_node(robot, task, rt, _bool(lockstep)), sim_arm_controller_node(robot, controller, rt),
+            scripted_expert_node(rt, robot)]
 
 
 RECORD_ARGS = (
@@ -191,10 +254,10 @@ SIM_RECORD_ARGS = SIM_TELEOP_ARGS + (
 
 
 def sim_record_graph(task: str = "push", real_time: str = "true", lockstep: str = "false",
-                     output_dir: str = "bags") -> List[NodeSpec]:
+                     robot: str = "auto", controller: str = "joint_trajectory", output_dir: str = "bags") -> List[NodeSpec]:
     """The simulated arm operated by the scripted expert, recorded to bags."""
-    return sim_teleop_graph(task, real_time, lockstep) + [recorder_node(output_dir, "scripted_expert",
-                                                                       _bool(real_time))]
+    return sim_teleop_graph(task, real_time, lockstep, robot, controller) + \
+        [recorder_node(output_dir, "scripted_expert", _bool(real_time))]
 
 
 GRAPHS: Dict[str, Tuple[Callable[..., List[NodeSpec]], Sequence[LaunchArgument]]] = {

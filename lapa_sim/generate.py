@@ -5,6 +5,10 @@
 
 Episode ``k`` of task ``t`` uses seed ``seed + k``, so a dataset is a deterministic function of its
 arguments. Resumable: episodes already in the index are skipped. Parallel across cores (--workers).
+
+Tasks of either simulated robot (``robot`` in the catalogue): the Meta-World Sawyer (20 Hz) or the Panda
+(lapa_sim.panda, 30 Hz camera frames), one robot per dataset (their base frames, grippers and rates
+differ), e.g. ``--tasks panda`` for Panda video to pretrain across embodiments.
 """
 from __future__ import annotations
 
@@ -19,13 +23,13 @@ import numpy as np
 
 from lapa_models.data.episodes import DatasetInfo, Episode, EpisodeWriter
 
-from .tasks import TaskSpec, check_runnable, load_catalogue
-from .world import ACTION_NAMES, GRIPPER, SimWorld
+from .tasks import TaskSpec, check_runnable, load_catalogue, make_world
+from .world import ACTION_NAMES, GRIPPER
 
 Job = Tuple[int, str, int]  # (episode index, task name, seed)
 
 
-def rollout_expert(world: SimWorld, seed: int, *, render: bool = True, with_actions: bool = True,
+def rollout_expert(world, seed: int, *, render: bool = True, with_actions: bool = True,
                    steps_after_success: int = 0) -> Episode:
     """One expert episode in ``world`` (already on the right task): frames, actions, states."""
     world.reset(seed)
@@ -51,7 +55,7 @@ def rollout_expert(world: SimWorld, seed: int, *, render: bool = True, with_acti
         actions=np.stack(actions) if with_actions else None,
         states=np.stack(states),
         instruction=instruction, task=world.task.name, success=bool(world.success),
-        metadata={"seed": int(seed), "source": "sim-expert", "env": world.task.env})
+        metadata={"seed": int(seed), "source": "sim-expert", "env": world.task.env, "robot": world.task.robot})
 
 
 # ----------------------------------------------------------------------------- workers
@@ -67,10 +71,10 @@ def _init_worker(root: str, info: DatasetInfo, image_size: Tuple[int, int], subs
 
 def _run_job(job: Job) -> dict:
     index, task, seed = job
-    world: Optional[SimWorld] = _worker["world"]
+    world = _worker["world"]
     if world is None:
-        world = _worker["world"] = SimWorld(task, seed=seed, image_size=_worker["image_size"],
-                                            substeps=_worker["substeps"], view=_worker["view"])
+        world = _worker["world"] = make_world(task, seed=seed, image_size=_worker["image_size"],
+                                              substeps=_worker["substeps"], view=_worker["view"])
     elif world.task.name != task:
         world.set_task(task, seed=seed)
     episode = rollout_expert(world, seed, with_actions=_worker["with_actions"])
@@ -95,15 +99,24 @@ def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, 
     catalogue.view(view)   # an unknown view is an error before any work
     for spec in specs:
         check_runnable(spec)
-    probe = SimWorld(specs[0], image_size=image_size, substeps=substeps, render=False)
+    robots = sorted({spec.robot for spec in specs})
+    if len(robots) > 1:
+        by_robot = {r: [s.name for s in specs if s.robot == r] for r in robots}
+        raise ValueError("tasks of different robots cannot share a dataset (base frame, gripper and rate differ): "
+                         + "; ".join(f"{r}: {', '.join(names)}" for r, names in by_robot.items())
+                         + ". Generate one dataset per robot.")
+    probe = make_world(specs[0], image_size=image_size, substeps=substeps, render=False)
     fps = 1.0 / probe.control_period
+    state_names = list(probe.STATE_NAMES)
+    gripper = getattr(probe, "GRIPPER", GRIPPER)   # the Sawyer's is lapa_sim.world.GRIPPER
     probe.close()
+    timing = {"substeps": substeps} if robots[0] == "sawyer" else {}
     info = DatasetInfo(fps=fps, image_height=image_size[0], image_width=image_size[1],
                        action_names=list(ACTION_NAMES) if with_actions else None,
-                       state_names=list(SimWorld.STATE_NAMES), video_codec=codec, source="sim",
-                       gripper=GRIPPER.to_json(),
-                       extra={"generator": "lapa_sim.generate", "substeps": substeps, "view": view or "default",
-                              "action_units": "m/s (vx, vy, vz), gripper 0 open..1 closed"})
+                       state_names=state_names, video_codec=codec, source="sim",
+                       gripper=gripper.to_json(),
+                       extra={"generator": "lapa_sim.generate", "robot": robots[0], **timing, "view": view or "default",
+                              "action_units": "m/s (vx, vy, vz) in the robot's base frame, gripper 0 open..1 closed"})
     writer = EpisodeWriter(out, info)
     done = writer.completed_indices()
     jobs = [j for j in plan_jobs(specs, episodes_per_task, seed) if j[0] not in done]
@@ -138,12 +151,14 @@ def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="dataset directory (created, or resumed if it exists)")
-    p.add_argument("--tasks", default="mt10", help="task names and/or sets, comma separated (mt10, held-out, all)")
+    p.add_argument("--tasks", default="mt10", help="task names and/or sets, comma separated (mt10, held-out, panda, "
+                                                   "all); one robot per dataset")
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="seed of each task's first episode")
     p.add_argument("--no-actions", action="store_true", help="drop actions: unlabelled video for the latent stages")
     p.add_argument("--image-size", type=int, nargs=2, default=[128, 128], metavar=("H", "W"))
-    p.add_argument("--substeps", type=int, default=4, help="Meta-World steps per control step (4 -> 20 Hz)")
+    p.add_argument("--substeps", type=int, default=4, help="Meta-World steps per control step (4 -> 20 Hz); the "
+                                                           "Sawyer only (the Panda steps one 30 Hz camera frame)")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--codec", default="lossless", choices=["lossless", "h264"])
     p.add_argument("--view", default=None,

@@ -1,9 +1,10 @@
-"""The simulated task catalogue: names, instructions, cameras and experts, read from tasks.yaml.
+"""The simulated task catalogue: names, robots, instructions, cameras and experts, read from tasks.yaml.
 
 The list of tasks is data (``tasks.yaml`` beside this file, or the file named by the environment
-variable ``LAPA_TASKS_FILE``); this module only parses and validates it. A task needs a Meta-World
-environment and instructions; its scripted expert is optional in the file, and a command that needs
-one (episode generation, the benchmark) says so when it is missing.
+variable ``LAPA_TASKS_FILE``); this module only parses and validates it. A task runs on one robot
+(``robot``: ``sawyer``, the default, for Meta-World environments; ``panda`` for lapa_sim.panda's) and
+needs an environment of that robot and instructions; its scripted expert is optional in the file, and
+a command that needs one (episode generation, the benchmark) says so when it is missing.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 TASKS_FILE = Path(__file__).with_name("tasks.yaml")
+# The simulated robots: sawyer (Meta-World, lapa_sim.world, ROS node sim_robot) and panda (lapa_sim.panda,
+# ROS node panda_sim, behind ros2_control's joint topics).
+ROBOTS = ("sawyer", "panda")
 
 
 class UnknownTaskError(ValueError):
@@ -98,6 +102,7 @@ class TaskSpec:
     instructions: Tuple[str, ...]
     max_steps: int
     camera: CameraSpec
+    robot: str = "sawyer"
 
     @property
     def instruction(self) -> str:
@@ -155,9 +160,12 @@ def parse_catalogue(raw: dict) -> TaskCatalogue:
             raise ValueError(f"task '{name}': needs at least one instruction")
         cam = CameraSpec.from_dict({**default_cam, **t.get("camera", {})})
         expert = str(t["expert"]).strip() if t.get("expert") else None
+        robot = str(t.get("robot", defaults.get("robot", "sawyer")))
+        if robot not in ROBOTS:
+            raise ValueError(f"task '{name}': unknown robot '{robot}'; robots: {', '.join(ROBOTS)}")
         tasks[name] = TaskSpec(name=name, env=t["env"], expert=expert, instructions=instructions,
                                max_steps=int(t.get("max_steps", defaults.get("max_steps", 100))),
-                               camera=cam)
+                               camera=cam, robot=robot)
     sets: Dict[str, Tuple[str, ...]] = {}
     for set_name, members in (raw.get("task_sets") or {}).items():
         for m in members:
@@ -192,7 +200,20 @@ def _load(path: str) -> TaskCatalogue:
 
 
 def check_runnable(spec: TaskSpec) -> None:
-    """Raise a clear ValueError unless Meta-World has the task's environment and scripted expert."""
+    """Raise a clear ValueError unless the task's robot has its environment and scripted expert."""
+    if spec.robot == "panda":
+        from .panda.envs import ENVS
+        from .panda.experts import EXPERTS
+
+        if spec.env not in ENVS:
+            raise ValueError(f"task '{spec.name}': the Panda has no environment '{spec.env}' ({', '.join(ENVS)})")
+        if not spec.expert:
+            raise ValueError(f"task '{spec.name}' has no scripted expert in the catalogue: episodes (video and "
+                             "demonstrations) cannot be generated for it; add `expert: <class in "
+                             "lapa_sim.panda.experts>`")
+        if spec.expert not in EXPERTS:
+            raise ValueError(f"task '{spec.name}': lapa_sim.panda.experts has no expert '{spec.expert}'")
+        return
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE as envs
     import metaworld.policies as policies
 
@@ -209,5 +230,45 @@ def get_task(name: str) -> TaskSpec:
     return load_catalogue().get(name)
 
 
-def task_names() -> List[str]:
-    return list(load_catalogue().tasks)
+def task_names(robot: Optional[str] = None) -> List[str]:
+    """Every task of the catalogue, or those of one robot."""
+    return [name for name, spec in load_catalogue().tasks.items() if robot is None or spec.robot == robot]
+
+
+def make_world(task: str | TaskSpec, **kwargs):
+    """The simulated world of a task's robot: lapa_sim.world.SimWorld (sawyer) or lapa_sim.panda.PandaWorld.
+
+    kwargs: seed, image_size, render, view, camera; ``substeps`` (Meta-World steps per control step)
+    applies to the Sawyer only."""
+    spec = get_task(task) if isinstance(task, str) else task
+    if spec.robot == "panda":
+        from .panda.world import PandaWorld
+
+        kwargs.pop("substeps", None)
+        return PandaWorld(spec, **kwargs)
+    from .world import SimWorld
+
+    return SimWorld(spec, **kwargs)
+
+
+def make_command_expert(task: str | TaskSpec):
+    """The scripted expert of a task as ``expert(names, values) -> (linear velocity [m/s] in the robot's
+    base frame, gripper 0 open..1 closed)``, from the simulator's named privileged state
+    (``sim/privileged_state``). Raises ValueError when the task has none."""
+    spec = get_task(task) if isinstance(task, str) else task
+    if not spec.expert:
+        raise ValueError(f"task '{spec.name}' has no scripted expert in the catalogue")
+    if spec.robot == "panda":
+        from .panda.experts import make_expert as make_panda_expert
+
+        return make_panda_expert(spec.expert)
+    from .world import MAX_SPEED, expert_action_to_command, make_expert
+
+    act = make_expert(spec)
+
+    def sawyer_expert(names, values):
+        import numpy as np
+
+        return expert_action_to_command(act(np.asarray(values, dtype=np.float64)), MAX_SPEED)
+
+    return sawyer_expert

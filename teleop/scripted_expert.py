@@ -1,8 +1,10 @@
-"""scripted_expert: Meta-World's scripted policy acting as the operator of the simulated arm.
+"""scripted_expert: the task's scripted policy acting as the operator of the simulated arm.
 
 It plays the part a human plays with a keyboard or SpaceMouse on a real robot: it reads the
 simulator's privileged state (object and goal positions, `sim/privileged_state`) and the current task
-(`sim/task`), and publishes the same commands every teleop device publishes:
+(`sim/task`), takes the task's expert from the task catalogue (Meta-World's for the Sawyer tasks,
+lapa_sim.panda's for the Panda's: lapa_sim.tasks.make_command_expert), and publishes the same
+commands every teleop device publishes:
   twist_cmd    geometry_msgs/TwistStamped, end-effector velocity [m/s] in `base_frame`
                (stamped with the state it answers, so lockstep simulation and latency checks work)
   gripper_cmd  std_msgs/Float64, 0 open .. 1 closed
@@ -17,8 +19,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, String
 from geometry_msgs.msg import TwistStamped
 
-from lapa_sim.tasks import UnknownTaskError, get_task
-from lapa_sim.world import MAX_SPEED, expert_action_to_command, make_expert
+from lapa_sim.tasks import UnknownTaskError, get_task, make_command_expert
 
 from lapa_ros.messages import twist_msg
 from lapa_ros.ros_common import COMMAND_QOS, LATCHED_QOS, Param, declare_params, run_node
@@ -43,11 +44,11 @@ class ScriptedExpertNode(Node):
     def _on_task(self, msg: String) -> None:
         try:
             spec = get_task(msg.data)
-        except UnknownTaskError as e:
+            self._expert = make_command_expert(spec)
+        except (UnknownTaskError, ValueError) as e:
             self.get_logger().error(f"no expert: {e}")
             self._expert = None
             return
-        self._expert = make_expert(spec)
         self._task = spec.name
         self.get_logger().info(f"expert for task '{spec.name}'")
 
@@ -58,7 +59,11 @@ class ScriptedExpertNode(Node):
         if not np.all(np.isfinite(obs)):
             self.get_logger().warning("privileged state has NaN/Inf: no command", throttle_duration_sec=1.0)
             return
-        velocity, gripper = expert_action_to_command(self._expert(obs), MAX_SPEED)
+        try:
+            velocity, gripper = self._expert(list(msg.name), obs)
+        except ValueError as e:   # a state that does not fit the task's expert (e.g. another robot's)
+            self.get_logger().warning(f"no command: {e}", throttle_duration_sec=1.0)
+            return
         # Gripper first: the twist is what a lockstep simulator waits for.
         self.pub_gripper.publish(Float64(data=gripper))
         self.pub_twist.publish(twist_msg(velocity, msg.header.stamp, self.p.base_frame))

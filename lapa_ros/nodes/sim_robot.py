@@ -73,9 +73,12 @@ class SimRobotNode(Node):
         super().__init__("sim_robot", **kwargs)
         self.p = declare_params(self, PARAMS)
         try:
-            get_task(self.p.task)
+            robot = get_task(self.p.task).robot
         except UnknownTaskError as e:
             raise StartupError(f"sim_robot: {e}") from e
+        if robot != "sawyer":   # the Panda's tasks run in panda_sim (graph argument robot:=panda)
+            raise StartupError(f"sim_robot: task '{self.p.task}' runs on the {robot}; Sawyer tasks: "
+                               f"{', '.join(task_names('sawyer'))}")
         self._command_cv = threading.Condition()
         self._publishers_ready = threading.Event()
         self._reset_requests: "queue.Queue" = queue.Queue()
@@ -163,8 +166,9 @@ class SimRobotNode(Node):
     def _on_set_parameters(self, params) -> SetParametersResult:
         for prm in params:
             if prm.name == "task":
-                if prm.value not in task_names():
-                    return SetParametersResult(successful=False, reason=str(UnknownTaskError(prm.value, task_names())))
+                if prm.value not in task_names("sawyer"):
+                    return SetParametersResult(successful=False,
+                                               reason=str(UnknownTaskError(prm.value, task_names("sawyer"))))
                 self._pending_task = prm.value
             elif prm.name == "seed":
                 self._next_seed = int(prm.value)
