@@ -12,7 +12,9 @@ Outputs, by backend:
   servo             servo_node/delta_twist_cmds (TwistStamped), what MoveIt Servo takes
   sim               the same topic, for the simulated arm (lapa_ros.nodes.sim_robot)
   joint_trajectory  joint_trajectory_controller/joint_trajectory (trajectory_msgs/JointTrajectory),
-                    one point one control period ahead, from damped least-squares IK on the URDF
+                    one point reached one control period after arrival (header stamp zero: "start
+                    on arrival", so late delivery or clock offset never voids it), from damped
+                    least-squares IK on the URDF
   forward_position  forward_position_controller/commands (std_msgs/Float64MultiArray), the same IK
   and always        gripper/command (std_msgs/Float64)
   /diagnostics      diagnostic_msgs/DiagnosticArray: gate state, every hold/clamp counted by reason
@@ -125,7 +127,7 @@ class ArmControllerNode(Node):
         self._joint_names = None
         self._joint_positions = None
         self._q_target: Optional[np.ndarray] = None   # joint backends: the last joint target sent while moving
-        self._last_ik = 0.0                            # when it was sent (monotonic)
+        self._last_ik = 0.0                            # when it was sent (node clock: sim time under /clock)
 
         if self.p.backend in JOINT_BACKENDS:
             if self.p.use_robot_description_topic:
@@ -308,7 +310,7 @@ class ArmControllerNode(Node):
     def _send_ik_step(self, base: np.ndarray, linear: np.ndarray, angular: np.ndarray) -> None:
         """One IK step covering the time since the last one (a late timer tick does not slow the arm),
         at most two control periods."""
-        now = time.monotonic()
+        now = self._now()   # the node's clock, so a simulation on /clock moves at the commanded speed
         dt = self.period if self._q_target is None else min(max(now - self._last_ik, 0.0), 2 * self.period)
         self._last_ik = now
         if dt <= 0.0:
@@ -318,21 +320,24 @@ class ArmControllerNode(Node):
         self._report(safe.reasons, True, safe.hold)
         if safe.positions is not None:
             self._q_target = np.array(safe.positions)
-            self._send_joints(safe.positions, self.get_clock().now().to_msg())
+            self._send_joints(safe.positions)
 
     def _send_hold(self) -> None:
-        now_msg = self.get_clock().now().to_msg()
         if self.pub_twist is not None:
-            self.pub_twist.publish(twist_msg(np.zeros(3), now_msg, self.p.base_frame, np.zeros(3)))
+            self.pub_twist.publish(twist_msg(np.zeros(3), self.get_clock().now().to_msg(), self.p.base_frame,
+                                             np.zeros(3)))
             return
         q = self._current_q()
         if q is not None:
-            self._send_joints(q, now_msg)
+            self._send_joints(q)
 
-    def _send_joints(self, q: np.ndarray, stamp) -> None:
+    def _send_joints(self, q: np.ndarray) -> None:
         if self.pub_trajectory is not None:
+            # Header stamp zero: joint_trajectory_controller starts the trajectory when it arrives. A
+            # stamp of our send time would make a trajectory that arrives later than one control period
+            # (DDS on a loaded machine, clock offset between computers) lie entirely in the past, which
+            # the controller drops. The one point is reached one control period after arrival.
             msg = JointTrajectory(joint_names=list(self.chain.joint_names))
-            msg.header.stamp = stamp
             sec = self.period
             msg.points = [JointTrajectoryPoint(positions=[float(v) for v in q],
                                                time_from_start=Duration(sec=int(sec), nanosec=int((sec % 1) * 1e9)))]
