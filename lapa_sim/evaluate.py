@@ -1,4 +1,5 @@
-"""Closed-loop success of an exported policy on the simulated arm, through ``PolicyRuntime`` (no ROS).
+"""Closed-loop success of an exported policy on a simulated arm (the Sawyer's tasks or the Panda's),
+through ``PolicyRuntime`` (no ROS).
 
     lapa policy evaluate --export artifacts/policy --tasks reach,drawer-close,button-press-topdown \\
         --episodes 20 --seed 1000
@@ -65,8 +66,7 @@ def evaluate(export_dir: str, tasks: str, episodes: int, seed: int = 1000, image
     os.environ.setdefault("MUJOCO_GL", "egl")
     from lapa_models.policy.runtime import PolicyRuntime
 
-    from .tasks import load_catalogue
-    from .world import SimWorld
+    from .tasks import load_catalogue, make_world
 
     runtime = PolicyRuntime(export_dir, precision=precision, intra_op_threads=threads)
     executor = ChunkExecutor(execution, ensemble_decay, period=1.0 / (runtime.control_rate_hz or 20.0))
@@ -80,8 +80,10 @@ def evaluate(export_dir: str, tasks: str, episodes: int, seed: int = 1000, image
         outcomes = []
         for k in range(episodes):
             s = seed + k
-            if world is None:
-                world = SimWorld(spec, seed=s, image_size=tuple(image_size))
+            if world is None or world.task.robot != spec.robot:   # the Sawyer's or the Panda's world
+                if world is not None:
+                    world.close()
+                world = make_world(spec, seed=s, image_size=tuple(image_size))
             elif world.task.name != spec.name:
                 world.set_task(spec, seed=s)
             else:

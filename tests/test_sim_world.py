@@ -138,3 +138,15 @@ def test_a_task_without_expert_is_catalogued_but_cannot_make_episodes(tmp_path, 
     with pytest.raises(ValueError, match="no environment 'teleport-v3'"):
         check_runnable(cat.get("bad-env"))
     assert not (tmp_path / "data").exists()
+
+
+def test_in_process_evaluation_runs_the_panda_and_the_sawyer_in_one_call(tiny_exports):
+    """lapa policy evaluate picks each task's robot (the Panda's world, then the Sawyer's), and the
+    policy's actions move the hand in both."""
+    from lapa_sim.evaluate import evaluate
+
+    result = evaluate(str(tiny_exports["state"]), "panda-reach,reach", episodes=1, image_size=(64, 64), threads=1,
+                      progress=False)
+    for task in ("panda-reach", "reach"):
+        episode = result["tasks"][task]["episodes"][0]
+        assert episode["steps"] > 0 and episode["ee_net_m"] > 0.02, (task, episode)
