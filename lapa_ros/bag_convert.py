@@ -51,18 +51,44 @@ class ConversionConfig:
     twist_topic: str = "/arm_controller/twist_cmd"
     gripper_topic: str = "/arm_controller/gripper_cmd"
     actions: str = "commands"            # commands | deltas
-    gripper_joint: str = "r_close"
-    gripper_open_position: float = 0.0
-    gripper_closed_position: float = 0.04
+    # The gripper mapping: None = the one each bag's recorder stored (lapa_ros.bags.EpisodeInfo.gripper);
+    # set all three to override it (e.g. bags recorded before the recorder stored it).
+    gripper_joint: Optional[str] = None
+    gripper_open_position: Optional[float] = None
+    gripper_closed_position: Optional[float] = None
     image_size: Optional[Tuple[int, int]] = None
     state_tolerance: float = 0.05        # [s]
     command_max_age: float = 0.25        # [s]
     include_failures: bool = False
     min_frames: int = 5
 
-    def gripper(self) -> GripperMapping:
-        """The gripper mapping of the converted states (written into the dataset and the model card)."""
+    def gripper(self) -> Optional[GripperMapping]:
+        """The mapping given by the user (all three fields), None to take each bag's."""
+        given = [v is not None for v in (self.gripper_joint, self.gripper_open_position, self.gripper_closed_position)]
+        if not any(given):
+            return None
+        if not all(given):
+            raise ValueError("give all of the gripper joint, open and closed positions, or none (then each bag's "
+                             "recorded mapping is used)")
         return GripperMapping(self.gripper_joint, self.gripper_open_position, self.gripper_closed_position)
+
+    def for_bag(self, bag: Path) -> "ConversionConfig":
+        """This configuration with the gripper mapping resolved for ``bag``: the user's, else the one its
+        recorder stored; BagError when there is neither (the converter never guesses a robot's gripper)."""
+        given = self.gripper()
+        if given is not None:
+            return self
+        recorded = EpisodeInfo.load(bag).gripper
+        if not recorded:
+            raise BagError(f"{bag}: the bag does not say which joint_states joint is the gripper (recorded "
+                           "before the recorder stored it, or with gripper_joint empty): pass --gripper-joint, "
+                           "--gripper-open and --gripper-closed")
+        try:
+            g = GripperMapping.from_json(recorded, f"{bag}: recorded gripper mapping")
+        except ValueError as e:
+            raise BagError(str(e)) from None
+        return dataclasses.replace(self, gripper_joint=g.joint, gripper_open_position=g.open_position,
+                                   gripper_closed_position=g.closed_position)
 
 
 @dataclasses.dataclass
@@ -223,9 +249,11 @@ def streams_to_episode(bag: Path, s: BagStreams, cfg: ConversionConfig):
 
 
 def convert_bag(bag: Path, cfg: ConversionConfig):
-    """One bag -> (episode, report), recovering it first when it was cut short; BagError naming it."""
+    """One bag -> (episode, report), recovering it first when it was cut short; BagError naming it.
+    The report's "gripper" is the mapping its states were read with."""
     if not is_complete(bag):
         recover_bag(bag)
+    cfg = cfg.for_bag(bag)
     try:
         streams = read_streams(bag, cfg)
     except BagError as first:
@@ -236,7 +264,9 @@ def convert_bag(bag: Path, cfg: ConversionConfig):
         except BagError:
             raise first from None
         streams = read_streams(bag, cfg)
-    return streams_to_episode(bag, streams, cfg)
+    episode, report = streams_to_episode(bag, streams, cfg)
+    report["gripper"] = cfg.gripper().to_json()
+    return episode, report
 
 
 def _open_writer(out: Path, src: Path, episode, report: dict, cfg: ConversionConfig):
@@ -246,7 +276,7 @@ def _open_writer(out: Path, src: Path, episode, report: dict, cfg: ConversionCon
     fps = report["rate_hz"] or 20.0
     return EpisodeWriter(out, DatasetInfo(fps=round(fps, 3), image_height=h, image_width=w,
                                           action_names=ACTION_NAMES, state_names=STATE_NAMES, source="bags",
-                                          gripper=cfg.gripper().to_json(),
+                                          gripper=report["gripper"],
                                           extra={"converted_from": str(src), "actions_from": cfg.actions}))
 
 
@@ -258,6 +288,7 @@ def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = T
     BagError only when ``src`` itself cannot be used (missing, not a bag, no bag in it)."""
     from tqdm import tqdm
 
+    cfg.gripper()   # a partial override is the whole command's error, not each bag's
     bags, ignored = scan_bags(Path(src))
     writer = None
     converted, skipped, failed, reports = [], [], [], []
@@ -279,6 +310,9 @@ def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = T
             episode, report = convert_bag(bag, cfg)
             if writer is None:
                 writer = _open_writer(Path(out), Path(src), episode, report, cfg)
+            if report["gripper"] != writer.info.gripper:   # one dataset, one robot's gripper
+                raise BagError(f"{bag}: recorded with gripper mapping {report['gripper']}, but the dataset's is "
+                               f"{writer.info.gripper}: convert bags of different robots into different datasets")
             writer.write(episode)
             converted.append(bag.name)
             reports.append(report)
@@ -306,9 +340,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--include-failures", action="store_true")
     p.add_argument("--image-topic", default=ConversionConfig.image_topic)
-    p.add_argument("--gripper-joint", default=ConversionConfig.gripper_joint)
-    p.add_argument("--gripper-open", type=float, default=ConversionConfig.gripper_open_position)
-    p.add_argument("--gripper-closed", type=float, default=ConversionConfig.gripper_closed_position)
+    p.add_argument("--gripper-joint", default=None,
+                   help="finger joint of joint_states giving the gripper state (default: what each bag's recorder "
+                        "stored; give it with --gripper-open and --gripper-closed for bags that lack it)")
+    p.add_argument("--gripper-open", type=float, default=None, help="that joint's position when open")
+    p.add_argument("--gripper-closed", type=float, default=None, help="that joint's position when closed")
     p.add_argument("--state-tolerance", type=float, default=ConversionConfig.state_tolerance)
 
 

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from lapa_models.text import printable as _printable
 
@@ -58,6 +58,10 @@ class EpisodeInfo:
     started: float = 0.0            # wall clock [s]
     stopped: float = 0.0
     status: str = "recording"       # recording | complete | recovered | discarded
+    # How joint_states give the gripper state on the robot that recorded (GripperMapping JSON: joint,
+    # open_position, closed_position); the bag converter reads it, so a dataset, and the model card of
+    # the policy finetuned on it, map the gripper as that robot does. None: not recorded.
+    gripper: Optional[Dict[str, Any]] = None
 
     @classmethod
     def load(cls, bag: Path) -> "EpisodeInfo":
@@ -130,6 +134,8 @@ class EpisodeBagWriter:
         self.info.status = status
         for key in ("instruction", "operator", "outcome", "task"):
             self._writer.set_custom_data(f"lapa.{key}", str(getattr(self.info, key)))
+        if self.info.gripper:
+            self._writer.set_custom_data("lapa.gripper", json.dumps(self.info.gripper))
         try:
             self._writer.close()
         except OSError as e:
@@ -293,7 +299,10 @@ def _embedded_facts(mcap: Path) -> Dict[str, str]:
         doc = (yaml.safe_load(records[0].metadata["serialized_metadata"]) if records else None) or {}
         custom = doc.get("rosbag2_bagfile_information", doc).get("custom_data") or {}  # with or without the wrapper
         keys = {"instruction", "operator", "outcome", "task"}
-        return {k[5:]: str(v) for k, v in custom.items() if k.startswith("lapa.") and k[5:] in keys}
+        facts: Dict[str, Any] = {k[5:]: str(v) for k, v in custom.items() if k.startswith("lapa.") and k[5:] in keys}
+        if custom.get("lapa.gripper"):
+            facts["gripper"] = json.loads(str(custom["lapa.gripper"]))
+        return facts
     except Exception:  # a damaged file: no facts here; the readers report what is wrong with it
         return {}
 

@@ -279,7 +279,8 @@ def bench_recorder(seconds: float, reliable: bool) -> dict:
                         cam.publish(image_msg(frame, now, "camera"))
                         sent[topic] += 1
                     twists.publish(twist_msg(np.array([0.0, 0.05, 0.0]), now, "world"))
-                js = JointState(name=[f"j{i}" for i in range(7)] + ["r_close"], position=[0.0] * 8)
+                js = JointState(name=[f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1"],
+                                position=[0.0] * 7 + [0.04])   # the recorder.yaml gripper mapping: Franka Hand
                 js.header.stamp = now
                 joints.publish(js)
                 pose = PoseStamped()

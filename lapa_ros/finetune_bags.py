@@ -35,9 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actions", choices=["commands", "deltas"], default="commands")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="stored episode size (default: the checkpoint's image size, else 128x128)")
-    p.add_argument("--gripper-joint", default="r_close")
-    p.add_argument("--gripper-open", type=float, default=0.0)
-    p.add_argument("--gripper-closed", type=float, default=0.04)
+    p.add_argument("--gripper-joint", default=None,
+                   help="finger joint giving the gripper state (default: what each bag's recorder stored)")
+    p.add_argument("--gripper-open", type=float, default=None, help="that joint's position when open")
+    p.add_argument("--gripper-closed", type=float, default=None, help="that joint's position when closed")
     p.add_argument("--precisions", default="fp32,fp16")
     p.add_argument("finetune_args", nargs=argparse.REMAINDER, help="after `--`: passed to the finetuning command")
 

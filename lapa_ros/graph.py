@@ -140,10 +140,17 @@ def camera_node(backend: str, serial: str = "", device: str = "0", video_path: s
                     respawn=True)
 
 
-def recorder_node(output_dir: str, operator: str = "", real_time: bool = True) -> NodeSpec:
+def recorder_node(output_dir: str, operator: str = "", real_time: bool = True, sim_robot: str = "") -> NodeSpec:
+    """sim_robot: the simulated robot whose gripper mapping goes into each bag (else recorder.yaml's)."""
+    params: Dict[str, object] = {"output_dir": output_dir, "operator": operator, **_sim_time(real_time)}
+    if sim_robot:
+        from lapa_sim.tasks import robot_gripper
+
+        g = robot_gripper(sim_robot)
+        params.update(gripper_joint=g.joint, gripper_open_position=float(g.open_position),
+                      gripper_closed_position=float(g.closed_position))
     return NodeSpec(name="recorder", executable="recorder_node", module="lapa_ros.nodes.recorder",
-                    config=("recorder.yaml",),
-                    parameters={"output_dir": output_dir, "operator": operator, **_sim_time(real_time)})
+                    config=("recorder.yaml",), parameters=params)
 
 
 def joy_teleop_node(profile: str, device: str = "") -> NodeSpec:
@@ -257,7 +264,7 @@ def sim_record_graph(task: str = "push", real_time: str = "true", lockstep: str 
                      robot: str = "auto", controller: str = "joint_trajectory", output_dir: str = "bags") -> List[NodeSpec]:
     """The simulated arm operated by the scripted expert, recorded to bags."""
     return sim_teleop_graph(task, real_time, lockstep, robot, controller) + \
-        [recorder_node(output_dir, "scripted_expert", _bool(real_time))]
+        [recorder_node(output_dir, "scripted_expert", _bool(real_time), sim_robot=sim_robot_choice(robot, task))]
 
 
 GRAPHS: Dict[str, Tuple[Callable[..., List[NodeSpec]], Sequence[LaunchArgument]]] = {

@@ -235,6 +235,17 @@ def task_names(robot: Optional[str] = None) -> List[str]:
     return [name for name, spec in load_catalogue().tasks.items() if robot is None or spec.robot == robot]
 
 
+def robot_gripper(robot: str):
+    """The GripperMapping of a simulated robot's joint_states (which finger joint, open and closed)."""
+    if robot == "panda":
+        from .panda.model import GRIPPER
+        return GRIPPER
+    if robot == "sawyer":
+        from .world import GRIPPER
+        return GRIPPER
+    raise ValueError(f"unknown robot '{robot}'; robots: {', '.join(ROBOTS)}")
+
+
 def make_world(task: str | TaskSpec, **kwargs):
     """The simulated world of a task's robot: lapa_sim.world.SimWorld (sawyer) or lapa_sim.panda.PandaWorld.
 

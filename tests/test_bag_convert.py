@@ -17,10 +17,14 @@ from lapa_ros.messages import image_msg, sec_to_stamp, twist_msg
 PERIOD = 0.05
 
 
+GRIPPER = {"joint": "r_close", "open_position": 0.0, "closed_position": 0.04}   # what the recorder stores
+
+
 def write_episode_bag(path: Path, n=12, t0=100.0, outcome="success", skip_topics=(), state_clock_offset=0.0,
-                      encoding="rgb8", size=(24, 32)):
+                      encoding="rgb8", size=(24, 32), gripper=GRIPPER):
     """A synthetic teleop episode: frame k shows k in its pixels; the hand moves +y at 0.1 m/s."""
-    w = EpisodeBagWriter(path, EpisodeInfo(instruction="slide right", operator="t", outcome=outcome, task="demo"))
+    w = EpisodeBagWriter(path, EpisodeInfo(instruction="slide right", operator="t", outcome=outcome, task="demo",
+                                           gripper=gripper))
     topics = {"/camera/image_raw": "sensor_msgs/msg/Image", "/ee_pose": "geometry_msgs/msg/PoseStamped",
               "/joint_states": "sensor_msgs/msg/JointState", "/arm_controller/twist_cmd": "geometry_msgs/msg/TwistStamped",
               "/arm_controller/gripper_cmd": "std_msgs/msg/Float64"}
@@ -117,3 +121,33 @@ def test_truncated_bag_is_recovered_before_conversion(tmp_path, killed):
     summary = convert_bags(tmp_path / "bags", tmp_path / "ds", ConversionConfig(), progress=False)
     assert summary["converted"] == 1, summary["failed"]
     assert 5 <= len(EpisodeDataset(tmp_path / "ds")[0]) < 60
+
+
+def test_the_gripper_mapping_comes_from_each_bag_or_from_the_user_never_from_a_guess(tmp_path):
+    bags = tmp_path / "bags"
+    write_episode_bag(bags / "ep_1_recorded")
+    write_episode_bag(bags / "ep_2_unknown", gripper=None)                 # recorded before bags carried it
+    write_episode_bag(bags / "ep_3_other_robot", gripper={"joint": "r_close", "open_position": 0.04,
+                                                          "closed_position": 0.0})
+    summary = convert_bags(bags, tmp_path / "ds", ConversionConfig(), progress=False)
+    assert summary["converted"] == 1
+    errors = {Path(f["bag"]).name: f["error"] for f in summary["failed"]}
+    assert set(errors) == {"ep_2_unknown", "ep_3_other_robot"}
+    assert "--gripper-joint" in errors["ep_2_unknown"]
+    assert "different robots" in errors["ep_3_other_robot"]
+    ds = EpisodeDataset(tmp_path / "ds")
+    assert ds.info.gripper == GRIPPER and summary["episodes"][0]["gripper"] == GRIPPER
+    # The user's mapping overrides every bag's (here: the bag without one converts too).
+    flags = ConversionConfig(gripper_joint="r_close", gripper_open_position=0.0, gripper_closed_position=0.04)
+    summary = convert_bags(bags, tmp_path / "ds2", flags, progress=False)
+    assert summary["converted"] == 3 and not summary["failed"]
+    with pytest.raises(ValueError, match="or none"):
+        convert_bags(bags, tmp_path / "ds3", ConversionConfig(gripper_joint="r_close"), progress=False)
+
+
+def test_a_single_file_bag_carries_its_gripper_mapping_in_the_mcap_metadata(tmp_path):
+    bag = write_episode_bag(tmp_path / "ep")
+    mcap = next(bag.glob("*.mcap"))
+    single = tmp_path / "single.mcap"
+    single.write_bytes(mcap.read_bytes())
+    assert EpisodeInfo.load(single).gripper == GRIPPER

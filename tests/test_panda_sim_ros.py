@@ -192,8 +192,8 @@ def test_a_recorded_panda_episode_converts_into_a_training_episode(ros, start_gr
     finally:
         runner.stop()
     assert r.success
-    cfg = ConversionConfig(gripper_joint="panda_finger_joint1", gripper_open_position=0.04, gripper_closed_position=0.0)
-    summary = convert_bags(bags, tmp_path / "ds", cfg, progress=False)
+    # No gripper flags: the recorder of the Panda graph stored the Panda's mapping in the bag.
+    summary = convert_bags(bags, tmp_path / "ds", ConversionConfig(), progress=False)
     assert summary["converted"] == 1, summary
     ds = EpisodeDataset(tmp_path / "ds")
     ep = ds[0]
@@ -201,7 +201,7 @@ def test_a_recorded_panda_episode_converts_into_a_training_episode(ros, start_gr
     assert ep.instruction == spec.instruction and ep.success
     assert len(frames) >= r.steps - 2 and frames.shape[1:] == (128, 128, 3)
     assert ds.info.fps == pytest.approx(30.0, abs=1.5)
-    assert ds.info.gripper["joint"] == "panda_finger_joint1"
+    assert ds.info.gripper == {"joint": "panda_finger_joint1", "open_position": 0.04, "closed_position": 0.0}
     # The states are the TCP in panda_link0 (from near the home pose) and an open gripper; the actions are the
     # expert's twists in the same frame: integrated, they point where the TCP went (the target is >= 15 cm away;
     # a loaded machine can make the simulation skip time, so the lengths only roughly agree).

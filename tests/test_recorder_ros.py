@@ -112,6 +112,8 @@ def test_recorder_keeps_every_message_of_two_cameras_and_joint_states(ros, start
     assert counts["instruction"] == 1
     info = EpisodeInfo.load(bag)
     assert (info.instruction, info.operator, info.outcome) == ("put the cup on the plate", "tester", "success")
+    # The robot's gripper mapping (recorder.yaml: the Franka Hand) travels with the bag to the converter.
+    assert info.gripper == {"joint": "panda_finger_joint1", "open_position": 0.04, "closed_position": 0.0}
     assert "lapa.outcome: success" in (bag / "metadata.yaml").read_text()
 
     # The same bag through the independent mcap + mcap-ros2 reader.

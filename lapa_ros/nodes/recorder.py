@@ -9,7 +9,8 @@ Services:
   recorder/discard        std_srvs/Trigger: close it and move it to <output_dir>/discarded/
   recorder/mark_success   std_srvs/SetBool: outcome of the current (or last) episode, true = success
 Publishes /diagnostics: state, bag, per-topic counts, drops, queue depth.
-The instruction (from the `instruction` topic), `operator` and the outcome go in the bag's metadata.
+The instruction (from the `instruction` topic), `operator`, the outcome and the gripper mapping
+(`gripper_*`: which joint_states joint gives the gripper state, for the converter) go in the bag's metadata.
 A full disk stops the episode with a clear error and keeps what was written; a recorder killed
 mid-episode leaves a bag that `lapa bags recover` (or the converter) completes.
 """
@@ -32,7 +33,9 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from ..bags import BagError, DiskFullError, EpisodeBagWriter, EpisodeInfo, discard_bag, set_outcome
-from ..ros_common import COMMAND_QOS, Param, declare_params, run_node
+from lapa_models.data.robot_state import GripperMapping
+
+from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, run_node
 
 try:  # rclpy >= Iron passes receive timestamps to two-argument callbacks
     from rclpy.subscription import MessageInfo  # noqa: F401
@@ -53,6 +56,11 @@ PARAMS = (
     Param("queue_size", 4000, "Messages buffered for the writer thread before dropping.", read_only=True,
           range=(10, 1000000)),
     Param("diagnostics_rate", 1.0, "Rate [Hz] of /diagnostics.", read_only=True, range=(0.1, 50.0)),
+    Param("gripper_joint", "panda_finger_joint1", "Finger joint of joint_states that gives the gripper state, "
+                                                  "stored in each bag for the converter (empty: none).",
+          read_only=True),
+    Param("gripper_open_position", 0.04, "That joint's position when open [m or rad].", read_only=True),
+    Param("gripper_closed_position", 0.0, "That joint's position when closed [m or rad].", read_only=True),
 )
 
 
@@ -66,6 +74,13 @@ class RecorderNode(Node):
     def __init__(self, **kwargs):
         super().__init__("recorder", **kwargs)
         self.p = declare_params(self, PARAMS)
+        self.gripper = None
+        if self.p.gripper_joint:
+            try:
+                self.gripper = GripperMapping(self.p.gripper_joint, self.p.gripper_open_position,
+                                              self.p.gripper_closed_position).to_json()
+            except ValueError as e:
+                raise StartupError(f"recorder: gripper_* parameters: {e}") from e
         self.output_dir = Path(self.p.output_dir).expanduser()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.topics = [self.resolve_topic_name(t) for t in self.p.topics]
@@ -165,7 +180,7 @@ class RecorderNode(Node):
             self._episode_index += 1
             name = datetime.now().strftime("episode_%Y%m%d_%H%M%S") + f"_{self._episode_index:03d}"
             info = EpisodeInfo(instruction=self._instruction, operator=self.p.operator, task=self.p.task,
-                               started=time.time())
+                               started=time.time(), gripper=self.gripper)
             try:
                 self._writer = EpisodeBagWriter(self.output_dir / name, info, compress=self.p.compress)
                 for topic, msgtype in self._types.items():
