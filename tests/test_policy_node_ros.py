@@ -237,3 +237,53 @@ def test_lifecycle_deactivate_holds_and_silences_commands_until_activated_again(
     while not [m for t, m in twists if t > t_on]:
         assert time.monotonic() < deadline, "commands did not resume after activation"
         stream(0.2)
+
+
+def test_the_nodes_commands_are_the_shared_chunk_blender_applied_to_its_chunks(ros, start_graph, tiny_exports):
+    """What the policy node publishes at its control rate is lapa_models.policy.chunking.ChunkBlender (the
+    in-process evaluator's blender, through ChunkExecutor) applied to the chunks it published: each command
+    equals the blend, at the command's time, of the chunks received before it (or, the two topics' delivery
+    order being free, including the next one)."""
+    from lapa_models.policy.chunking import ChunkBlender
+    from lapa_ros.messages import stamp_to_sec
+
+    graph = start_graph([policy_node(str(tiny_exports["no_state"]), sim=False)])
+    events = []   # (kind, message) in the order received
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd", lambda m: events.append(("cmd", m)),
+                                 COMMAND_QOS)
+    ros.node.create_subscription(JointTrajectory, "policy/action_chunk", lambda m: events.append(("chunk", m)),
+                                 COMMAND_QOS)
+    images = ros.node.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+    ros.node.create_publisher(String, "instruction", LATCHED_QOS).publish(String(data="push the block"))
+    rng = np.random.default_rng(3)
+    deadline = time.monotonic() + 90
+    while sum(k == "cmd" for k, _ in events) < 60:
+        graph.check_alive()
+        assert time.monotonic() < deadline, "too few commands from the policy"
+        rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)   # a new frame: new chunks that differ
+        images.publish(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))
+        time.sleep(0.12)
+    period, max_age = 0.05, 1.0   # policy.yaml: control_rate 20 Hz, max_chunk_age 1 s; blend ensemble, m = 0.01
+
+    def blend(chunks, t):
+        b = ChunkBlender(4, period, max_age, "ensemble", 0.01)
+        for c in chunks:
+            b.add(stamp_to_sec(c.header.stamp), np.array([p.positions for p in c.points]))
+        return b.action_at(t)
+
+    chunks, checked, mismatched = [], 0, []
+    for i, (kind, msg) in enumerate(list(events)):
+        if kind == "chunk":
+            chunks.append(msg)
+            continue
+        t = stamp_to_sec(msg.header.stamp)
+        got = twist_to_arrays(msg)[0]
+        nxt = next((m for k, m in events[i + 1:] if k == "chunk"), None)
+        candidates = [blend(chunks, t)] + ([blend(chunks + [nxt], t)] if nxt is not None else [])
+        if not chunks:
+            continue
+        checked += 1
+        if not any(c is not None and np.allclose(c[:3], got, atol=1e-5) for c in candidates):
+            mismatched.append((t, got.tolist(), [None if c is None else c[:3].tolist() for c in candidates]))
+    assert checked >= 50 and not mismatched, mismatched[:3]
+    assert len({round(float(twist_to_arrays(m)[0][0]), 6) for k, m in events if k == "cmd"}) > 5  # not constant

@@ -56,7 +56,8 @@ from ..core.images import ImageConversionError
 from lapa_models.data.robot_state import GripperMapping, assemble_state
 from lapa_models.text import printable
 
-from ..messages import check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec, twist_msg
+from ..messages import (check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, sec_to_stamp, stamp_to_sec,
+                        twist_msg)
 from ..ros_common import COMMAND_QOS, LATCHED_QOS, LATEST_FRAME_QOS, Param, StartupError, declare_params, log_at
 
 PARAMS = (
@@ -466,7 +467,7 @@ class PolicyNode(LifecycleNode):
             self.counts["no_chunk"] += 1
             return
         linear, angular, gripper = self.layout.to_command(action, self.period)
-        stamp = self.get_clock().now().to_msg()
+        stamp = sec_to_stamp(now)   # the time the blend was taken for (the controller's watchdog reads its age)
         if gripper is not None:
             self.pub_gripper.publish(Float64(data=float(gripper)))
         self.pub_twist.publish(twist_msg(linear, stamp, self.p.base_frame, angular))
