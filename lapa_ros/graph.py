@@ -5,7 +5,8 @@
 these declarations, so the two cannot drift apart. No rclpy import: launch files import this too.
 
 A graph is a function of its launch arguments (all strings, as `ros2 launch` passes them) returning
-NodeSpecs. Each argument is declared once in a table (name, default, description).
+NodeSpecs. Each argument is declared once, with its default, in a table (name, default, description);
+the functions take every argument by keyword and have no defaults of their own (build_graph fills them).
 
   policy       robot: camera + policy + arm_controller (ros2 launch lapa_ros policy.launch.py)
   sim_policy   simulated arm + policy + arm_controller (what `make demo` runs)
@@ -181,9 +182,8 @@ POLICY_ARGS = (
 )
 
 
-def policy_graph(model: str = "", camera: str = "realsense", camera_serial: str = "", camera_device: str = "0",
-                 video_path: str = "", controller: str = "servo", robot_description: str = "panda.urdf",
-                 providers: str = "auto") -> List[NodeSpec]:
+def policy_graph(*, model: str, camera: str, camera_serial: str, camera_device: str, video_path: str,
+                 controller: str, robot_description: str, providers: str) -> List[NodeSpec]:
     """On the robot: camera + policy + safety-gated arm controller."""
     return [camera_node(camera, camera_serial, camera_device, video_path),
             policy_node(model, sim=False, providers=providers),
@@ -205,8 +205,8 @@ SIM_POLICY_ARGS = (
 ) + SIM_ROBOT_ARGS
 
 
-def sim_policy_graph(model: str = "", task: str = "reach", real_time: str = "true",
-                     lockstep: str = "false", robot: str = "auto", controller: str = "joint_trajectory") -> List[NodeSpec]:
+def sim_policy_graph(*, model: str, task: str, real_time: str, lockstep: str, robot: str,
+                     controller: str) -> List[NodeSpec]:
     """The simulated arm run by the policy, behind the same controller and safety gate as a robot."""
     rt = _bool(real_time)
     robot = sim_robot_choice(robot, task)
@@ -222,8 +222,7 @@ SIM_TELEOP_ARGS = (
 ) + SIM_ROBOT_ARGS
 
 
-def sim_teleop_graph(task: str = "push", real_time: str = "true", lockstep: str = "false", robot: str = "auto",
-                     controller: str = "joint_trajectory") -> List[NodeSpec]:
+def sim_teleop_graph(*, task: str, real_time: str, lockstep: str, robot: str, controller: str) -> List[NodeSpec]:
     """The simulated arm operated through the arm controller by the scripted expert."""
     rt = _bool(real_time)
     robot = sim_robot_choice(robot, task)
@@ -243,8 +242,8 @@ RECORD_ARGS = (
 )
 
 
-def record_graph(teleop: str = "gamepad", teleop_device: str = "", output_dir: str = "bags", operator: str = "",
-                 camera: str = "realsense", camera_serial: str = "", controller: str = "servo") -> List[NodeSpec]:
+def record_graph(*, teleop: str, teleop_device: str, output_dir: str, operator: str, camera: str, camera_serial: str,
+                 controller: str) -> List[NodeSpec]:
     """Teleoperated demonstrations on the robot: camera + arm controller + recorder (+ a joy device)."""
     nodes = [camera_node(camera, camera_serial), arm_controller_node(sim=False, backend=controller),
              recorder_node(output_dir, operator)]
@@ -260,10 +259,10 @@ SIM_RECORD_ARGS = SIM_TELEOP_ARGS + (
 )
 
 
-def sim_record_graph(task: str = "push", real_time: str = "true", lockstep: str = "false",
-                     robot: str = "auto", controller: str = "joint_trajectory", output_dir: str = "bags") -> List[NodeSpec]:
+def sim_record_graph(*, task: str, real_time: str, lockstep: str, robot: str, controller: str,
+                     output_dir: str) -> List[NodeSpec]:
     """The simulated arm operated by the scripted expert, recorded to bags."""
-    return sim_teleop_graph(task, real_time, lockstep, robot, controller) + \
+    return sim_teleop_graph(task=task, real_time=real_time, lockstep=lockstep, robot=robot, controller=controller) + \
         [recorder_node(output_dir, "scripted_expert", _bool(real_time), sim_robot=sim_robot_choice(robot, task))]
 
 
