@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from types import SimpleNamespace
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
@@ -158,3 +158,15 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
             signal.signal(sig, handler)
     return code
 
+
+def diagnostics_message(node: Node, name: str, level: int, message: str, values: Mapping[str, Any],
+                        hardware_id: str = ""):
+    """One diagnostic_msgs/DiagnosticArray with one status (level 0 OK, 1 WARN, 2 ERROR), every value as
+    text, stamped now: what each node publishes on /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(level=bytes([int(level)]), name=name, hardware_id=hardware_id, message=message)
+    status.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = node.get_clock().now().to_msg()
+    return msg

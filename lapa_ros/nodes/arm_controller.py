@@ -46,7 +46,7 @@ import time
 from typing import Optional
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.duration import Duration as RclpyDuration
 from rclpy.node import Node
@@ -65,7 +65,8 @@ from ..core.kinematics import KinematicChain, UrdfError
 from ..core.safety import (DISARMED, ESTOP, IDLE_HOLDS, NO_COMMAND, REASON_TEXT, SafetyGate, SafetyLimits)
 from ..messages import sec_to_stamp, stamp_to_sec, twist_msg, twist_to_arrays
 from ..paths import urdf_file
-from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, log_at, run_node
+from ..ros_common import (COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, log_at,
+                          run_node)
 
 BACKENDS = ("servo", "sim", "joint_trajectory", "forward_position")
 JOINT_BACKENDS = ("joint_trajectory", "forward_position")
@@ -364,17 +365,13 @@ class ArmControllerNode(Node):
         level, message = int(s["level"]), str(s["message"])
         if self.command_clock.state() in ("ahead", "behind"):
             level, message = max(level, 1), f"{message}; {self.command_clock.describe('command sender')}"
-        status = DiagnosticStatus(level=bytes([level]), name="lapa_ros: arm_controller safety",
-                                  hardware_id=self.p.backend, message=message)
         values = {"state": s["state"], "backend": self.p.backend, "estop_latched": s["estop_latched"],
                   "estop_reason": s["estop_reason"], "holding": s["holding"], "last_reason": s["last_reason"],
                   "last_command_age": s["last_command_age"], "cycles": s["cycles"]}
         values.update(self.command_clock.values("commands"))
         values.update({f"count.{k}": v for k, v in sorted(s["counters"].items())})
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(msg)
+        self.pub_diagnostics.publish(diagnostics_message(self, "lapa_ros: arm_controller safety", level, message,
+                                                         values, hardware_id=self.p.backend))
 
 
 def main(args=None) -> int:

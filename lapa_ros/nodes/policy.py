@@ -39,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -58,7 +58,8 @@ from lapa_models.text import printable
 
 from ..messages import (check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, sec_to_stamp, stamp_to_sec,
                         twist_msg)
-from ..ros_common import COMMAND_QOS, LATCHED_QOS, LATEST_FRAME_QOS, Param, StartupError, declare_params, log_at
+from ..ros_common import (COMMAND_QOS, LATCHED_QOS, LATEST_FRAME_QOS, Param, StartupError, declare_params,
+                          diagnostics_message, log_at)
 
 PARAMS = (
     Param("model_dir", "", "Exported policy folder (model_card.json + ONNX graphs).", read_only=True),
@@ -485,8 +486,6 @@ class PolicyNode(LifecycleNode):
         warn = bool(rt and rt.provider_warning) or bool(clock_problems)
         message = "; ".join(clock_problems + ([rt.provider_warning] if rt and rt.provider_warning else [])) \
             or ("active" if self._active else "inactive")
-        status = DiagnosticStatus(level=bytes([1 if warn else 0]), name="lapa_ros: policy",
-                                  hardware_id=",".join(rt.providers_in_use) if rt else "", message=message)
         values = {"providers_in_use": ",".join(rt.providers_in_use) if rt else "", "precision": self.p.precision,
                   "instruction": self._instruction or "", "latency_ms_p50": f"{np.percentile(lat, 50):.2f}",
                   "latency_ms_p99": f"{np.percentile(lat, 99):.2f}", "inference_ms_p50": f"{np.percentile(inf, 50):.2f}",
@@ -496,10 +495,8 @@ class PolicyNode(LifecycleNode):
         for source, monitor in self.clocks.items():
             values.update(monitor.values(source))
         values.update({f"count.{k}": str(v) for k, v in sorted(self.counts.items())})
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(msg)
+        self.pub_diagnostics.publish(diagnostics_message(self, "lapa_ros: policy", 1 if warn else 0, message, values,
+                                                         hardware_id=",".join(rt.providers_in_use) if rt else ""))
 
 
 def main(args=None) -> int:

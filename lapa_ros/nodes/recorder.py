@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -35,7 +35,7 @@ from std_srvs.srv import SetBool, Trigger
 from ..bags import BagError, DiskFullError, EpisodeBagWriter, EpisodeInfo, discard_bag, set_outcome
 from lapa_models.data.robot_state import GripperMapping
 
-from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, run_node
+from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, run_node
 
 try:  # rclpy >= Iron passes receive timestamps to two-argument callbacks
     from rclpy.subscription import MessageInfo  # noqa: F401
@@ -300,18 +300,14 @@ class RecorderNode(Node):
     def _publish_diagnostics(self) -> None:
         writer = self._writer
         level = 2 if self.last_error else 0
-        status = DiagnosticStatus(level=bytes([level]), name="lapa_ros: recorder",
-                                  message=self.last_error or ("recording" if self.recording else "idle"))
         values = {"recording": str(self.recording), "bag": str(writer.path if writer else self.last_bag or ""),
                   "queue": str(self._queue.qsize()), "instruction": self._instruction}
         values.update({f"received.{t}": str(n) for t, n in sorted(self.received.items())})
         values.update({f"dropped.{t}": str(n) for t, n in sorted(self.dropped.items())})
         if writer is not None:
             values.update({f"written.{t}": str(n) for t, n in sorted(writer.counts.items())})
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(msg)
+        message = self.last_error or ("recording" if self.recording else "idle")
+        self.pub_diagnostics.publish(diagnostics_message(self, "lapa_ros: recorder", level, message, values))
 
     def close(self) -> None:
         if self._writer is not None:
