@@ -1,7 +1,7 @@
 """python -m lapa_ros <command> ...: the same program as `lapa`."""
 import sys
 
-from .cli import main
+from lapa_ros.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

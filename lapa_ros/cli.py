@@ -19,77 +19,77 @@ from lapa_sim.commands import SIM_COMMANDS
 
 
 def _demo():
-    from . import demo
+    from lapa_ros.evaluation import demo
     return demo.add_arguments, demo.main
 
 
 def _bringup():
-    from . import bringup
-    return bringup.add_arguments, bringup.main
+    from lapa_ros.bringup import supervisor
+    return supervisor.add_arguments, supervisor.main
 
 
 def _instruct():
-    from . import instruct
+    from lapa_ros.bringup import instruct
     return instruct.add_arguments, instruct.main
 
 
 def _record_sim():
-    from . import record_session
+    from lapa_ros.recording import record_session
     return record_session.add_arguments, record_session.main
 
 
 def _bags_convert():
-    from . import bag_convert
+    from lapa_ros.recording import bag_convert
     return bag_convert.add_arguments, bag_convert.main
 
 
 def _bags_recover():
-    from . import bag_tools
+    from lapa_ros.recording import bag_tools
     return bag_tools.add_recover_arguments, bag_tools.recover_main
 
 
 def _bags_info():
-    from . import bag_tools
+    from lapa_ros.recording import bag_tools
     return bag_tools.add_info_arguments, bag_tools.info_main
 
 
 def _finetune_bags():
-    from . import finetune_bags
+    from lapa_ros.recording import finetune_bags
     return finetune_bags.add_arguments, finetune_bags.main
 
 
 def _demo_policy_train():
-    from . import demo_policy
+    from lapa_ros.evaluation import demo_policy
     return demo_policy.add_train_arguments, demo_policy.train_main
 
 
 def _demo_policy_export():
-    from . import demo_policy
+    from lapa_ros.evaluation import demo_policy
     return demo_policy.add_export_arguments, demo_policy.export_main
 
 
 def _eval():
-    from . import evaluation
-    return evaluation.add_arguments, evaluation.main
+    from lapa_ros.evaluation import evaluate
+    return evaluate.add_arguments, evaluate.main
 
 
 def _eval_compare():
-    from . import evaluation
-    return evaluation.add_compare_arguments, evaluation.compare_main
+    from lapa_ros.evaluation import evaluate
+    return evaluate.add_compare_arguments, evaluate.compare_main
 
 
 def _bench_pipeline():
-    from . import bench
+    from lapa_ros.evaluation import bench
     return bench.add_pipeline_arguments, bench.pipeline_main
 
 
 def _bench_recorder():
-    from . import bench
+    from lapa_ros.evaluation import bench
     return bench.add_recorder_arguments, bench.recorder_main
 
 
 def _bench_soak():
-    from . import bench
+    from lapa_ros.evaluation import bench
     return bench.add_soak_arguments, bench.soak_main
 
 

@@ -4,9 +4,9 @@ Camera + safety-gated arm controller + recorder (+ the gamepad or SpaceMouse tel
 the `joy` / `spacenav` driver). For the keyboard, run `ros2 run lapa_ros keyboard_teleop_node` in
 its own terminal. Arm the controller (gamepad RB, keyboard m, or the arm_controller/arm service),
 then start/save/discard episodes from the device or the recorder/* services.
-Declared once in lapa_ros.graph ("record"); `lapa bringup record` starts the same.
+Declared once in lapa_ros.bringup.graph ("record"); `lapa bringup record` starts the same.
 """
-from lapa_ros.launch_support import launch_description_for
+from lapa_ros.bringup.launch_support import launch_description_for
 
 
 def generate_launch_description():

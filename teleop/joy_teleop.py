@@ -19,7 +19,7 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
-from lapa_ros.ros_common import COMMAND_QOS, Param, StartupError, declare_params, run_node
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, Param, StartupError, declare_params, run_node
 
 from .mapping import PROFILES, EvdevState, JoyMapper
 from .outputs import TeleopOutputs

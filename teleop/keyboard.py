@@ -16,7 +16,7 @@ import threading
 
 from rclpy.node import Node
 
-from lapa_ros.ros_common import Param, StartupError, declare_params, run_node
+from lapa_ros.interfaces.ros_common import Param, StartupError, declare_params, run_node
 
 from .mapping import KEY_HELP, KeyboardMapper
 from .outputs import TeleopOutputs

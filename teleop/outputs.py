@@ -7,8 +7,8 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import SetBool, Trigger
 
-from lapa_ros.messages import twist_msg
-from lapa_ros.ros_common import COMMAND_QOS
+from lapa_ros.interfaces.messages import twist_msg
+from lapa_ros.interfaces.ros_common import COMMAND_QOS
 
 
 class TeleopOutputs:

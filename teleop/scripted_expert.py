@@ -21,8 +21,8 @@ from geometry_msgs.msg import TwistStamped
 
 from lapa_sim.tasks import UnknownTaskError, get_task, make_command_expert
 
-from lapa_ros.messages import twist_msg
-from lapa_ros.ros_common import COMMAND_QOS, LATCHED_QOS, Param, declare_params, run_node
+from lapa_ros.interfaces.messages import twist_msg
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, Param, declare_params, run_node
 
 PARAMS = (
     Param("base_frame", "world", "frame_id of published twists.", read_only=True),

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from lapa_ros.dds import dds_defaults
+from lapa_ros.bringup.dds import dds_defaults
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -107,7 +107,7 @@ def ros(ros_domain) -> Iterator[RosTestContext]:
 @pytest.fixture
 def start_graph(ros_env, tmp_path):
     """start_graph(specs) -> NodeProcesses running in this test's domain; stopped at teardown."""
-    from lapa_ros.bringup import NodeProcesses
+    from lapa_ros.bringup.supervisor import NodeProcesses
 
     running = []
 

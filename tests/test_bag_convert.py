@@ -10,9 +10,9 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64
 
 from lapa_models.data import EpisodeDataset
-from lapa_ros.bag_convert import ConversionConfig, convert_bags
-from lapa_ros.bags import EpisodeBagWriter, EpisodeInfo
-from lapa_ros.messages import image_msg, sec_to_stamp, twist_msg
+from lapa_ros.recording.bag_convert import ConversionConfig, convert_bags
+from lapa_ros.recording.bags import EpisodeBagWriter, EpisodeInfo
+from lapa_ros.interfaces.messages import image_msg, sec_to_stamp, twist_msg
 
 PERIOD = 0.05
 

@@ -149,7 +149,7 @@ def test_finetune_bags_stops_before_training_when_a_bag_fails(tmp_path, lapa):
 @pytest.fixture
 def converted(tmp_path):
     """An episode dataset of 4 episodes of 12 frames, converted from bags."""
-    from lapa_ros.bag_convert import ConversionConfig, convert_bags
+    from lapa_ros.recording.bag_convert import ConversionConfig, convert_bags
 
     for k in range(4):
         write_episode_bag(tmp_path / "bags" / f"ep_{k}")

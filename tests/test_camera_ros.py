@@ -6,9 +6,9 @@ import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from lapa_models.data.video import write_video
-from lapa_ros.graph import NodeSpec
-from lapa_ros.messages import rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec
-from lapa_ros.ros_common import SENSOR_QOS
+from lapa_ros.bringup.graph import NodeSpec
+from lapa_ros.interfaces.messages import rgb_from_compressed_msg, rgb_from_image_msg, stamp_to_sec
+from lapa_ros.interfaces.ros_common import SENSOR_QOS
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,10 +18,10 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lapa_ros.core.kinematics import KinematicChain
-from lapa_ros.graph import arm_controller_node
-from lapa_ros.messages import twist_msg, twist_to_arrays
-from lapa_ros.paths import urdf_file
-from lapa_ros.ros_common import COMMAND_QOS
+from lapa_ros.bringup.graph import arm_controller_node
+from lapa_ros.interfaces.messages import twist_msg, twist_to_arrays
+from lapa_ros.bringup.paths import urdf_file
+from lapa_ros.interfaces.ros_common import COMMAND_QOS
 
 pytestmark = pytest.mark.timeout(300)
 CONTROL_RATE = 100.0

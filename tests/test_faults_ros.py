@@ -18,10 +18,10 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from lapa_ros.bringup import NodeProcesses
-from lapa_ros.graph import arm_controller_node, build_graph, policy_node, sim_robot_node
-from lapa_ros.messages import image_msg, sec_to_stamp, twist_msg, twist_to_arrays
-from lapa_ros.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from lapa_ros.bringup.supervisor import NodeProcesses
+from lapa_ros.bringup.graph import arm_controller_node, build_graph, policy_node, sim_robot_node
+from lapa_ros.interfaces.messages import image_msg, sec_to_stamp, twist_msg, twist_to_arrays
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 pytestmark = pytest.mark.timeout(240)
 RGB = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)

@@ -3,7 +3,7 @@ swallowed, so a broken callback surfaced as a timeout much later)."""
 import time
 import pytest
 from std_msgs.msg import String
-from lapa_ros.ros_common import COMMAND_QOS
+from lapa_ros.interfaces.ros_common import COMMAND_QOS
 
 def test_callback_exception_fails_the_test(ros):
     def boom(msg):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from lapa_models.data import EpisodeDataset
-from lapa_ros import finetune_bags
-from lapa_ros.evaluation import evaluate_sim
-from lapa_ros.record_session import record
+from lapa_ros.recording import finetune_bags
+from lapa_ros.evaluation.evaluate import evaluate_sim
+from lapa_ros.recording.record_session import record
 
 pytestmark = pytest.mark.timeout(900)
 

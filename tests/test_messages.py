@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lapa_ros.messages import sec_to_stamp, stamp_to_sec
+from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec
 
 
 @pytest.mark.parametrize("t", [0.0, 3.0, 3.9999999999, 4.05, 1795565724.8935304, 0.05 * 80])

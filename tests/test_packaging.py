@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lapa_ros.graph import GRAPHS, build_graph
+from lapa_ros.bringup.graph import GRAPHS, build_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_colcon_build_installs_executables_launch_config_and_urdf(tmp_path):
     assert (site / "lapa_ros" / "teleop" / "scripted_expert.py").is_file()
     assert (site / "lapa_sim" / "tasks.yaml").is_file()
     # Installed, the package finds its share directory through the ament index.
-    out = subprocess.run([sys.executable, "-c", "from lapa_ros.paths import share_dir; print(share_dir())"],
+    out = subprocess.run([sys.executable, "-c", "from lapa_ros.bringup.paths import share_dir; print(share_dir())"],
                          env={**env, "PYTHONPATH": str(site), "AMENT_PREFIX_PATH": str(prefix)}, cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == share

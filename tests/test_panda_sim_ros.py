@@ -16,9 +16,9 @@ from std_msgs.msg import Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from lapa_ros.graph import build_graph, panda_sim_node
-from lapa_ros.messages import stamp_to_sec
-from lapa_ros.ros_common import COMMAND_QOS, SENSOR_QOS
+from lapa_ros.bringup.graph import build_graph, panda_sim_node
+from lapa_ros.interfaces.messages import stamp_to_sec
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, SENSOR_QOS
 from lapa_sim.panda import ARM_JOINTS, Q_HOME
 from lapa_sim.tasks import get_task
 
@@ -45,7 +45,7 @@ class Recorder:
 
 @pytest.mark.parametrize("controller,task", [("joint_trajectory", "panda-push"), ("forward_position", "panda-lift")])
 def test_scripted_expert_drives_the_panda_through_the_controllers_ik_to_success(ros, start_graph, controller, task):
-    from lapa_ros.episode_runner import EpisodeRunner
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
 
     graph = start_graph(build_graph("sim_teleop", {"task": task, "robot": "panda", "controller": controller}))
     joints = Recorder(ros, JointState, "joint_states")
@@ -175,8 +175,8 @@ def test_panda_sim_started_with_a_sawyer_task_exits_with_the_panda_tasks(start_g
 
 def test_a_recorded_panda_episode_converts_into_a_training_episode(ros, start_graph, tmp_path):
     from lapa_models.data.episodes import EpisodeDataset
-    from lapa_ros.bag_convert import ConversionConfig, convert_bags
-    from lapa_ros.episode_runner import EpisodeRunner
+    from lapa_ros.recording.bag_convert import ConversionConfig, convert_bags
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
 
     bags = tmp_path / "bags"
     graph = start_graph(build_graph("sim_record", {"task": "panda-reach", "robot": "panda", "output_dir": str(bags)}))

@@ -15,9 +15,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lapa_models.data.video import write_video
-from lapa_ros.graph import NodeSpec, arm_controller_node, build_graph, camera_node, policy_node
-from lapa_ros.messages import image_msg, twist_to_arrays
-from lapa_ros.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from lapa_ros.bringup.graph import NodeSpec, arm_controller_node, build_graph, camera_node, policy_node
+from lapa_ros.interfaces.messages import image_msg, twist_to_arrays
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -245,7 +245,7 @@ def test_the_nodes_commands_are_the_shared_chunk_blender_applied_to_its_chunks(r
     equals the blend, at the command's time, of the chunks received before it (or, the two topics' delivery
     order being free, including the next one)."""
     from lapa_models.policy.chunking import ChunkBlender
-    from lapa_ros.messages import stamp_to_sec
+    from lapa_ros.interfaces.messages import stamp_to_sec
 
     graph = start_graph([policy_node(str(tiny_exports["no_state"]), sim=False)])
     events = []   # (kind, message) in the order received

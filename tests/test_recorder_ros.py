@@ -11,12 +11,12 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from lapa_ros.bags import EpisodeInfo, bag_topics, is_complete, recover_bag
-from lapa_ros.graph import NodeSpec
-from lapa_ros.messages import image_msg
+from lapa_ros.recording.bags import EpisodeInfo, bag_topics, is_complete, recover_bag
+from lapa_ros.bringup.graph import NodeSpec
+from lapa_ros.interfaces.messages import image_msg
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from lapa_ros.ros_common import LATCHED_QOS
+from lapa_ros.interfaces.ros_common import LATCHED_QOS
 
 pytestmark = pytest.mark.timeout(240)
 TOPICS = ["camera/image_raw", "camera2/image_raw", "joint_states", "instruction"]

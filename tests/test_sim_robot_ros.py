@@ -9,9 +9,9 @@ from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from lapa_ros.graph import build_graph, sim_robot_node
-from lapa_ros.messages import stamp_to_sec, twist_msg
-from lapa_ros.ros_common import COMMAND_QOS, SENSOR_QOS
+from lapa_ros.bringup.graph import build_graph, sim_robot_node
+from lapa_ros.interfaces.messages import stamp_to_sec, twist_msg
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, SENSOR_QOS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -113,7 +113,7 @@ def test_node_started_with_an_unknown_task_exits_with_a_clear_error(start_graph)
 
 
 def test_scripted_expert_solves_mt10_through_the_controller_over_ros(ros, start_graph):
-    from lapa_ros.episode_runner import EpisodeRunner
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
     from lapa_sim.tasks import load_catalogue
 
     graph = start_graph(build_graph("sim_teleop", {"task": "reach", "real_time": "false", "lockstep": "true"}))

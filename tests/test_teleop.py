@@ -12,9 +12,9 @@ from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
 
-from lapa_ros.graph import NodeSpec
-from lapa_ros.messages import twist_to_arrays
-from lapa_ros.ros_common import COMMAND_QOS
+from lapa_ros.bringup.graph import NodeSpec
+from lapa_ros.interfaces.messages import twist_to_arrays
+from lapa_ros.interfaces.ros_common import COMMAND_QOS
 from lapa_ros.teleop.mapping import (EV_ABS, EV_KEY, GAMEPAD, SPACEMOUSE, EvdevState, JoyMapper, KeyboardMapper,
                                      pack_events)
 

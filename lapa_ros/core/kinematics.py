@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .joint_limits import limit_band, velocity_ratio
+from lapa_ros.core.joint_limits import limit_band, velocity_ratio
 
 JOINT_TYPES = ("revolute", "continuous", "prismatic", "fixed", "floating", "planar")
 CHAIN_JOINT_TYPES = ("revolute", "continuous", "prismatic", "fixed")

@@ -35,7 +35,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .joint_limits import limit_band, velocity_ratio
+from lapa_ros.core.joint_limits import limit_band, velocity_ratio
 
 
 class GateState(str, Enum):

@@ -59,13 +59,13 @@ from builtin_interfaces.msg import Duration
 
 from lapa_models.text import printable
 
-from ..core.clock import ClockOffsetMonitor
-from ..core.events import EventLog, suffix
-from ..core.kinematics import KinematicChain, UrdfError
-from ..core.safety import (DISARMED, ESTOP, IDLE_HOLDS, NO_COMMAND, REASON_TEXT, SafetyGate, SafetyLimits)
-from ..messages import sec_to_stamp, stamp_to_sec, twist_msg, twist_to_arrays
-from ..paths import urdf_file
-from ..ros_common import (COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, log_at,
+from lapa_ros.core.clock import ClockOffsetMonitor
+from lapa_ros.core.events import EventLog, suffix
+from lapa_ros.core.kinematics import KinematicChain, UrdfError
+from lapa_ros.core.safety import (DISARMED, ESTOP, IDLE_HOLDS, NO_COMMAND, REASON_TEXT, SafetyGate, SafetyLimits)
+from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec, twist_msg, twist_to_arrays
+from lapa_ros.bringup.paths import urdf_file
+from lapa_ros.interfaces.ros_common import (COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, log_at,
                           run_node)
 
 BACKENDS = ("servo", "sim", "joint_trajectory", "forward_position")

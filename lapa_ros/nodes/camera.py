@@ -21,10 +21,10 @@ import time
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..cameras import BACKENDS, CameraError, make_source
-from ..core.images import encode_compressed
-from ..messages import image_msg, sec_to_stamp
-from ..ros_common import SENSOR_QOS, Param, StartupError, declare_params, run_node
+from lapa_ros.core.cameras import BACKENDS, CameraError, make_source
+from lapa_ros.core.images import encode_compressed
+from lapa_ros.interfaces.messages import image_msg, sec_to_stamp
+from lapa_ros.interfaces.ros_common import SENSOR_QOS, Param, StartupError, declare_params, run_node
 
 PARAMS = (
     Param("backend", "realsense", "Camera driver.", read_only=True, choices=BACKENDS),

@@ -62,9 +62,9 @@ from lapa_sim.panda.model import ARM_JOINTS, SCENE_CAMERA, WRIST_FOVY
 from lapa_sim.panda.trajectory import JointTrajectoryFollower, TrajectoryError
 from lapa_sim.tasks import CameraSpec, UnknownTaskError, get_task, task_names
 
-from ..core.events import EventLog, suffix
-from ..messages import image_msg, pinhole_camera_info, pose_msg, sec_to_stamp, stamp_to_sec
-from ..ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params, run_node
+from lapa_ros.core.events import EventLog, suffix
+from lapa_ros.interfaces.messages import image_msg, pinhole_camera_info, pose_msg, sec_to_stamp, stamp_to_sec
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params, run_node
 
 MODEL_CAMERAS = {"scene": SCENE_CAMERA["fovy"], "wrist": WRIST_FOVY}   # name -> vertical field of view [deg]
 
@@ -414,7 +414,7 @@ class PandaSimNode(Node):
 
 
 def main(args=None) -> int:
-    # Single-threaded: the simulation has its own thread; see lapa_ros.ros_common.run_node.
+    # Single-threaded: the simulation has its own thread; see lapa_ros.interfaces.ros_common.run_node.
     return run_node(PandaSimNode, args)
 
 

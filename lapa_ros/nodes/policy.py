@@ -47,18 +47,18 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ..core.actions import ActionLayout
-from ..core.alignment import StampedBuffer
+from lapa_ros.core.actions import ActionLayout
+from lapa_ros.core.alignment import StampedBuffer
 from lapa_models.policy.chunking import MODES, ChunkBlender
-from ..core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
-from ..core.events import EventLog, suffix
-from ..core.images import ImageConversionError
+from lapa_ros.core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
+from lapa_ros.core.events import EventLog, suffix
+from lapa_ros.core.images import ImageConversionError
 from lapa_models.data.robot_state import GripperMapping, assemble_state
 from lapa_models.text import printable
 
-from ..messages import (check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, sec_to_stamp, stamp_to_sec,
+from lapa_ros.interfaces.messages import (check_image_size, rgb_from_compressed_msg, rgb_from_image_msg, sec_to_stamp, stamp_to_sec,
                         twist_msg)
-from ..ros_common import (COMMAND_QOS, LATCHED_QOS, LATEST_FRAME_QOS, Param, StartupError, declare_params,
+from lapa_ros.interfaces.ros_common import (COMMAND_QOS, LATCHED_QOS, LATEST_FRAME_QOS, Param, StartupError, declare_params,
                           diagnostics_message, log_at)
 
 PARAMS = (
@@ -500,9 +500,9 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    from ..ros_common import run_node
+    from lapa_ros.interfaces.ros_common import run_node
 
-    # Single-threaded: inference has its own thread; see lapa_ros.ros_common.run_node.
+    # Single-threaded: inference has its own thread; see lapa_ros.interfaces.ros_common.run_node.
     return run_node(PolicyNode, args)
 
 

@@ -2,7 +2,7 @@
 
 Subscribes to every topic in `topics` as soon as it appears (raw CDR, no deserialization; QoS
 matched to the publisher: best effort for cameras, transient local for the instruction) and, while
-recording, hands the bytes to a writer thread (lapa_ros.bags, zstd chunks).
+recording, hands the bytes to a writer thread (lapa_ros.recording.bags, zstd chunks).
 Services:
   recorder/start          std_srvs/Trigger: open a new episode bag in `output_dir`
   recorder/stop           std_srvs/Trigger: close it (kept)
@@ -32,10 +32,10 @@ from rclpy.serialization import deserialize_message
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from ..bags import BagError, DiskFullError, EpisodeBagWriter, EpisodeInfo, discard_bag, set_outcome
+from lapa_ros.recording.bags import BagError, DiskFullError, EpisodeBagWriter, EpisodeInfo, discard_bag, set_outcome
 from lapa_models.data.robot_state import GripperMapping
 
-from ..ros_common import COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, run_node
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, run_node
 
 try:  # rclpy >= Iron passes receive timestamps to two-argument callbacks
     from rclpy.subscription import MessageInfo  # noqa: F401
@@ -320,7 +320,7 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    # Single-threaded: the work has its own thread; see lapa_ros.ros_common.run_node.
+    # Single-threaded: the work has its own thread; see lapa_ros.interfaces.ros_common.run_node.
     return run_node(RecorderNode, args)
 
 

@@ -46,8 +46,8 @@ from rclpy.node import Node
 
 from lapa_sim.tasks import UnknownTaskError, get_task, task_names
 
-from ..messages import image_msg, pinhole_camera_info, pose_msg, sec_to_stamp, stamp_to_sec, twist_to_arrays
-from ..ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params, run_node
+from lapa_ros.interfaces.messages import image_msg, pinhole_camera_info, pose_msg, sec_to_stamp, stamp_to_sec, twist_to_arrays
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params, run_node
 
 PARAMS = (
     Param("task", "push", "Simulated task (see lapa_sim/tasks.yaml). Takes effect at the next sim/reset."),
@@ -314,7 +314,7 @@ class SimRobotNode(Node):
 
 
 def main(args=None) -> int:
-    # Single-threaded: the work has its own thread; see lapa_ros.ros_common.run_node.
+    # Single-threaded: the work has its own thread; see lapa_ros.interfaces.ros_common.run_node.
     return run_node(SimRobotNode, args)
 
 

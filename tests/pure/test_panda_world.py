@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("mujoco")
 
 from lapa_ros.core.kinematics import KinematicChain
-from lapa_ros.paths import urdf_file
+from lapa_ros.bringup.paths import urdf_file
 from lapa_sim.panda import ARM_JOINTS, GRIPPER, Q_HOME, JointTrajectoryFollower, PandaWorld, TrajectoryError
 from lapa_sim.tasks import check_runnable, get_task, load_catalogue, make_command_expert, task_names
 

@@ -150,7 +150,7 @@ class PolicyDiagnostics:
     def __init__(self, node):
         from diagnostic_msgs.msg import DiagnosticArray
 
-        from .ros_common import COMMAND_QOS
+        from lapa_ros.interfaces.ros_common import COMMAND_QOS
 
         self.values: Dict[str, str] = {}
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on, COMMAND_QOS)
@@ -178,9 +178,9 @@ def evaluate_sim(policy_dir: Optional[str], tasks: str, episodes_per_task: int, 
 
     from lapa_sim.tasks import load_catalogue
 
-    from .bringup import NodeProcesses
-    from .episode_runner import EpisodeRunner
-    from .graph import build_graph
+    from lapa_ros.bringup.supervisor import NodeProcesses
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
+    from lapa_ros.bringup.graph import build_graph
 
     specs_tasks = load_catalogue().resolve(tasks)
     graph_args = {"task": specs_tasks[0].name, "real_time": str(real_time).lower(),
@@ -229,8 +229,8 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
     from std_msgs.msg import String
     from std_srvs.srv import SetBool
 
-    from .episode_runner import EpisodeResult, EpisodeRunner
-    from .ros_common import LATCHED_QOS
+    from lapa_ros.evaluation.episode_runner import EpisodeResult, EpisodeRunner
+    from lapa_ros.interfaces.ros_common import LATCHED_QOS
 
     rclpy.init()
     runner = EpisodeRunner()
@@ -303,7 +303,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .dds import dds_defaults
+    from lapa_ros.bringup.dds import dds_defaults
 
     dds_defaults()
     if args.robot:

@@ -31,9 +31,9 @@ def record(tasks: str, episodes_per_task: int, out: Path, seed: int = 0, real_ti
 
     from lapa_sim.tasks import load_catalogue
 
-    from .bringup import NodeProcesses
-    from .episode_runner import EpisodeRunner
-    from .graph import build_graph
+    from lapa_ros.bringup.supervisor import NodeProcesses
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
+    from lapa_ros.bringup.graph import build_graph
 
     specs_tasks = load_catalogue().resolve(tasks)
     out = Path(out).resolve()

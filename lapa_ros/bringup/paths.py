@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "lapa_ros"
-_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]   # lapa_ros/bringup/paths.py -> the checkout
 
 
 @lru_cache(maxsize=1)
@@ -21,7 +21,7 @@ def share_dir() -> Path:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
         try:
             return Path(get_package_share_directory(PACKAGE))
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):   # OSError: no ament index (AMENT_PREFIX_PATH unset)
             pass
     except ImportError:
         pass

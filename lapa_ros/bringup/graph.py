@@ -25,7 +25,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
-from .paths import config_file
+from lapa_ros.bringup.paths import config_file
 
 
 @dataclasses.dataclass(frozen=True)

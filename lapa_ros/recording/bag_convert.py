@@ -33,10 +33,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_name, is_complete, printable,
+from lapa_ros.recording.bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_name, is_complete, printable,
                    recover_bag, report_line, scan_bags)
-from .core import alignment, images
-from .core.clock import stamp_to_sec
+from lapa_ros.core import alignment, images
+from lapa_ros.core.clock import stamp_to_sec
 from lapa_models.data.robot_state import GripperMapping
 
 ACTION_NAMES = ["vx", "vy", "vz", "gripper"]
@@ -51,7 +51,7 @@ class ConversionConfig:
     twist_topic: str = "/arm_controller/twist_cmd"
     gripper_topic: str = "/arm_controller/gripper_cmd"
     actions: str = "commands"            # commands | deltas
-    # The gripper mapping: None = the one each bag's recorder stored (lapa_ros.bags.EpisodeInfo.gripper);
+    # The gripper mapping: None = the one each bag's recorder stored (lapa_ros.recording.bags.EpisodeInfo.gripper);
     # set all three to override it (e.g. bags recorded before the recorder stored it).
     gripper_joint: Optional[str] = None
     gripper_open_position: Optional[float] = None

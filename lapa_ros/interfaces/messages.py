@@ -9,8 +9,8 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from .core import images
-from .core.clock import stamp_to_sec  # noqa: F401  (messages.stamp_to_sec: the inverse of sec_to_stamp)
+from lapa_ros.core import images
+from lapa_ros.core.clock import stamp_to_sec  # noqa: F401  (messages.stamp_to_sec: the inverse of sec_to_stamp)
 
 
 def sec_to_stamp(t: float) -> Time:

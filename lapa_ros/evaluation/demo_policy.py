@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import List
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]   # lapa_ros/evaluation/demo_policy.py -> the checkout
 SHIPPED = REPO / "models" / "demo_policy"
 ARTIFACTS = REPO / "artifacts" / "demo_policy"
 DEMO_TASKS = "demo"                      # the task set in lapa_sim/tasks.yaml

@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> int:
     import rclpy
     from std_msgs.msg import String
 
-    from .ros_common import LATCHED_QOS
+    from lapa_ros.interfaces.ros_common import LATCHED_QOS
 
     text = args.instruction.strip()
     if not text:

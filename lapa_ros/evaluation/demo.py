@@ -9,7 +9,7 @@ writes a rollout video:
     runs/demo/summary.json     per-episode results, success rate, the policy's latency on /diagnostics
     runs/demo/logs/<node>.log  each node's output
 
-The policy is the small demo policy this project trains on simulated data (lapa_ros.demo_policy):
+The policy is the small demo policy this project trains on simulated data (lapa_ros.evaluation.demo_policy):
 the first run trains it (minutes on a CPU, with progress bars) unless it is already there.
 `--driver expert` runs the scripted expert instead of a policy.
 """
@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from .dds import dds_defaults
+from lapa_ros.bringup.dds import dds_defaults
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_sim
+    from lapa_ros.evaluation.evaluate import evaluate_sim
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a demo talks to itself only
     dds_defaults()
@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
         if args.policy:
             policy = args.policy
         else:
-            from .demo_policy import ensure_demo_policy
+            from lapa_ros.evaluation.demo_policy import ensure_demo_policy
 
             policy = str(ensure_demo_policy())
     print(f"lapa demo: tasks '{args.tasks}' x {args.episodes_per_task} episode(s), driver: "

@@ -27,7 +27,7 @@ import numpy as np
 
 from lapa_models.timing import latency_summary, rate_hz
 
-from .dds import dds_defaults
+from lapa_ros.bringup.dds import dds_defaults
 
 
 
@@ -52,9 +52,9 @@ def _sim_policy(policy: str, task: str):
     """The sim_policy graph as processes on a private domain, and an EpisodeRunner (not started) on it."""
     import rclpy
 
-    from .bringup import NodeProcesses
-    from .episode_runner import EpisodeRunner
-    from .graph import build_graph
+    from lapa_ros.bringup.supervisor import NodeProcesses
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
+    from lapa_ros.bringup.graph import build_graph
 
     env = _isolated_env()
     specs = build_graph("sim_policy", {"model": str(Path(policy).resolve()), "task": task})
@@ -86,9 +86,9 @@ def bench_pipeline(policy: str, seconds: float, task: str) -> dict:
     from sensor_msgs.msg import Image
     from trajectory_msgs.msg import JointTrajectory
 
-    from .evaluation import PolicyDiagnostics
-    from .messages import stamp_to_sec
-    from .ros_common import COMMAND_QOS, SENSOR_QOS
+    from lapa_ros.evaluation.evaluate import PolicyDiagnostics
+    from lapa_ros.interfaces.messages import stamp_to_sec
+    from lapa_ros.interfaces.ros_common import COMMAND_QOS, SENSOR_QOS
 
     frames, chunks, commands, outputs = [], [], [], []
     with _sim_policy(policy, task) as (graph, runner, _):
@@ -167,8 +167,8 @@ def bench_soak(policy: str, seconds: float, task: str, every: float, hostile: bo
     max_image_pixels before conversion) are published on the camera topic for 10 s: RSS must come back."""
     from sensor_msgs.msg import Image
 
-    from .messages import image_msg
-    from .ros_common import SENSOR_QOS
+    from lapa_ros.interfaces.messages import image_msg
+    from lapa_ros.interfaces.ros_common import SENSOR_QOS
 
     samples: Dict[str, List[Tuple[float, float]]] = {}
     stop = threading.Event()
@@ -224,14 +224,14 @@ def bench_recorder(seconds: float, reliable: bool) -> dict:
     from sensor_msgs.msg import Image, JointState
     from std_srvs.srv import Trigger
 
-    from .bag_convert import ConversionConfig, convert_bags
+    from lapa_ros.recording.bag_convert import ConversionConfig, convert_bags
     from geometry_msgs.msg import PoseStamped, TwistStamped
 
-    from .bags import bag_topics, set_outcome
-    from .bringup import NodeProcesses
-    from .graph import NodeSpec
-    from .messages import image_msg, twist_msg
-    from .ros_common import COMMAND_QOS, SENSOR_QOS
+    from lapa_ros.recording.bags import bag_topics, set_outcome
+    from lapa_ros.bringup.supervisor import NodeProcesses
+    from lapa_ros.bringup.graph import NodeSpec
+    from lapa_ros.interfaces.messages import image_msg, twist_msg
+    from lapa_ros.interfaces.ros_common import COMMAND_QOS, SENSOR_QOS
 
     env = _isolated_env()
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST) \
@@ -326,7 +326,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
 def pipeline_main(args: argparse.Namespace) -> int:
     policy = args.policy
     if policy is None:
-        from .demo_policy import ensure_demo_policy
+        from lapa_ros.evaluation.demo_policy import ensure_demo_policy
 
         policy = str(ensure_demo_policy())
     print(json.dumps(bench_pipeline(policy, args.seconds, args.task), indent=2))
@@ -344,7 +344,7 @@ def add_soak_arguments(p: argparse.ArgumentParser) -> None:
 def soak_main(args: argparse.Namespace) -> int:
     policy = args.policy
     if policy is None:
-        from .demo_policy import ensure_demo_policy
+        from lapa_ros.evaluation.demo_policy import ensure_demo_policy
 
         policy = str(ensure_demo_policy())
     print(json.dumps(bench_soak(policy, 60.0 * args.minutes, args.task, args.sample_every, not args.no_hostile),

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_topics, is_complete, printable,
+from lapa_ros.recording.bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_topics, is_complete, printable,
                    recover_bag, report_line, scan_bags)
 
 

@@ -1,4 +1,4 @@
-"""Turn a graph of lapa_ros.graph into a LaunchDescription (imports launch/launch_ros lazily).
+"""Turn a graph of lapa_ros.bringup.graph into a LaunchDescription (imports launch/launch_ros lazily).
 
 Every launch file in launch/ is two lines around `launch_description_for(<graph>)`: the launch
 arguments come from the graph's argument table and the nodes from the graph function, so
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .graph import GRAPHS, build_graph
+from lapa_ros.bringup.graph import GRAPHS, build_graph
 
 
 def launch_description_for(graph: str):
@@ -30,7 +30,7 @@ def launch_description_for(graph: str):
                      **({"prefix": " ".join(spec.prefix)} if spec.prefix else {}))
                 for spec in build_graph(graph, values)]
 
-    from .dds import dds_defaults
+    from lapa_ros.bringup.dds import dds_defaults
 
     # The nodes started here get config/fastdds.xml unless the user set their own DDS settings.
     dds = [SetEnvironmentVariable(k, v) for k, v in dds_defaults({}).items() if k not in os.environ]

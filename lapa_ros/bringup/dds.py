@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import MutableMapping
 
-from .paths import config_file
+from lapa_ros.bringup.paths import config_file
 
 
 def dds_defaults(env: MutableMapping[str, str] = os.environ) -> MutableMapping[str, str]:

@@ -3,7 +3,7 @@
     lapa bringup sim_teleop task:=door-open
     lapa bringup policy model:=runs/policy/export camera:=realsense
 
-Each node of the graph (lapa_ros.graph) runs as `python -m <module> --ros-args ...` with the same
+Each node of the graph (lapa_ros.bringup.graph) runs as `python -m <module> --ros-args ...` with the same
 parameter files, overrides and remappings that the launch file gives `ros2 launch`.
 
 Supervision, as `ros2 launch` does it:
@@ -30,8 +30,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from .dds import dds_defaults
-from .graph import GRAPHS, NodeSpec, build_graph
+from lapa_ros.bringup.dds import dds_defaults
+from lapa_ros.bringup.graph import GRAPHS, NodeSpec, build_graph
 
 
 def node_command(spec: NodeSpec, overrides_file: Optional[Path]) -> List[str]:

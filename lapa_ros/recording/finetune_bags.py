@@ -53,8 +53,8 @@ def _checkpoint_image_size(init: str):
 
 def _convert(args: argparse.Namespace, out: Path) -> int:
     """Step 1, the bags -> <out>/episodes: 0, or the exit code to stop with (one line per failed bag)."""
-    from .bag_convert import ConversionConfig, convert_bags, print_problems
-    from .bags import SOME_FAILED, BagError, printable
+    from lapa_ros.recording.bag_convert import ConversionConfig, convert_bags, print_problems
+    from lapa_ros.recording.bags import SOME_FAILED, BagError, printable
 
     size = tuple(args.image_size) if args.image_size else (_checkpoint_image_size(args.init) or (128, 128))
     cfg = ConversionConfig(actions=args.actions, image_size=size, gripper_joint=args.gripper_joint,

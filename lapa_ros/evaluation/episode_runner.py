@@ -22,9 +22,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from .core.images import ImageConversionError
-from .messages import rgb_from_image_msg, stamp_to_sec
-from .ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from lapa_ros.core.images import ImageConversionError
+from lapa_ros.interfaces.messages import rgb_from_image_msg, stamp_to_sec
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 
 @dataclasses.dataclass
