@@ -1,4 +1,4 @@
-"""URDF kinematics for serial arms: parse, forward kinematics, Jacobian, differential and iterative IK.
+"""URDF kinematics for serial arms: parse, forward kinematics, Jacobian, differential IK.
 
 No ROS import and no dependency beyond numpy: the arm controller turns an end-effector twist into
 joint targets with it, the safety layer reads joint limits from it, and the offline tools compute
@@ -51,16 +51,6 @@ def rpy_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
     ])
 
 
-def matrix_to_rpy(rotation: np.ndarray) -> Tuple[float, float, float]:
-    """3x3 rotation -> URDF (roll, pitch, yaw); at pitch = +-pi/2 roll is set to 0 (gimbal lock)."""
-    R = np.asarray(rotation, dtype=float)
-    sp = -R[2, 0]
-    if abs(sp) >= 1.0 - 1e-12:
-        pitch = math.copysign(math.pi / 2, sp)
-        return 0.0, pitch, math.atan2(-R[0, 1], R[1, 1])
-    return math.atan2(R[2, 1], R[2, 2]), math.asin(sp), math.atan2(R[1, 0], R[0, 0])
-
-
 def axis_angle_to_matrix(axis: Sequence[float], angle: float) -> np.ndarray:
     """Rodrigues: rotation of `angle` [rad] about the unit vector `axis`."""
     x, y, z = np.asarray(axis, dtype=float)
@@ -71,72 +61,6 @@ def axis_angle_to_matrix(axis: Sequence[float], angle: float) -> np.ndarray:
         [y * x * C + z * s, c + y * y * C, y * z * C - x * s],
         [z * x * C - y * s, z * y * C + x * s, c + z * z * C],
     ])
-
-
-def rotation_vector(rotation: np.ndarray) -> np.ndarray:
-    """3x3 rotation -> rotation vector (axis * angle, angle in [0, pi]); the SO(3) log map."""
-    R = np.asarray(rotation, dtype=float)
-    cos_angle = float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))
-    angle = math.acos(cos_angle)
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    if angle < 1e-9:
-        return 0.5 * w  # first order: R ~ I + [w]x
-    if math.pi - angle < 1e-3:
-        # Near pi the antisymmetric part vanishes: the symmetric part is cos(a) I + (1 - cos(a)) k k^T.
-        K = ((R + R.T) / 2.0 - cos_angle * np.eye(3)) / (1.0 - cos_angle)
-        i = int(np.argmax(np.diag(K)))
-        axis = K[:, i] / math.sqrt(max(K[i, i], 1e-300))
-        if np.dot(axis, w) < 0:
-            axis = -axis
-        return axis / np.linalg.norm(axis) * angle
-    return w * (angle / (2.0 * math.sin(angle)))
-
-
-def quaternion_to_matrix(quaternion_xyzw: Sequence[float]) -> np.ndarray:
-    """Quaternion (x, y, z, w), as in geometry_msgs/Quaternion; need not be normalised -> 3x3 rotation."""
-    q = np.asarray(quaternion_xyzw, dtype=float)
-    if q.shape != (4,) or not np.all(np.isfinite(q)):
-        raise ValueError(f"a quaternion needs 4 finite numbers (x, y, z, w), got {quaternion_xyzw!r}")
-    n = float(np.dot(q, q))
-    if n < 1e-12:
-        raise ValueError("quaternion has zero length")
-    x, y, z, w = q * math.sqrt(2.0 / n)
-    return np.array([
-        [1.0 - (y * y + z * z), x * y - z * w, x * z + y * w],
-        [x * y + z * w, 1.0 - (x * x + z * z), y * z - x * w],
-        [x * z - y * w, y * z + x * w, 1.0 - (x * x + y * y)],
-    ])
-
-
-def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
-    """3x3 rotation -> unit quaternion (x, y, z, w) with w >= 0."""
-    R = np.asarray(rotation, dtype=float)
-    t = np.trace(R)
-    if t > 0.0:
-        s = 2.0 * math.sqrt(t + 1.0)
-        q = np.array([(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s])
-    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
-        q = np.array([0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s])
-    elif R[1, 1] > R[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
-        q = np.array([(R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s])
-    else:
-        s = 2.0 * math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
-        q = np.array([(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s])
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
-def pose_to_matrix(position: Sequence[float], quaternion_xyzw: Sequence[float]) -> np.ndarray:
-    """Position [m] + quaternion (x, y, z, w) (a geometry_msgs/Pose) -> 4x4 homogeneous transform."""
-    p = np.asarray(position, dtype=float)
-    if p.shape != (3,) or not np.all(np.isfinite(p)):
-        raise ValueError(f"a position needs 3 finite numbers, got {position!r}")
-    T = np.eye(4)
-    T[:3, :3] = quaternion_to_matrix(quaternion_xyzw)
-    T[:3, 3] = p
-    return T
 
 
 def transform(xyz: Sequence[float] = (0.0, 0.0, 0.0), rpy: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
@@ -317,17 +241,6 @@ def parse_urdf(urdf: Union[str, os.PathLike]) -> UrdfModel:
 
 
 # ---------------------------------------------------------------------------------------- chain
-@dataclass(frozen=True)
-class IkResult:
-    """Outcome of solve_ik: joint positions, whether both tolerances were met, final errors [m], [rad]."""
-
-    q: np.ndarray
-    success: bool
-    position_error: float
-    orientation_error: float
-    iterations: int
-
-
 class KinematicChain:
     """The serial chain from `base_link` to `tip_link` of a robot description.
 
@@ -406,19 +319,6 @@ class KinematicChain:
         if missing:
             raise ValueError(f"joint state lacks {', '.join(missing)} (it has: {', '.join(names) or 'nothing'})")
         return np.array([positions[index[n]] for n in self.joint_names], dtype=float)
-
-    def within_limits(self, q, margin: float = 0.0) -> bool:
-        """True when every joint is inside [lower + margin, upper - margin]."""
-        arr = self._check_q(q)
-        return bool(np.all(arr >= self.lower + margin) and np.all(arr <= self.upper - margin))
-
-    def clamp(self, q, margin: float = 0.0) -> np.ndarray:
-        """q clipped into [lower + margin, upper - margin] (a margin wider than a range leaves its middle)."""
-        arr = self._check_q(q)
-        lo, hi = self.lower + margin, self.upper - margin
-        mid = self._middle()
-        lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)
-        return np.clip(arr, lo, hi)
 
     def _middle(self, fallback: Optional[np.ndarray] = None) -> np.ndarray:
         """Middle of each joint range; `fallback` (default 0) for joints without finite limits."""
@@ -520,39 +420,3 @@ class KinematicChain:
         if ratio > 1.0:
             dq /= ratio
         return np.clip(q + dq, lo, hi)
-
-    def solve_ik(self, target_pose, q0, max_iterations: int = 200, position_tolerance: float = 1e-4,
-                 orientation_tolerance: float = 1e-3, damping: float = 0.01, max_step: float = 0.2,
-                 orientation_weight: float = 1.0) -> IkResult:
-        """Joint positions that put tip_link at `target_pose` (4x4, base frame), starting from q0.
-
-        Iterates damped least squares on the pose error (position [m], rotation vector [rad] scaled by
-        `orientation_weight`; 0 solves position only), each step at most `max_step` rad (or m) per
-        joint and clipped into the joint limits. Never raises for an unreachable target: the result
-        says success=False with the remaining errors.
-        """
-        T_target = np.asarray(target_pose, dtype=float)
-        if T_target.shape != (4, 4) or not np.all(np.isfinite(T_target)):
-            raise ValueError(f"target_pose must be a finite 4x4 matrix, got shape {T_target.shape}")
-        q = np.clip(self._check_q(q0, "q0"), self.lower, self.upper)
-        pos_err = rot_err = math.inf
-        for iteration in range(max_iterations + 1):
-            T = self.forward(q)
-            e_pos = T_target[:3, 3] - T[:3, 3]
-            e_rot = rotation_vector(T_target[:3, :3] @ T[:3, :3].T)
-            pos_err, rot_err = float(np.linalg.norm(e_pos)), float(np.linalg.norm(e_rot))
-            if pos_err <= position_tolerance and (orientation_weight == 0 or rot_err <= orientation_tolerance):
-                return IkResult(q, True, pos_err, rot_err, iteration)
-            if iteration == max_iterations:
-                break
-            J = self.jacobian(q)
-            if orientation_weight == 0:
-                dq, _ = self._dls(J[:3], e_pos, damping)
-            else:
-                W = np.array([1, 1, 1, orientation_weight, orientation_weight, orientation_weight], dtype=float)
-                dq, _ = self._dls(J * W[:, None], np.concatenate([e_pos, e_rot]) * W, damping)
-            largest = float(np.max(np.abs(dq)))
-            if largest > max_step:
-                dq *= max_step / largest
-            q = np.clip(q + dq, self.lower, self.upper)
-        return IkResult(q, False, pos_err, rot_err, max_iterations)
