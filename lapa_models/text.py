@@ -13,7 +13,8 @@ import re
 import unicodedata
 
 # Terminal escape sequences (ECMA-48): CSI (ESC [ or 0x9b ... final byte), OSC (ESC ] ... BEL or ESC \),
-# and the other ESC sequences (ESC, intermediate bytes, final byte: "\x1bc", "\x1b(B"). Removed whole from instructions: "\x1b[31mopen" is "open", not "[31mopen".
+# and the other ESC sequences (ESC, intermediate bytes, final byte: "\x1bc", "\x1b(B"). Removed whole
+# from instructions: "\x1b[31mopen" is "open", not "[31mopen".
 _ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
                       r"|\x1b[ -/]*[0-~]")
 

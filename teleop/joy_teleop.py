@@ -15,7 +15,6 @@ import os
 import select
 import threading
 
-import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -14,7 +14,7 @@ from lapa_ros.core.kinematics import KinematicChain
 from lapa_ros.bringup.graph import arm_controller_node, sim_robot_node
 from lapa_ros.interfaces.messages import stamp_to_sec, twist_msg, twist_to_arrays
 from lapa_ros.bringup.paths import urdf_file
-from lapa_ros.interfaces.ros_common import COMMAND_QOS, SENSOR_QOS
+from lapa_ros.interfaces.ros_common import COMMAND_QOS
 
 pytestmark = pytest.mark.timeout(180)
 PERIOD = 0.05  # the sim controller's control period (20 Hz)

@@ -1,5 +1,4 @@
 """Message helpers: stamps round-trip exactly, including values just below a whole second."""
-import numpy as np
 import pytest
 
 from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec

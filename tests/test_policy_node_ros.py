@@ -3,7 +3,6 @@ import os
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lapa_models.data.video import write_video
-from lapa_ros.bringup.graph import NodeSpec, arm_controller_node, build_graph, camera_node, policy_node
+from lapa_ros.bringup.graph import arm_controller_node, build_graph, camera_node, policy_node
 from lapa_ros.interfaces.messages import image_msg, twist_to_arrays
 from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
@@ -184,7 +183,7 @@ def test_bad_images_and_instructions_are_skipped_without_a_crash(ros, start_grap
     empty.data = b""
     depth = image_msg(rng.random((48, 64)).astype(np.float32), stamp, "cam", "32FC1")
     for msg in (empty, depth):
-        assert count_after(lambda: send(msg)) == 0
+        assert count_after(lambda msg=msg: send(msg)) == 0
     graph.check_alive()
     assert acted_on(image_msg(rgb, ros.node.get_clock().now().to_msg(), "cam"))
     ros.wait_for(lambda: int(_diag_values(diags).get("count.bad_image", 0)) >= 6, 5, "bad images counted")

@@ -317,7 +317,7 @@ class EpisodeDataset:
         where = f"{self.root}: episode {entry['episode_index']}"
         count = 0
         try:
-            for count, frame in enumerate(iter_video(video), start=1):
+            for count, frame in enumerate(iter_video(video), start=1):  # noqa: B007 (count is read below)
                 yield frame
         except EpisodeFormatError as e:
             raise EpisodeFormatError(f"{where}: {e}") from e

@@ -93,7 +93,7 @@ def _bench_model(config_name: str, sizes: List[str], threads: int, iterations: i
         runtimes = {p: PolicyRuntime(export_dir, providers=("cpu",), precision=p, intra_op_threads=threads, warmup=0)
                     for p in precisions}
 
-        def run_eager() -> None:
+        def run_eager(ti=ti) -> None:
             with torch.inference_mode():
                 graph(*ti)
 

@@ -230,7 +230,6 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
     from std_srvs.srv import SetBool
 
     from lapa_ros.evaluation.episode_runner import EpisodeResult, EpisodeRunner
-    from lapa_ros.interfaces.ros_common import LATCHED_QOS
 
     rclpy.init()
     runner = EpisodeRunner()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 
@@ -54,7 +53,7 @@ def record(tasks: str, episodes_per_task: int, out: Path, seed: int = 0, real_ti
                     bag = {}
                     r = runner.run_episode(task.name, instruction, task.max_steps, control_period=0.05,
                                            seed=seed + k, frames_after_success=2,
-                                           on_start=lambda: bag.update(path=runner.trigger("recorder/start")))
+                                           on_start=lambda bag=bag: bag.update(path=runner.trigger("recorder/start")))
                     runner.trigger("recorder/stop")
                     runner.set_bool("recorder/mark_success", r.success)
                     results.append({"task": task.name, "seed": r.seed, "instruction": instruction,

@@ -222,7 +222,7 @@ def urdf_joint_limits(urdf_text: str, joint: str) -> dict:
     for j in root.findall("joint"):
         if j.get("name") == joint:
             limit = j.find("limit")
-            get = (lambda k, d: float(limit.get(k, d))) if limit is not None else (lambda k, d: float(d))
+            get = (lambda k, d, limit=limit: float(limit.get(k, d))) if limit is not None else (lambda k, d: float(d))
             return {"lower": get("lower", "-inf"), "upper": get("upper", "inf"), "velocity": get("velocity", "inf"),
                     "effort": get("effort", "inf")}
     raise ValueError(f"robot description has no joint '{joint}'")
