@@ -140,9 +140,3 @@ def main(args: argparse.Namespace) -> int:
                         for k, v in results["tasks"].items()}
     print(json.dumps(summary, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

@@ -8,10 +8,10 @@ the labels of the latent pretraining stage. Plain Python + torch, no ROS.
     modeling.py       LAQModel: encoder -> NSVQ -> decoder, save_pretrained / from_pretrained
     data.py           frame pairs (x_t, x_t+k) on top of lapa_models.data.frames.FrameStore
     plots.py          training curves, reconstruction grid, evaluation figure
-    train.py          python -m lapa_models.laq.train     --data DIR --out RUN
-    label.py          python -m lapa_models.laq.label     --checkpoint RUN/final --data DIR
-    evaluate.py       python -m lapa_models.laq.evaluate  --checkpoint RUN/final --data HELD_OUT
-    bench.py          python -m lapa_models.laq.bench     --config tiny
+    train.py          lapa laq train     --data DIR --out RUN
+    label.py          lapa laq label     --checkpoint RUN/final --data DIR
+    evaluate.py       lapa laq evaluate  --checkpoint RUN/final --data HELD_OUT
+    bench.py          lapa bench laq     --config tiny
 """
 from .configuration import CONFIGS, ConfigError, LAQConfig, get_config
 from .modeling import CheckpointError, LAQModel, LAQOutput

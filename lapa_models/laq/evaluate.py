@@ -1,6 +1,6 @@
 """Evaluate an LAQ checkpoint on held-out labelled episodes: reconstruction, codebook, action probe.
 
-    python -m lapa_models.laq.evaluate --checkpoint runs/laq_tiny/final --data data/sim/mt10_64_eval
+    lapa laq evaluate --checkpoint runs/laq_tiny/final --data data/sim/mt10_64_eval
 
 Prints one JSON object and writes it (default ``<checkpoint>/eval_<dataset>.json``) with a PNG beside it:
 
@@ -237,9 +237,3 @@ def _run(args: argparse.Namespace) -> int:
         print(f"WARNING codebook collapse: {report['codebook']['codes_used']}/{report['codebook']['codebook_size']} "
               "codes in use on this dataset", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

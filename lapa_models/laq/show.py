@@ -280,9 +280,3 @@ def _run(args: argparse.Namespace) -> int:
         print("WARNING the decoder hardly depends on the code: the latent actions may carry little information",
               file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

@@ -1,6 +1,6 @@
 """Benchmark: per-frame policy latency at batch 1, PyTorch eager vs ONNX Runtime (prints JSON).
 
-    python -m lapa_models.policy.bench --configs small,siglip-base --threads 2
+    lapa bench policy --configs small,siglip-base --threads 2
 
 For each config the policy is built with random weights (weights do not change latency; siglip-base is
 built from a base-size SiglipVisionConfig, no hub download), exported with ``export.py`` (parity checked)
@@ -151,9 +151,3 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(text)
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

@@ -1,6 +1,6 @@
 """Export a finetuned policy to ONNX, split by how often each part runs, with a model card beside it.
 
-    python -m lapa_models.policy.export --checkpoint runs/policy/finetune/final --out artifacts/policy
+    lapa policy export --checkpoint runs/policy/finetune/final --out artifacts/policy
 
 Writes into ``--out``:
 
@@ -26,7 +26,6 @@ import datetime
 import hashlib
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -378,6 +377,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:   # the export reports its steps through logging
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     sample = None
     if args.sample_data:
         from lapa_models.data.episodes import EpisodeDataset
@@ -388,10 +389,3 @@ def main(args: argparse.Namespace) -> int:
                          external_data=args.external_data, sample_images=sample)
     print(json.dumps({"out": str(args.out), "files": card["files"], "parity": card["parity"]}, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
