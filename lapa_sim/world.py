@@ -9,7 +9,6 @@ the tests all drive this class.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from typing import Optional, Tuple
@@ -19,6 +18,7 @@ import numpy as np
 from lapa_models.data.robot_state import GripperMapping
 
 from .tasks import CameraSpec, TaskSpec, ViewSpec, get_task
+from .world_common import ArmWorld, StepResult, apply_light, camera_id, free_camera, make_renderer
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -36,14 +36,7 @@ GRIPPER_JOINTS = ("r_close", "l_close")
 GRIPPER = GripperMapping("r_close", 0.0, 0.04)
 
 
-@dataclasses.dataclass
-class StepResult:
-    success: bool
-    step: int
-    done: bool  # success or step limit reached
-
-
-class SimWorld:
+class SimWorld(ArmWorld):
     """One Meta-World task with a camera. Not thread-safe: callers serialize access.
 
     >>> world = SimWorld("push", seed=0)
@@ -103,36 +96,17 @@ class SimWorld:
         model.vis.quality.offsamples = 0  # no multisampling: 2x faster, sharp enough for 128 px
         model.vis.global_.fovy = self.camera.fovy
         if self.view is not None:
-            light = dict(self.view.light)
-            if "ambient" in light:
-                model.vis.headlight.ambient[:] = light["ambient"]
-            if "diffuse" in light:
-                model.vis.headlight.diffuse[:] = light["diffuse"]
-            if "scale" in light:
-                model.light_diffuse[:] = model.light_diffuse * float(light["scale"])
-                model.light_specular[:] = model.light_specular * float(light["scale"])
-        self._renderer = mujoco.Renderer(model, self.image_height, self.image_width)
-        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                     mujoco.mjtRndFlag.mjRND_SKYBOX):
-            self._renderer.scene.flags[flag] = 0
+            apply_light(model, dict(self.view.light), model.light_diffuse, model.light_specular)
+        self._renderer = make_renderer(model, self.image_height, self.image_width)
         self._rotate_180 = False
         if self.camera.name is not None:
-            cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera.name)
-            if cam_id < 0:
-                names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
-                raise ValueError(f"camera '{self.camera.name}' not in the model; cameras: {names}")
+            cam_id = camera_id(model, self.camera.name)
             mujoco.mj_forward(model, self._env.data)
             # Image 'up' is the camera's +y axis; when it points down the camera hangs upside down.
             self._rotate_180 = self._env.data.cam_xmat[cam_id].reshape(3, 3)[2, 1] < 0
             self._mjcam = self.camera.name
         else:
-            cam = mujoco.MjvCamera()
-            cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-            cam.lookat[:] = self.camera.lookat
-            cam.distance = self.camera.distance
-            cam.azimuth = self.camera.azimuth
-            cam.elevation = self.camera.elevation
-            self._mjcam = cam
+            self._mjcam = free_camera(self.camera)
 
     def set_task(self, task: str | TaskSpec, seed: Optional[int] = None) -> None:
         """Switch task (rebuilds the environment) and reset. Unknown names raise UnknownTaskError."""
@@ -144,17 +118,8 @@ class SimWorld:
         self.reset(self.seed)
 
     def close(self) -> None:
-        if self._renderer is not None:
-            try:
-                self._renderer.close()
-            except Exception:  # EGL teardown at interpreter exit can fail harmlessly
-                pass
-            self._renderer = None
-        if self._env is not None:
-            self._env = None
-
-    def __del__(self):
-        self.close()
+        super().close()
+        self._env = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: Optional[int] = None) -> None:
@@ -203,15 +168,6 @@ class SimWorld:
         self.step_count += 1
         return StepResult(success=self._success, step=self.step_count, done=self.done)
 
-    @property
-    def success(self) -> bool:
-        """True once the task has been achieved in this episode (latched)."""
-        return self._success
-
-    @property
-    def done(self) -> bool:
-        return self._success or self.step_count >= self.task.max_steps
-
     # ------------------------------------------------------------------ sensing
     def render(self) -> np.ndarray:
         """Current camera image, uint8 (H, W, 3) RGB, upright."""
@@ -250,13 +206,6 @@ class SimWorld:
     def joint_velocities(self) -> np.ndarray:
         data = self._env.data
         return np.array([data.joint(n).qvel[0] for n in self.joint_names], dtype=np.float64)
-
-    @property
-    def state(self) -> np.ndarray:
-        """Proprioceptive state stored with episodes: ee x, y, z [m] and gripper [0..1]."""
-        return np.concatenate([self.ee_position, [self.gripper_state]]).astype(np.float32)
-
-    STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
 
     @property
     def privileged_observation(self) -> np.ndarray:

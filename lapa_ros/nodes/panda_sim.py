@@ -42,38 +42,32 @@ controller running on /clock keeps pace with the simulation.
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from typing import Optional
 
 import numpy as np
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
-from geometry_msgs.msg import PoseStamped
-from std_msgs.msg import Bool, Float64, Float64MultiArray, String
-from std_srvs.srv import Trigger
+from std_msgs.msg import Bool, Float64, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from lapa_models.text import printable
 from lapa_sim.panda.model import ARM_JOINTS, SCENE_CAMERA, WRIST_FOVY
 from lapa_sim.panda.trajectory import JointTrajectoryFollower, TrajectoryError
-from lapa_sim.tasks import CameraSpec, UnknownTaskError, get_task, task_names
+from lapa_sim.tasks import CameraSpec
 
 from lapa_ros.core.events import EventLog, suffix
-from lapa_ros.interfaces.messages import image_msg, pinhole_camera_info, pose_msg, sec_to_stamp, stamp_to_sec
-from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params, run_node
+from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, Param, StartupError, run_node
+from lapa_ros.nodes.sim_common import CAMERA_FRAME, IMAGE_HEIGHT, IMAGE_WIDTH, SEED, SimulatedArmNode
 
 MODEL_CAMERAS = {"scene": SCENE_CAMERA["fovy"], "wrist": WRIST_FOVY}   # name -> vertical field of view [deg]
 
 PARAMS = (
     Param("task", "panda-reach", "Simulated Panda task (robot: panda in lapa_sim/tasks.yaml). Takes effect at the "
                                  "next sim/reset."),
-    Param("seed", 0, "Seed of the next episode's object layout; each reset then adds 1.", range=(0, 2**31 - 1)),
-    Param("image_width", 128, "Camera image width [px].", read_only=True, range=(16, 1920)),
-    Param("image_height", 128, "Camera image height [px].", read_only=True, range=(16, 1080)),
+    SEED,
+    IMAGE_WIDTH,
+    IMAGE_HEIGHT,
     Param("camera", "", "Camera: empty for the task's (catalogue), or one of the model: scene, wrist.", read_only=True),
     Param("timestep", 0.002, "Physics step [s].", read_only=True, range=(0.0001, 0.002)),
     Param("update_rate", 100.0, "Controller update rate [Hz]: commands applied, joint_states and ee_pose "
@@ -95,69 +89,48 @@ PARAMS = (
     Param("log_throttle", 5.0, "After its first line, each kind of refused command is logged at most once per "
                                "this many seconds (with its count).", read_only=True, range=(0.0, 3600.0)),
     Param("base_frame", "panda_link0", "Frame of ee_pose (the URDF's base link).", read_only=True),
-    Param("camera_frame", "sim_camera_optical_frame", "frame_id of camera images.", read_only=True),
+    CAMERA_FRAME,
 )
 
 
-class PandaSimNode(Node):
-    def __init__(self, **kwargs):
-        super().__init__("sim_robot", **kwargs)
-        self.p = declare_params(self, PARAMS)
-        panda_tasks = task_names("panda")
-        try:
-            spec = get_task(self.p.task)
-        except UnknownTaskError as e:
-            raise StartupError(f"panda_sim: {e}") from e
-        if spec.robot != "panda":
-            raise StartupError(f"panda_sim: task '{self.p.task}' runs on the {spec.robot}; Panda tasks: "
-                               f"{', '.join(panda_tasks)}")
+class PandaSimNode(SimulatedArmNode):
+    NAME, ROBOT, ROBOT_LABEL = "panda_sim", "panda", "Panda"
+    PARAMS = PARAMS
+
+    def _setup(self) -> None:
         if sorted(self.p.joints) != sorted(ARM_JOINTS):
             raise StartupError(f"panda_sim: parameter 'joints' must list the arm joints {', '.join(ARM_JOINTS)} in "
                                f"some order, got {list(self.p.joints)}")
         self.events = EventLog(self.p.log_throttle)
         self._checker = JointTrajectoryFollower(ARM_JOINTS)   # validates trajectories on arrival
-        self._lock = threading.Condition()
         self._trajectory = None          # latest JointTrajectory not yet applied
         self._positions = None           # latest position command not yet applied
         self._gripper: Optional[float] = None
         self._arm_commands = 0           # arm commands received (lockstep counts them)
-        self.rejected_commands = 0
-        self._reset_requests: "queue.Queue" = queue.Queue()
-        self._pending_task: Optional[str] = None
-        self._next_seed = self.p.seed + 1
-        self._running = True
-        self._publishers_ready = threading.Event()
-        # The world lives in the loop thread: its OpenGL (EGL) context is bound to the thread that made it.
-        self._ready = threading.Event()
-        self._startup_error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._loop, name="panda_sim_loop", daemon=True)
-        self._thread.start()
-        self._ready.wait(timeout=120.0)
-        if self._startup_error is not None or not self._ready.is_set():
-            self._running = False
-            raise StartupError(f"panda_sim: the simulator did not start: {self._startup_error or 'timeout'}")
 
-        self.pub_image = self.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
-        self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", SENSOR_QOS)
-        self.pub_joints = self.create_publisher(JointState, "joint_states", COMMAND_QOS)
-        self.pub_pose = self.create_publisher(PoseStamped, "ee_pose", COMMAND_QOS)
-        self.pub_success = self.create_publisher(Bool, "sim/success", COMMAND_QOS)
-        self.pub_task = self.create_publisher(String, "sim/task", LATCHED_QOS)
-        self.pub_privileged = self.create_publisher(JointState, "sim/privileged_state", COMMAND_QOS)
-        self.pub_clock = None if self.p.real_time else self.create_publisher(Clock, "/clock", COMMAND_QOS)
+    def _make_world(self):
+        from lapa_sim.panda.world import PandaWorld
+
+        camera = None
+        if self.p.camera:
+            if self.p.camera not in MODEL_CAMERAS:
+                raise ValueError(f"camera '{self.p.camera}': the model has {', '.join(MODEL_CAMERAS)}")
+            camera = CameraSpec(name=self.p.camera, fovy=MODEL_CAMERAS[self.p.camera])
+        return PandaWorld(self.p.task, seed=self.p.seed, image_size=(self.p.image_height, self.p.image_width),
+                          camera=camera, timestep=self.p.timestep, control_rate=self.p.update_rate,
+                          frame_rate=self.p.camera_rate)
+
+    def _create_inputs(self) -> None:
         self.create_subscription(JointTrajectory, "joint_trajectory_controller/joint_trajectory", self._on_trajectory,
                                  COMMAND_QOS)
         self.create_subscription(Float64MultiArray, "forward_position_controller/commands", self._on_positions,
                                  COMMAND_QOS)
         self.create_subscription(Float64, "gripper/command", self._on_gripper, COMMAND_QOS)
-        self.create_service(Trigger, "sim/reset", self._on_reset)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.pub_task.publish(String(data=self.world.task.name))
-        self._publishers_ready.set()
-        mode = "real time" if self.p.real_time else ("lockstep" if self.p.lockstep else "as fast as possible")
-        self.get_logger().info(f"Panda, task '{self.world.task.name}': physics {self.p.timestep * 1e3:g} ms, "
-                               f"controllers {self.p.update_rate:g} Hz, camera {self.p.camera_rate:g} Hz "
-                               f"{self.p.image_width}x{self.p.image_height}, {mode}")
+
+    def _startup_message(self, mode: str) -> str:
+        return (f"Panda, task '{self.world.task.name}': physics {self.p.timestep * 1e3:g} ms, "
+                f"controllers {self.p.update_rate:g} Hz, camera {self.p.camera_rate:g} Hz "
+                f"{self.p.image_width}x{self.p.image_height}, {mode}")
 
     # ------------------------------------------------------------------ inputs (executor thread)
     def _refuse(self, key: str, message: str) -> None:
@@ -203,59 +176,7 @@ class PandaSimNode(Node):
         with self._lock:
             self._gripper = float(msg.data)
 
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        for prm in params:
-            if prm.name == "task":
-                valid = task_names("panda")
-                if prm.value not in valid:
-                    return SetParametersResult(successful=False, reason=str(UnknownTaskError(prm.value, valid)))
-                self._pending_task = prm.value
-            elif prm.name == "seed":
-                self._next_seed = int(prm.value)
-        return SetParametersResult(successful=True)
-
-    def _on_reset(self, request, response):
-        done = threading.Event()
-        result = {}
-        self._reset_requests.put((done, result))
-        with self._lock:
-            self._lock.notify_all()
-        if not done.wait(timeout=30.0):
-            response.success, response.message = False, "simulator did not reset within 30 s"
-            return response
-        response.success = "error" not in result
-        response.message = result.get("error") or \
-            f"task={result['task']} seed={result['seed']} stamp={result['stamp']:.9f}"
-        return response
-
     # ------------------------------------------------------------------ loop (simulation thread)
-    def _loop(self) -> None:
-        from lapa_sim.panda.world import PandaWorld
-
-        try:
-            camera = None
-            if self.p.camera:
-                if self.p.camera not in MODEL_CAMERAS:
-                    raise ValueError(f"camera '{self.p.camera}': the model has {', '.join(MODEL_CAMERAS)}")
-                camera = CameraSpec(name=self.p.camera, fovy=MODEL_CAMERAS[self.p.camera])
-            self.world = PandaWorld(self.p.task, seed=self.p.seed, image_size=(self.p.image_height, self.p.image_width),
-                                    camera=camera, timestep=self.p.timestep, control_rate=self.p.update_rate,
-                                    frame_rate=self.p.camera_rate)
-        except Exception as e:  # reported by the constructor as a StartupError
-            self._startup_error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        self._publishers_ready.wait()
-        try:
-            self._run()
-        except Exception as e:
-            if self._running:
-                self.get_logger().error(f"simulation stopped: {e}")
-                raise
-        finally:
-            self.world.close()
-
     def _clock_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
@@ -271,7 +192,7 @@ class PandaSimNode(Node):
                 continue
             tick = (w.physics_steps // w.tick_steps + 1) * w.tick_steps
             target = min(tick, self._next_frame)
-            if self.p.lockstep and not self.p.real_time and w.physics_steps % w.tick_steps == 0:
+            if self._lockstep and w.physics_steps % w.tick_steps == 0:
                 self._wait_for_command()
             self._apply_commands()
             w.advance(target - w.physics_steps)
@@ -308,8 +229,7 @@ class PandaSimNode(Node):
 
     def _wait_for_command(self) -> None:
         with self._lock:
-            self._lock.wait_for(lambda: self._arm_commands > self._commands_at_tick or not self._running
-                                or not self._reset_requests.empty(), timeout=self.p.lockstep_timeout)
+            self._wait_for_lockstep(lambda: self._arm_commands > self._commands_at_tick)
             self._commands_at_tick = self._arm_commands
 
     def _apply_commands(self) -> None:
@@ -358,59 +278,24 @@ class PandaSimNode(Node):
         self._publish_state(self._origin)
         self._publish_frame(self._origin)
 
-    def _serve_resets(self) -> list:
-        """Reset for every queued request; each is answered once the episode's first frame is out."""
-        served = []
-        while not self._reset_requests.empty():
-            done, result = self._reset_requests.get()
-            try:
-                result.update(self._do_reset())
-            except Exception as e:
-                result["error"] = f"reset failed: {e}"
-            served.append((done, result))
-        return served
-
     def _do_reset(self) -> dict:
-        seed = self._next_seed
         self._next_origin = self._origin + self.world.time + 1.0 / self.p.update_rate
-        if self._pending_task and self._pending_task != self.world.task.name:
-            self.world.set_task(self._pending_task, seed=seed)
-            self.pub_task.publish(String(data=self.world.task.name))
-        else:
-            self.world.reset(seed)
-        self._pending_task = None
-        self._next_seed = seed + 1
+        seed = self._reset_world()
         self._begin_episode()
         return {"task": self.world.task.name, "seed": seed, "stamp": self._episode_stamp}
 
     # ------------------------------------------------------------------ outputs
     def _publish_state(self, t: float) -> None:
-        w = self.world
-        stamp = sec_to_stamp(t)
-        js = JointState(name=list(w.joint_names), position=w.joint_positions().tolist(),
-                        velocity=w.joint_velocities().tolist(), effort=w.joint_efforts().tolist())
-        js.header.stamp = stamp
-        self.pub_joints.publish(js)
-        self.pub_pose.publish(pose_msg(w.ee_position, w.ee_orientation, stamp, self.p.base_frame))
+        self._publish_arm_state(sec_to_stamp(t), effort=self.world.joint_efforts().tolist())
 
     def _publish_frame(self, t: float) -> None:
         w = self.world
         stamp = sec_to_stamp(t)
         rgb = w.render()
-        ps = JointState(name=list(w.privileged_names), position=w.privileged_observation.tolist())
-        ps.header.stamp = stamp
-        self.pub_privileged.publish(ps)
+        self._publish_privileged(w.privileged_names, w.privileged_observation, stamp)
         self.pub_success.publish(Bool(data=bool(w.success)))
-        self.pub_info.publish(pinhole_camera_info(rgb.shape[1], rgb.shape[0], w.camera.fovy, stamp, self.p.camera_frame))
-        self.pub_image.publish(image_msg(rgb, stamp, self.p.camera_frame))
+        self._publish_camera(rgb, stamp)
         self._next_frame = w.next_frame_step()
-
-    def close(self) -> None:
-        self._running = False
-        self._publishers_ready.set()
-        with self._lock:
-            self._lock.notify_all()
-        self._thread.join(timeout=5.0)
 
 
 def main(args=None) -> int:

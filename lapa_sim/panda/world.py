@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..tasks import CameraSpec, TaskSpec, ViewSpec, get_task
-from ..world import StepResult
+from ..world_common import ArmWorld, StepResult, apply_light, camera_id, free_camera, make_renderer
 from .envs import make_env
 from .experts import make_expert
 from .model import (ARM_JOINTS, ARM_KP, ARM_KV, FINGER_JOINTS, FINGER_OPEN, GRIPPER, Q_HOME, build_model,
@@ -43,17 +43,15 @@ SERVO_LIMIT_MARGIN = 0.05     # [rad]
 SERVO_TRACKING_TOLERANCE = 0.05   # [rad] beyond this the next IK step starts from the measured joints
 
 
-class PandaWorld:
+class PandaWorld(ArmWorld):
     """One Panda task: arm, table, objects and a camera.
 
     >>> world = PandaWorld("panda-reach", seed=0)
     >>> world.step(np.array([0.0, 0.1, 0.0]), gripper=0.0)   # 10 cm/s along +y for one frame period
     """
 
-    STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
     ARM_JOINTS = ARM_JOINTS
     GRIPPER = GRIPPER
-    _renderer = None
 
     def __init__(self, task: str | TaskSpec = "panda-reach", *, seed: int = 0,
                  image_size: Tuple[int, int] = (128, 128), camera: Optional[CameraSpec] = None,
@@ -124,39 +122,17 @@ class PandaWorld:
     def _setup_renderer(self) -> None:
         if not self._render_enabled:
             return
-        import mujoco
-
         model = self.model
         model.vis.global_.fovy = self.camera.fovy
-        if self.view is not None:
-            light = dict(self.view.light)
-            if "ambient" in light:
-                model.vis.headlight.ambient[:] = light["ambient"]
-            if "diffuse" in light:
-                model.vis.headlight.diffuse[:] = light["diffuse"]
-            if "scale" in light:   # of the model's own lights (set_task sets up the renderer again)
-                model.light_diffuse[:] = self._lights[0] * float(light["scale"])
-                model.light_specular[:] = self._lights[1] * float(light["scale"])
+        if self.view is not None:   # the model's own lights scaled (set_task sets up the renderer again)
+            apply_light(model, dict(self.view.light), *self._lights)
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(model, self.image_height, self.image_width)
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                         mujoco.mjtRndFlag.mjRND_SKYBOX):
-                self._renderer.scene.flags[flag] = 0
+            self._renderer = make_renderer(model, self.image_height, self.image_width)
         if self.camera.name is not None:
-            cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera.name)
-            if cam_id < 0:
-                names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
-                raise ValueError(f"camera '{self.camera.name}' not in the model; cameras: {names}")
-            model.cam_fovy[cam_id] = self.camera.fovy
+            model.cam_fovy[camera_id(model, self.camera.name)] = self.camera.fovy
             self._mjcam = self.camera.name
         else:
-            cam = mujoco.MjvCamera()
-            cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-            cam.lookat[:] = self.camera.lookat
-            cam.distance = self.camera.distance
-            cam.azimuth = self.camera.azimuth
-            cam.elevation = self.camera.elevation
-            self._mjcam = cam
+            self._mjcam = free_camera(self.camera)
 
     def set_task(self, task: str | TaskSpec, seed: Optional[int] = None) -> None:
         """Switch task (same model, new objects and camera) and reset."""
@@ -166,17 +142,6 @@ class PandaWorld:
         self._set_env()
         self._setup_renderer()
         self.reset(self.seed)
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            try:
-                self._renderer.close()
-            except Exception:  # EGL teardown at interpreter exit can fail harmlessly
-                pass
-            self._renderer = None
-
-    def __del__(self):
-        self.close()
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: Optional[int] = None) -> None:
@@ -357,15 +322,6 @@ class PandaWorld:
         if not self._success and self.env.success(self.privileged_dict()):
             self._success = True
 
-    @property
-    def success(self) -> bool:
-        """True once the task has been achieved in this episode (latched)."""
-        return self._success
-
-    @property
-    def done(self) -> bool:
-        return self._success or self.step_count >= self.task.max_steps
-
     # ------------------------------------------------------------------ sensing
     def render(self) -> np.ndarray:
         """Current camera image, uint8 (H, W, 3) RGB."""
@@ -416,11 +372,6 @@ class PandaWorld:
     def gripper_state(self) -> float:
         """0 open .. 1 closed, from panda_finger_joint1 as a real stack reads joint_states (see GRIPPER)."""
         return GRIPPER.state(float(self.data.qpos[self._finger_qpos[0]]))
-
-    @property
-    def state(self) -> np.ndarray:
-        """Proprioceptive state stored with episodes: ee x, y, z [m] and gripper [0..1]."""
-        return np.concatenate([self.ee_position, [self.gripper_state]]).astype(np.float32)
 
     @property
     def privileged_names(self) -> Tuple[str, ...]:
