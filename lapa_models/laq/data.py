@@ -1,29 +1,35 @@
-"""Frame pairs (x_t, x_{t+k}) for LAQ, on top of the in-RAM ``FrameStore`` (episode datasets and
-folders of videos alike; actions are never read here)."""
+"""Frame pairs (x_t, x_{t+k}) for LAQ, on top of a frame store (lapa_models.data.frames: in RAM or
+streamed from shards; episode datasets and folders of videos alike; actions are never read here).
+
+Training reads batches through ``PairSamples`` in DataLoader workers: a batch sampler
+(lapa_models.data.sampling.RandomBatches) yields rows (pair, dy, dx) and the workers read the frames
+and apply each row's shift."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from lapa_models.data.frames import FrameStore
+from lapa_models.data.frames import EpisodeFrames, open_frames
 
 from .configuration import LAQConfig
 
 
-def load_frames(data: Union[str, Path, FrameStore], config: LAQConfig, episodes: Optional[Sequence[int]] = None,
-                progress: bool = True) -> FrameStore:
-    """All frames of a dataset (or a folder of videos) at the model's image size."""
-    if isinstance(data, FrameStore):
-        if data.frames.shape[1:3] != tuple(config.image_size):
-            raise ValueError(f"frame store holds {data.frames.shape[1]}x{data.frames.shape[2]} frames, "
+def load_frames(data: Union[str, Path, EpisodeFrames], config: LAQConfig, episodes: Optional[Sequence[int]] = None,
+                progress: bool = True, mode: str = "memory", **options) -> EpisodeFrames:
+    """The frames of a dataset (or a folder of videos) at the model's image size, in RAM or streamed
+    (``mode`` and ``options``: see lapa_models.data.frames.open_frames)."""
+    if isinstance(data, EpisodeFrames):
+        if data.frame_shape[:2] != tuple(config.image_size):
+            raise ValueError(f"frame store holds {data.frame_shape[0]}x{data.frame_shape[1]} frames, "
                              f"the LAQ config takes {config.image_size[0]}x{config.image_size[1]}")
         return data
-    return FrameStore(data, image_size=config.image_size, episodes=episodes, progress=progress)
+    return open_frames(data, image_size=config.image_size, mode=mode, episodes=episodes, progress=progress,
+                       **options)
 
 
-def frame_pairs(store: FrameStore, gap: int, episodes: Optional[Sequence[int]] = None) -> np.ndarray:
+def frame_pairs(store: EpisodeFrames, gap: int, episodes: Optional[Sequence[int]] = None) -> np.ndarray:
     """(P, 2) global frame indices (t, t + gap) inside one episode; a clear error when there are none."""
     pairs = store.pairs(gap, episodes)
     if len(pairs) == 0:
@@ -33,7 +39,7 @@ def frame_pairs(store: FrameStore, gap: int, episodes: Optional[Sequence[int]] =
     return pairs
 
 
-def split_episodes(store: FrameStore, val_fraction: float, seed: int = 0) -> Tuple[list, list]:
+def split_episodes(store: EpisodeFrames, val_fraction: float, seed: int = 0) -> Tuple[list, list]:
     """(train, validation) episode positions: a random val_fraction of episodes (at least one when there
     are 4 or more episodes and val_fraction > 0) is held out to monitor reconstruction honestly."""
     n = store.num_episodes
@@ -45,12 +51,15 @@ def split_episodes(store: FrameStore, val_fraction: float, seed: int = 0) -> Tup
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-def gather(store: FrameStore, pairs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def gather(store: EpisodeFrames, pairs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """uint8 (B, H, W, 3) frames at t and at t + k of the given pairs."""
-    return np.asarray(store.frames[pairs[:, 0]]), np.asarray(store.frames[pairs[:, 1]])
+    pairs = np.asarray(pairs, dtype=np.int64)
+    frames = store.read(pairs.reshape(-1))   # one read of both frames: a stream store opens each shard once
+    frames = frames.reshape(len(pairs), 2, *frames.shape[1:])
+    return frames[:, 0], frames[:, 1]
 
 
-def iter_pair_batches(store: FrameStore, pairs: np.ndarray, batch_size: int
+def iter_pair_batches(store: EpisodeFrames, pairs: np.ndarray, batch_size: int
                       ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(pairs, frames_t, frames_tk) in order, batch_size pairs at a time."""
     for start in range(0, len(pairs), batch_size):
@@ -63,10 +72,17 @@ def random_shift(frames_t: np.ndarray, frames_tk: np.ndarray, max_shift: int,
     """The same random translation (edge-padded) for both frames of a pair: the motion between them is kept."""
     if max_shift <= 0:
         return frames_t, frames_tk
-    b, h, w, _ = frames_t.shape
+    return shift_pairs(frames_t, frames_tk, max_shift, rng.integers(0, 2 * max_shift + 1, size=(len(frames_t), 2)))
+
+
+def shift_pairs(frames_t: np.ndarray, frames_tk: np.ndarray, max_shift: int,
+                offsets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Translate pair i by offsets[i] = (dy, dx) in [0, 2 * max_shift] (edge-padded), both frames alike."""
+    if max_shift <= 0:
+        return frames_t, frames_tk
+    h, w = frames_t.shape[1:3]
     pad = ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0))
     padded_t, padded_tk = np.pad(frames_t, pad, mode="edge"), np.pad(frames_tk, pad, mode="edge")
-    offsets = rng.integers(0, 2 * max_shift + 1, size=(b, 2))
     out_t, out_tk = np.empty_like(frames_t), np.empty_like(frames_tk)
     for i, (dy, dx) in enumerate(offsets):
         out_t[i] = padded_t[i, dy:dy + h, dx:dx + w]
@@ -74,5 +90,34 @@ def random_shift(frames_t: np.ndarray, frames_tk: np.ndarray, max_shift: int,
     return out_t, out_tk
 
 
-def _name(store: FrameStore) -> str:
+class PairSamples:
+    """Map-style dataset of frame pairs for a DataLoader: ``__getitems__(rows)`` reads a batch.
+
+    rows: pair indices (B,) or (B, 3) rows (pair, dy, dx) from ``RandomBatches(shift=max_shift)``."""
+
+    def __init__(self, store: EpisodeFrames, pairs: np.ndarray, max_shift: int = 0):
+        self.store, self.pairs, self.max_shift = store, np.asarray(pairs, dtype=np.int64), int(max_shift)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitems__(self, rows) -> Dict[str, "torch.Tensor"]:  # noqa: F821 (torch imported here, lazily)
+        """{"frames": uint8 (B, 2, H, W, 3)}: frame t and t + k of each pair, in one tensor (a DataLoader
+        worker hands each tensor over through its own shared-memory handle: one per batch is cheapest)."""
+        import torch
+
+        rows = np.asarray(rows, dtype=np.int64)
+        picked = rows if rows.ndim == 1 else rows[:, 0]
+        frames = self.store.read(self.pairs[picked].reshape(-1))
+        frames = frames.reshape(len(picked), 2, *frames.shape[1:])
+        if rows.ndim == 2 and self.max_shift > 0:
+            frames = np.stack(shift_pairs(frames[:, 0], frames[:, 1], self.max_shift, rows[:, 1:]), axis=1)
+        return {"frames": torch.from_numpy(frames)}
+
+    def __getitem__(self, i: int):
+        batch = self.__getitems__([i])
+        return {k: v[0] for k, v in batch.items()}
+
+
+def _name(store: EpisodeFrames) -> str:
     return str(getattr(store.source, "root", "dataset"))

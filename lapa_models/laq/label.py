@@ -2,6 +2,7 @@
 
     python -m lapa_models.laq.label --checkpoint runs/laq_tiny/final --data data/sim/mt10_64
     python -m lapa_models.laq.label --checkpoint runs/laq_tiny/final --data videos/ --name laq_tiny
+    torchrun --nproc-per-node 8 -m lapa_models.laq.label --checkpoint ... --data big/   # split over processes
 
 Output, next to the data (the format the latent pretraining stage reads)::
 
@@ -10,8 +11,10 @@ Output, next to the data (the format the latent pretraining stage reads)::
     <data>/latents/<name>/episode_XXXXXX.npy    int16 (N, T) for an episode of N frames: row i holds the
                                                 tokens of frame i -> frame i+k; rows i >= N-k are -1
 
-Deterministic: eval mode, nearest codes, no noise. The label set is written beside the final one and
-swapped in at the end, so a reader never sees half of it.
+Deterministic: eval mode, nearest codes, no noise. Episodes are decoded one at a time (in parallel
+DataLoader workers, --num-workers) and labelled in batches of pairs, so memory does not grow with the
+dataset; under ``accelerate launch`` / ``torchrun`` each process labels its share of the episodes. The
+label set is written beside the final one and swapped in at the end, so a reader never sees half of it.
 """
 from __future__ import annotations
 
@@ -21,15 +24,15 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from lapa_models.data.episodes import EpisodeDataset, open_episodes
+from lapa_models.data.episodes import EpisodeDataset, VideoFolder, open_episodes
+from lapa_models.data.frames import EpisodeFrames, refused, resize_frame
 
 from lapa_models.commands import report_input_errors
-from .data import frame_pairs, iter_pair_batches, load_frames
 from .modeling import LAQModel
 
 NO_TRANSITION = -1
@@ -48,57 +51,157 @@ def episode_file(directory: Path, episode_index: int) -> Path:
     return directory / f"episode_{int(episode_index):06d}.npy"
 
 
+class _EpisodeFrames:
+    """Item k: (k, the frames of episode ``positions[k]`` at the model's size, or None, the error)."""
+
+    def __init__(self, source, positions, size):
+        self.source, self.positions, self.size = source, list(positions), tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int):
+        from lapa_models.data.errors import EpisodeFormatError
+
+        try:
+            frames = [resize_frame(f, self.size) for f, _ in self.source.iter_frames(self.positions[k])]
+        except EpisodeFormatError as e:
+            return k, None, str(e)
+        if not frames:
+            return k, None, "video has no decodable frames"
+        return k, np.stack(frames), None
+
+
+def _one(item):
+    return item
+
+
 @torch.no_grad()
 def label_dataset(checkpoint: Union[str, Path], data: Union[str, Path], name: str = "laq",
-                  frame_gap: Optional[int] = None, batch_size: int = 256, device: Union[str, torch.device] = "cpu",
-                  progress: bool = True) -> Dict[str, Any]:
-    """Write ``<data>/latents/<name>/``; returns a summary (pairs labelled, code usage, seconds)."""
+                  frame_gap: Optional[int] = None, batch_size: int = 256,
+                  device: Optional[Union[str, torch.device]] = None, progress: bool = True,
+                  num_workers: int = 0) -> Dict[str, Any]:
+    """Write ``<data>/latents/<name>/``; returns a summary (pairs labelled, code usage, seconds).
+
+    Several processes (``torchrun`` / ``accelerate launch``) split the episodes; every one returns the same
+    summary."""
+    from accelerate.utils import reduce
     from tqdm import tqdm
+
+    from lapa_models.training.run import process_state
 
     from .quantizer import usage_and_perplexity
 
-    model = LAQModel.from_pretrained(checkpoint, device=device).eval()
+    state = process_state()
+    rank, processes = state.process_index, state.num_processes
+    model = LAQModel.from_pretrained(checkpoint, device=device if device is not None else state.device).eval()
     config = model.config
     gap = int(frame_gap or config.frame_gap)
-    source = open_episodes(data)
-    store = load_frames(source, config, progress=progress)
-    pairs = frame_pairs(store, gap)
-    episode_of_pair = store.episode_of(pairs[:, 0])
-    tokens = np.empty((len(pairs), config.num_latent_tokens), dtype=np.int16)
-    start = time.perf_counter()
-    bar = tqdm(total=len(pairs), desc=f"label {name}", unit="pair", disable=not progress, file=sys.stderr)
-    done = 0
-    for chunk, frames_t, frames_tk in iter_pair_batches(store, pairs, batch_size):
-        tokens[done:done + len(chunk)] = model.encode(frames_t, frames_tk).cpu().numpy()
-        done += len(chunk)
-        bar.update(len(chunk))
-    bar.close()
-    seconds = time.perf_counter() - start
+    if gap < 1:
+        raise ValueError(f"frame gap must be >= 1, got {gap}")
+    source = open_episodes(data) if isinstance(data, (str, Path)) else data
+    index = EpisodeFrames(source, tables=False) if not isinstance(source, VideoFolder) else None
+    episode_ids = index.episode_ids if index is not None else list(range(len(source)))
+    expected = index.lengths if index is not None else None
+    mine = list(range(rank, len(source), processes))
 
     final = latents_dir(source.root, name)
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for e in range(store.num_episodes):
-        labels = np.full((int(store.lengths[e]), config.num_latent_tokens), NO_TRANSITION, dtype=np.int16)
-        mine = episode_of_pair == e
-        labels[pairs[mine, 0] - store.starts[e]] = tokens[mine]
-        np.save(episode_file(tmp, store.episode_ids[e]), labels)
-    info = {"laq_checkpoint": str(Path(checkpoint).resolve()), "config": config.to_dict(), "frame_gap": gap,
-            "codebook_size": config.codebook_size, "num_tokens": config.num_latent_tokens,
-            "config_sha256": config.sha256()}
-    (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.replace(old)
-    tmp.replace(final)
-    shutil.rmtree(old, ignore_errors=True)
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    state.wait_for_everyone()
 
-    used, perplexity = usage_and_perplexity(np.bincount(tokens.reshape(-1), minlength=config.codebook_size))
-    return {"latents": str(final), "episodes": store.num_episodes, "pairs": int(len(pairs)), "frame_gap": gap,
+    loader = torch.utils.data.DataLoader(_EpisodeFrames(source, mine, config.image_size), batch_size=None,
+                                         num_workers=num_workers, collate_fn=_one)
+    counts = np.zeros(config.codebook_size, dtype=np.int64)
+    pairs_done, bad = 0, []
+    # Episodes waiting for their pairs to be encoded: [position, frames, labels, next pair]. Batches span
+    # episodes (short clips would make small batches), so at most one batch of episodes waits in memory.
+    pending: List[list] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(mine), desc=f"label {name}", unit="ep", disable=not (progress and state.is_main_process),
+               file=sys.stderr)
+
+    def encode(final: bool) -> None:
+        nonlocal pairs_done, counts
+        while pending and (final or sum(len(e[2]) - gap - e[3] for e in pending) >= batch_size):
+            chunk_t, chunk_tk, where = [], [], []
+            room = batch_size
+            for entry in pending:
+                position, frames, labels, done = entry
+                take = min(room, max(0, len(frames) - gap) - done)
+                if take > 0:
+                    chunk_t.append(frames[done:done + take])
+                    chunk_tk.append(frames[done + gap:done + gap + take])
+                    where.append((entry, done, take))
+                    room -= take
+                if room == 0:
+                    break
+            if where:
+                tokens = model.encode(np.concatenate(chunk_t), np.concatenate(chunk_tk)).cpu().numpy()
+                counts += np.bincount(tokens.reshape(-1), minlength=config.codebook_size)
+                offset = 0
+                for entry, done, take in where:
+                    entry[2][done:done + take] = tokens[offset:offset + take]
+                    entry[3] = done + take
+                    offset += take
+                pairs_done += offset
+            while pending and pending[0][3] >= max(0, len(pending[0][1]) - gap):
+                position, _, labels, _ = pending.pop(0)
+                np.save(episode_file(tmp, episode_ids[position]), labels)
+                bar.update()
+
+    for k, frames, error in loader:
+        position = mine[k]
+        n = None if frames is None else len(frames)
+        if error is None and expected is not None and n < int(expected[position]):
+            error = f"video has {n} frames, index says {int(expected[position])}"
+        if error is not None:
+            bad.append(f"episode {episode_ids[position]}: {error.removeprefix(f'{source.root}: ')}")
+            bar.update()
+            continue
+        if expected is not None:
+            frames = frames[:int(expected[position])]
+        labels = np.full((len(frames), config.num_latent_tokens), NO_TRANSITION, dtype=np.int16)
+        pending.append([position, frames, labels, 0])
+        encode(final=False)
+    encode(final=True)
+    bar.close()
+    seconds = time.perf_counter() - start
+
+    totals = torch.tensor([*counts.tolist(), pairs_done, len(bad)], dtype=torch.float64, device=state.device)
+    if processes > 1:
+        totals = reduce(totals, reduction="sum")
+    totals = totals.cpu().numpy().astype(np.int64)
+    counts, pairs_done, bad_count = totals[:-2], int(totals[-2]), int(totals[-1])
+    if bad_count:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise refused(source, bad or [f"{bad_count} episodes labelled by other processes"], len(source))
+    if pairs_done == 0:
+        state.wait_for_everyone()
+        raise ValueError(f"{source.root}: no frame pairs {gap} frames apart; use a smaller frame gap or longer episodes")
+
+    state.wait_for_everyone()
+    if state.is_main_process:
+        info = {"laq_checkpoint": str(Path(checkpoint).resolve()), "config": config.to_dict(), "frame_gap": gap,
+                "codebook_size": config.codebook_size, "num_tokens": config.num_latent_tokens,
+                "config_sha256": config.sha256()}
+        (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.replace(old)
+        tmp.replace(final)
+        shutil.rmtree(old, ignore_errors=True)
+    state.wait_for_everyone()
+
+    used, perplexity = usage_and_perplexity(counts)
+    return {"latents": str(final), "episodes": len(source), "pairs": pairs_done, "frame_gap": gap,
             "codes_used": used, "perplexity": round(perplexity, 4), "seconds": round(seconds, 2),
-            "pairs_per_s": round(len(pairs) / max(seconds, 1e-9), 1)}
+            "pairs_per_s": round(pairs_done / max(seconds, 1e-9), 1), "processes": processes}
 
 
 def load_latents(dataset_root: Union[str, Path], name: str = "laq", check_dataset: bool = True
@@ -156,7 +259,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-gap", type=int, default=None, help="default: the gap the model was trained with")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="default: this process's accelerator device (GPU if any)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding episodes in parallel")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -168,8 +272,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     summary = label_dataset(args.checkpoint, args.data, args.name, args.frame_gap, args.batch_size, args.device,
-                            progress=not args.no_progress)
-    print(json.dumps(summary))
+                            progress=not args.no_progress, num_workers=args.num_workers)
+    from lapa_models.training.run import process_state
+
+    if process_state().is_main_process:
+        print(json.dumps(summary))
     return 0
 
 

@@ -3,14 +3,22 @@
     python -m lapa_models.laq.train --data data/sim/mt10_64 --config tiny --out runs/laq_tiny
     python -m lapa_models.laq.train --data data/sim/mt10_64 --config tiny --out runs/laq_tiny --resume
     python -m lapa_models.laq.train --data videos/ --config small --frame-gap 2 --steps 20000 --out runs/laq_small
+    python -m lapa_models.laq.train --data big/ --data-mode stream --num-workers 4 --out runs/laq_big  # any size
     accelerate launch -m lapa_models.laq.train --data DIR --config paper --out runs/laq_paper   # GPUs, bf16
+    torchrun --nproc-per-node 2 -m lapa_models.laq.train --data DIR --out RUN                  # CPU, gloo
     torchrun --nproc-per-node 8 -m lapa_models.laq.train --data DIR --config paper --out runs/laq_paper
 
-Writes to --out: ``checkpoint-<step>/`` (model.safetensors + config.json + training state) every
---save-every steps, ``final/``, ``metrics.jsonl`` (one JSON line per --log-every steps),
-``training.png`` (loss vs copy-frame baseline, code usage, perplexity), ``reconstructions.png``
-(frame t, frame t+k, reconstruction) and ``summary.json``. Training state is safetensors + JSON,
-never pickles; ``--resume`` continues bit-exactly on the same hardware and process count.
+Writes to --out: ``checkpoint-<step>/`` (model.safetensors + config.json + training state, see
+lapa_models.training.checkpoints) every --save-every steps, ``final/``, ``metrics.jsonl`` (one JSON
+line per --log-every steps; also TensorBoard / W&B with --report-to), ``training.png`` (loss vs
+copy-frame baseline, code usage, perplexity), ``reconstructions.png`` (frame t, frame t+k,
+reconstruction) and ``summary.json``. Training state is safetensors + JSON, never pickles.
+
+An optimizer step averages --batch-size x processes x --grad-accum frame pairs, drawn from the seed and
+the step number alone: N processes see the pairs one process with an N-times larger batch would see
+(each reads its own slice), whatever the number of DataLoader workers; ``--resume`` continues exactly
+(same hardware and process count: weights, optimizer, code-usage window, random streams, data position).
+Frames come from RAM or are streamed from compressed shards (--data-mode, lapa_models.data.frames).
 """
 from __future__ import annotations
 
@@ -18,8 +26,6 @@ import argparse
 import collections
 import json
 import logging
-import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,102 +35,19 @@ import numpy as np
 import torch
 
 from lapa_models.commands import report_input_errors
+from lapa_models.data.episodes import open_episodes
+from lapa_models.data.sampling import RandomBatches
+from lapa_models.training import TrainingRun, add_run_arguments, default_workers
+from lapa_models.training.checkpoints import find_checkpoints, load_training_state, save_training_state  # noqa: F401
 from .configuration import LAQConfig, get_config
-from .data import frame_pairs, gather, load_frames, random_shift, split_episodes
-from .modeling import CheckpointError, LAQModel, read_safetensors
+from .data import PairSamples, frame_pairs, gather, load_frames, split_episodes
+from .modeling import CheckpointError, LAQModel
 from .quantizer import code_counts, replacement_due, usage_and_perplexity
 
 log = logging.getLogger("lapa_models.laq.train")
 
 ADAM_BETAS = (0.9, 0.99)
 GRAD_CLIP = 0.5
-STATE_JSON = "training_state.json"
-STATE_TENSORS = "training_state.safetensors"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _rng_files(rank: int):
-    return f"rng_{rank}.json", f"rng_{rank}.safetensors"
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def find_checkpoints(out: Union[str, Path]) -> List[Path]:
-    """``checkpoint-<step>`` directories of a run that hold a complete training state, oldest first."""
-    out = Path(out)
-    if not out.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in out.iterdir()
-             if (m := CHECKPOINT_RE.match(p.name)) and (p / STATE_JSON).is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def save_training_state(directory: Path, model: LAQModel, optimizer: torch.optim.Optimizer,
-                        state: Dict[str, Any]) -> None:
-    """Optimizer moments as safetensors (keyed by parameter name) and scalars/counters as JSON."""
-    from safetensors.torch import save_file
-
-    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper -> the torch optimizer
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors: Dict[str, torch.Tensor] = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                tensors[f"{key}/{names[id(p)]}"] = torch.as_tensor(value).detach().contiguous().cpu()
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
-              for g in optimizer.param_groups]
-    save_file(tensors, str(directory / STATE_TENSORS))
-    (directory / STATE_JSON).write_text(json.dumps({**state, "param_groups": groups}, indent=1))
-
-
-def load_training_state(directory: Path, model: LAQModel, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
-    path = directory / STATE_JSON
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable training state ({e})") from e
-    optimizer = getattr(optimizer, "optimizer", optimizer)
-    tensors = read_safetensors(directory / STATE_TENSORS)
-    params = dict(model.named_parameters())
-    by_param: Dict[str, Dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        kind, name = key.split("/", 1)
-        if name not in params:
-            raise CheckpointError(f"{directory / STATE_TENSORS}: optimizer state for unknown parameter {name}")
-        by_param.setdefault(name, {})[kind] = value
-    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
-    groups = state["param_groups"]
-    if len(groups) != len(optimizer.param_groups):
-        raise CheckpointError(f"{path}: {len(groups)} optimizer parameter groups, this run has "
-                              f"{len(optimizer.param_groups)}")
-    optimizer.load_state_dict({
-        "state": {index[id(params[n])]: v for n, v in by_param.items()},
-        "param_groups": [{**g, "params": [index[id(p)] for p in og["params"]]}
-                         for g, og in zip(groups, optimizer.param_groups)]})
-    return state
-
-
-def save_rng(directory: Path, rank: int, data_rng: np.random.Generator) -> None:
-    from safetensors.torch import save_file
-
-    json_name, tensor_name = _rng_files(rank)
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(tensors, str(directory / tensor_name))
-    (directory / json_name).write_text(json.dumps(data_rng.bit_generator.state))
-
-
-def load_rng(directory: Path, rank: int, data_rng: np.random.Generator) -> bool:
-    json_name, tensor_name = _rng_files(rank)
-    if not (directory / json_name).is_file():
-        return False  # another process count saved this checkpoint: the caller reseeds
-    tensors = read_safetensors(directory / tensor_name)
-    torch.set_rng_state(tensors["torch_cpu"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_"))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    data_rng.bit_generator.state = json.loads((directory / json_name).read_text())
-    return True
 
 
 # ---------------------------------------------------------------------------- training
@@ -142,12 +65,13 @@ class MetricsWindow:
         self.replaced = 0
         self.pairs = 0
         self.seconds = 0.0
+        self.data_seconds = 0.0
         self.first_step: Optional[int] = None
 
     def to_json(self) -> dict:
         return {"steps": self.steps, "loss": self.loss, "copy_mse": self.copy_mse, "grad_norm": self.grad_norm,
                 "counts": self.counts.tolist(), "replaced": self.replaced, "pairs": self.pairs,
-                "seconds": self.seconds, "first_step": self.first_step}
+                "seconds": self.seconds, "data_seconds": self.data_seconds, "first_step": self.first_step}
 
     def load(self, d: dict) -> None:
         self.__dict__.update({k: v for k, v in d.items() if k != "counts"})
@@ -166,36 +90,27 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
           resume: Union[bool, str, Path] = False, val_fraction: float = 0.05, augment_shift: int = 0,
           dead_code_share: float = 0.03, dead_code_window: int = 10,
           mixed_precision: Optional[str] = None, num_monitor_pairs: int = 256, num_grid_examples: int = 8,
-          progress: bool = True) -> Dict[str, Any]:
+          progress: bool = True, data_mode: str = "auto", num_workers: Optional[int] = None, grad_accum: int = 1,
+          report_to: str = "none", cache_dir: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
     """Train an LAQ model; returns the run summary (also written to ``<out>/summary.json``).
 
-    ``data`` is an episode dataset directory, a folder of videos or a ``FrameStore``. ``resume``: True
-    continues from the newest checkpoint in ``out`` if there is one, a path from that checkpoint."""
-    from accelerate import Accelerator
+    ``data`` is an episode dataset directory, a folder of videos or a frame store (lapa_models.data.frames).
+    ``resume``: True continues from the newest checkpoint in ``out`` if there is one, a path from that
+    checkpoint. ``batch_size`` is per process and per accumulated batch: an optimizer step averages
+    ``batch_size x processes x grad_accum`` pairs, drawn by ``RandomBatches`` from the seed and the step
+    alone (the same pairs whatever the process or worker count)."""
     from tqdm import tqdm
 
     out = Path(out)
     steps = int(steps or config.train_steps)
     batch_size = int(batch_size or config.batch_size)
     learning_rate = float(learning_rate or config.learning_rate)
-    accelerator = Accelerator(mixed_precision=mixed_precision or default_mixed_precision())
-    is_main, rank = accelerator.is_main_process, accelerator.process_index
+    run = TrainingRun(out, resume=resume, existing="refuse", mixed_precision=mixed_precision or default_mixed_precision(),
+                      gradient_accumulation_steps=grad_accum, report_to=report_to, keep_checkpoints=keep_checkpoints)
+    accelerator = run.accelerator
+    is_main, rank, processes = run.is_main, run.rank, run.num_processes
 
-    # -- where to start
-    resume_from: Optional[Path] = None
-    if resume:
-        if isinstance(resume, (str, Path)) and not isinstance(resume, bool):
-            resume_from = Path(resume)
-            if not (resume_from / STATE_JSON).is_file():
-                raise CheckpointError(f"{resume_from}: not a training checkpoint (no {STATE_JSON})")
-        else:
-            found = find_checkpoints(out)
-            resume_from = found[-1] if found else None
-            if resume_from is None and is_main:
-                log.info("no checkpoint in %s: starting from scratch", out)
-    elif find_checkpoints(out):
-        raise FileExistsError(f"{out}: already holds checkpoints; pass --resume to continue that run "
-                              "or choose a new --out")
+    resume_from = run.resume_from
     if resume_from is not None:
         saved = LAQConfig.from_json_file(resume_from / "config.json")
         mismatch = config.architecture_mismatch(saved)
@@ -204,7 +119,10 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
                                   f"(requested vs checkpoint): {'; '.join(mismatch)}")
 
     # -- data: random pairs from training episodes, a fixed set from held-out episodes to monitor
-    store = load_frames(data, config, progress=progress and is_main)
+    source = open_episodes(data) if isinstance(data, (str, Path)) else data
+    store = load_frames(source, config, progress=progress and is_main, mode=data_mode, tables=False,
+                        cache_dir=cache_dir, workers=num_workers, distributed=accelerator)
+    workers = default_workers(store.mode, num_workers)
     train_eps, val_eps = split_episodes(store, val_fraction, seed)
     train_pairs = frame_pairs(store, config.frame_gap, train_eps)
     monitor_rng = np.random.default_rng(seed + 12345)
@@ -215,9 +133,8 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
     grid_count = min(num_grid_examples, len(monitor_pairs))
     grid_pairs = monitor_pairs[np.linspace(0, len(monitor_pairs) - 1, grid_count).astype(int)]
 
-    # -- model, optimizer, state
+    # -- model, optimizer, state (process 0's initial weights reach the others when the model is prepared)
     torch.manual_seed(seed + rank)
-    data_rng = np.random.default_rng([seed, rank])
     model = LAQModel(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=ADAM_BETAS)
     window = MetricsWindow(config.codebook_size)
@@ -225,47 +142,58 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
     # was popular earlier in a long interval between replacements.
     recent_counts: Deque[torch.Tensor] = collections.deque(maxlen=dead_code_window)
     start_step, elapsed, collapse_warnings = 0, 0.0, 0
+    global_batch = batch_size * processes
     if resume_from is not None:
         model.load_weights(resume_from / "model.safetensors")
         state = load_training_state(resume_from, model, optimizer)
         start_step, elapsed = int(state["step"]), float(state["elapsed_s"])
-        recent_counts.extend(torch.tensor(c, dtype=torch.long) for c in state["recent_counts"])
-        window.load(state["window"])
+        # The saved sums are all processes' together: the main process takes them, the others start at 0.
+        own = 1 if is_main else 0
+        recent_counts.extend(own * torch.tensor(c, dtype=torch.long) for c in state["recent_counts"])
+        window.load({"data_seconds": 0.0, **state["window"]})
+        if not is_main:
+            window.loss = window.copy_mse = window.grad_norm = 0.0
+            window.counts.zero_()
         collapse_warnings = int(state.get("collapse_warnings", 0))
-        if not load_rng(resume_from, rank, data_rng):
-            torch.manual_seed(seed + rank + start_step)
-            data_rng = np.random.default_rng([seed, rank, start_step])
-            log.warning("%s: no RNG state for process %d; resuming with fresh random streams", resume_from, rank)
+        before = (state.get("global_batch", state.get("batch_size")), state.get("accumulation", 1))
+        if before != (global_batch, run.accumulation) and is_main:
+            log.warning("%s: saved with %s pairs x %s accumulated batches per step, resumed with %d x %d: the "
+                        "continuation draws other pairs than the interrupted run would have", resume_from,
+                        before[0], before[1], global_batch, run.accumulation)
+        run.restore_rng(start_step, seed)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: LAQModel = accelerator.unwrap_model(model)
     codebook = raw_model.quantizer.codebook
 
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
-    metrics: List[dict] = []
+    samples = PairSamples(store, train_pairs, augment_shift)
+    sampler = RandomBatches(len(train_pairs), global_batch, seed, start=start_step * run.accumulation,
+                            stop=steps * run.accumulation, shift=augment_shift)
+    loader = run.loader(samples, sampler, workers, seed)
+    hyper = {"config": config.name if hasattr(config, "name") else "", "steps": steps, "batch_size": batch_size,
+             "global_batch": global_batch, "grad_accum": run.accumulation, "learning_rate": learning_rate,
+             "warmup_steps": warmup_steps, "seed": seed, "frame_gap": config.frame_gap, "data_mode": store.mode,
+             "num_workers": workers, "processes": processes}
+    run.begin(start_step, hyper, "lapa-laq")
+    metrics: List[dict] = run.read_metrics() if is_main else []
     if is_main:
-        if resume_from is not None and metrics_path.is_file():
-            metrics = [m for m in map(json.loads, metrics_path.read_text().splitlines()) if m["step"] <= start_step]
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
         config.save(out / "config.json")
         log.info("LAQ %s params, %d train pairs (gap %d) from %d episodes, %d held-out episodes, %s, batch %d x %d "
-                 "processes, steps %d -> %d", f"{raw_model.num_parameters():,}", len(train_pairs), config.frame_gap,
-                 len(train_eps), len(val_eps), accelerator.device, batch_size, accelerator.num_processes,
+                 "processes x %d accumulated, %s data (%s) with %d workers, steps %d -> %d",
+                 f"{raw_model.num_parameters():,}", len(train_pairs), config.frame_gap, len(train_eps), len(val_eps),
+                 accelerator.device, batch_size, processes, run.accumulation, store.mode, store.mode_reason, workers,
                  start_step, steps)
 
-    def batch_frames():
-        picked = train_pairs[data_rng.integers(0, len(train_pairs), size=batch_size)]
-        frames_t, frames_tk = gather(store, picked)
-        frames_t, frames_tk = random_shift(frames_t, frames_tk, augment_shift, data_rng)
-        return torch.from_numpy(frames_t), torch.from_numpy(frames_tk)
-
     def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-        if accelerator.num_processes == 1:
+        if processes == 1:
             return t
         return accelerator.reduce(t.to(accelerator.device), reduction="sum").cpu()
 
+    def gather_rows(t: torch.Tensor) -> torch.Tensor:
+        """Every process's rows, in process order: the whole global batch, as one process would see it."""
+        return t if processes == 1 else accelerator.gather(t.contiguous())
+
     def broadcast_codebook() -> None:
-        if accelerator.num_processes > 1:
+        if processes > 1:
             torch.distributed.broadcast(codebook.data, src=0)
 
     def reset_adam_rows(rows: torch.Tensor) -> None:
@@ -279,39 +207,46 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
                file=sys.stderr, dynamic_ncols=True)
     step = start_step
     model.train()
+    batches = iter(loader)
     try:
         while step < steps:
             tick = time.perf_counter()
-            frames_t, frames_tk = batch_frames()
-            if step == 0:
-                # Data-dependent codebook init: every code starts on a real latent, none starts dead.
-                with torch.no_grad():
-                    latents, _ = raw_model.encode_latents(*raw_model._preprocess_pair(frames_t, frames_tk))
-                raw_model.quantizer.initialize_from(latents)
-                broadcast_codebook()
             lr = learning_rate * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else learning_rate
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            output = model(frames_t, frames_tk)
-            accelerator.backward(output.loss)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            run.set_lr(optimizer, lr)
+            counts = torch.zeros(config.codebook_size, dtype=torch.long)
+            for micro in range(run.accumulation):
+                wait = time.perf_counter()
+                batch = next(batches)
+                window.data_seconds += time.perf_counter() - wait
+                frames_t, frames_tk = batch["frames"][:, 0], batch["frames"][:, 1]
+                if step == 0 and micro == 0:
+                    # Data-dependent codebook init: every code starts on a real latent, none starts dead.
+                    with torch.no_grad():
+                        latents, _ = raw_model.encode_latents(*raw_model._preprocess_pair(frames_t, frames_tk))
+                    raw_model.quantizer.initialize_from(gather_rows(latents))
+                    broadcast_codebook()
+                with accelerator.accumulate(model):
+                    output = model(frames_t, frames_tk)
+                    accelerator.backward(output.loss)
+                    if accelerator.sync_gradients:
+                        window.grad_norm += float(accelerator.clip_grad_norm_(model.parameters(), GRAD_CLIP))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                counts += code_counts(output.indices, config.codebook_size)
+                window.loss += float(output.loss.detach()) / run.accumulation
+                window.copy_mse += float(output.copy_mse) / run.accumulation
             step += 1
 
-            counts = code_counts(output.indices, config.codebook_size)
             recent_counts.append(counts)
             window.counts += counts
             if window.first_step is None:
                 window.first_step = step
             window.steps += 1
-            window.loss += float(output.loss.detach())
-            window.copy_mse += float(output.copy_mse)
-            window.grad_norm += float(grad_norm)
-            window.pairs += batch_size * accelerator.num_processes
+            window.pairs += global_batch * run.accumulation
             if replacement_due(step):
                 replaced = raw_model.quantizer.replace_unused_codes(all_reduce_sum(sum(recent_counts)),
-                                                                    output.latents.detach(), dead_code_share)
+                                                                    gather_rows(output.latents.detach()),
+                                                                    dead_code_share)
                 broadcast_codebook()
                 if len(replaced):
                     reset_adam_rows(replaced)
@@ -320,81 +255,82 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
             bar.update(1)
 
             if step % log_every == 0 or step == steps:
-                record = _log_record(step, window, all_reduce_sum(window.counts.clone()), lr)
+                record = _log_record(step, window, all_reduce_sum(window.counts.clone()), lr, run)
                 elapsed += window.seconds
                 record["elapsed_s"] = round(elapsed, 2)
-                val_mse, val_copy = _monitor(raw_model, store, monitor_pairs, accelerator)
+                val_mse, val_copy = _monitor(raw_model, store, monitor_pairs, run)
                 record.update(val_mse=val_mse, val_copy_mse=val_copy)
                 model.train()
+                run.log(record)
                 if is_main:
                     metrics.append(record)
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
                     bar.set_postfix(loss=f"{record['loss']:.4f}", copy=f"{record['copy_mse']:.4f}",
                                     codes=f"{record['codes_used']}/{config.codebook_size}",
                                     ppl=f"{record['perplexity']:.2f}")
                     if record["collapse"]:
-                        collapse_warnings += 1
                         message = (f"WARNING codebook collapse: {record['codes_used']}/{config.codebook_size} codes "
                                    f"in use over steps {record['window_start']}-{step} "
                                    f"(perplexity {record['perplexity']:.2f})")
                         bar.write(message, file=sys.stderr)  # tqdm.write keeps the bar intact; prints when it is off
+                collapse_warnings += int(record["collapse"])
                 window.reset()
 
             if step % save_every == 0 or step == steps:
-                _save_checkpoint(out / f"checkpoint-{step}", raw_model, optimizer, accelerator, data_rng, {
-                    "step": step, "elapsed_s": elapsed, "recent_counts": [c.tolist() for c in recent_counts],
-                    "window": window.to_json(), "collapse_warnings": collapse_warnings, "seed": seed,
-                    "batch_size": batch_size,
-                    "learning_rate": learning_rate, "data": str(getattr(store.source, "root", ""))})
-                if is_main:
-                    for old in find_checkpoints(out)[:-keep_checkpoints] if keep_checkpoints > 0 else []:
-                        shutil.rmtree(old, ignore_errors=True)
+                # Sums of every process (the main process writes the state; on resume it takes them back).
+                saved_window = window.to_json()
+                saved_window.update(run.reduce_sum({k: window.to_json()[k] for k in ("loss", "copy_mse", "grad_norm")}))
+                saved_window["counts"] = all_reduce_sum(window.counts.clone()).tolist()
+                saved_recent = [all_reduce_sum(c.clone()).tolist() for c in recent_counts]
+                run.save(step, raw_model, optimizer, {
+                    "elapsed_s": elapsed, "recent_counts": saved_recent,
+                    "window": saved_window, "collapse_warnings": collapse_warnings, "seed": seed,
+                    "batch_size": batch_size, "global_batch": global_batch, "learning_rate": learning_rate,
+                    "data": str(getattr(store.source, "root", "")), "data_position": step * run.accumulation})
     finally:
         bar.close()
 
-    accelerator.wait_for_everyone()
+    run.wait()
     summary: Dict[str, Any] = {}
     if is_main:
         raw_model.save_pretrained(out / "final")
         summary = _finish(out, raw_model, store, grid_pairs, metrics, collapse_warnings, steps, elapsed, batch_size,
                           accelerator)
-    accelerator.wait_for_everyone()
+        summary.update(data_mode=store.mode, data_mode_reason=store.mode_reason, num_workers=workers,
+                       grad_accum=run.accumulation, global_batch=global_batch * run.accumulation)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    run.finish()
     return summary
 
 
-def _log_record(step: int, window: MetricsWindow, counts: torch.Tensor, lr: float) -> dict:
+def _log_record(step: int, window: MetricsWindow, counts: torch.Tensor, lr: float, run: TrainingRun) -> dict:
+    """One metrics line: losses averaged over the window's steps and over the processes (the loss of the
+    global batch), code usage of all processes."""
     n = max(1, window.steps)
+    sums = run.reduce_sum({"loss": window.loss, "copy_mse": window.copy_mse, "grad_norm": window.grad_norm})
+    p = run.num_processes
     used, perplexity = usage_and_perplexity(counts)
-    return {"step": step, "window_start": window.first_step, "loss": window.loss / n, "copy_mse": window.copy_mse / n,
-            "codes_used": used, "perplexity": round(perplexity, 4), "collapse": used < len(counts) / 2,
-            "replaced": window.replaced, "lr": lr, "grad_norm": window.grad_norm / n,
-            "pairs_per_s": round(window.pairs / max(window.seconds, 1e-9), 1), "counts": counts.tolist()}
+    return {"step": step, "window_start": window.first_step, "loss": sums["loss"] / n / p,
+            "copy_mse": sums["copy_mse"] / n / p, "codes_used": used, "perplexity": round(perplexity, 4),
+            "collapse": used < len(counts) / 2, "replaced": window.replaced, "lr": lr,
+            "grad_norm": sums["grad_norm"] / n / p,
+            "pairs_per_s": round(window.pairs / max(window.seconds, 1e-9), 1),
+            "data_wait_share": round(window.data_seconds / max(window.seconds, 1e-9), 4), "counts": counts.tolist()}
 
 
 @torch.no_grad()
-def _monitor(model: LAQModel, store, pairs: np.ndarray, accelerator) -> tuple:
-    """MSE of nearest-code reconstructions (what labelling will use) and of copying frame t, on fixed pairs."""
+def _monitor(model: LAQModel, store, pairs: np.ndarray, run: TrainingRun) -> tuple:
+    """MSE of nearest-code reconstructions (what labelling will use) and of copying frame t, on fixed pairs;
+    each process reconstructs its share of them."""
     model.eval()
-    frames_t, frames_tk = gather(store, pairs)
-    with accelerator.autocast():
-        output = model(frames_t, frames_tk)
-    return float(output.loss), float(output.copy_mse)
-
-
-def _save_checkpoint(directory: Path, model: LAQModel, optimizer, accelerator, data_rng, state: dict) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        save_training_state(tmp, model, optimizer, state)
-    accelerator.wait_for_everyone()
-    save_rng(tmp, accelerator.process_index, data_rng)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.replace(directory)  # a checkpoint appears complete or not at all
-    accelerator.wait_for_everyone()
+    mine = np.array_split(pairs, run.num_processes)[run.rank]
+    sums = {"mse": 0.0, "copy": 0.0, "n": 0.0}
+    if len(mine):
+        frames_t, frames_tk = gather(store, mine)
+        with run.accelerator.autocast():
+            output = model(frames_t, frames_tk)
+        sums = {"mse": float(output.loss) * len(mine), "copy": float(output.copy_mse) * len(mine), "n": len(mine)}
+    sums = run.reduce_sum(sums)
+    return sums["mse"] / max(sums["n"], 1), sums["copy"] / max(sums["n"], 1)
 
 
 def _finish(out: Path, model: LAQModel, store, grid_pairs, metrics, collapse_warnings, steps, elapsed, batch_size,
@@ -417,7 +353,6 @@ def _finish(out: Path, model: LAQModel, store, grid_pairs, metrics, collapse_war
                "frame_gap": config.frame_gap, "final": {k: last.get(k) for k in (
                    "loss", "copy_mse", "val_mse", "val_copy_mse", "codes_used", "perplexity")},
                "collapse_warnings": collapse_warnings, "checkpoint": str(out / "final")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -449,6 +384,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: bf16 on a GPU that supports it, else no")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true")
+    add_run_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -466,7 +402,8 @@ def _run(args: argparse.Namespace) -> int:
                     val_fraction=args.val_fraction, augment_shift=args.augment_shift,
                     dead_code_share=args.dead_code_share, dead_code_window=args.dead_code_window,
                     mixed_precision=args.mixed_precision, num_monitor_pairs=args.monitor_pairs,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, data_mode=args.data_mode, num_workers=args.num_workers,
+                    grad_accum=args.grad_accum, report_to=args.report_to, cache_dir=args.cache_dir)
     if summary:
         print(json.dumps(summary))
     return 0

@@ -1,4 +1,5 @@
-"""Training samples for stages 2 and 3, read from the in-RAM ``FrameStore`` of one or more datasets.
+"""Training samples for stages 2 and 3, read from the frame stores of one or more datasets (in RAM or
+streamed from shards: lapa_models.data.frames; DataLoader workers call ``__getitems__``).
 
 Stage 2 (latent pretraining): (image_t, instruction, LAQ tokens of the transition t -> t+k).
 Stage 3 (action finetuning):  (image_t, instruction, state_t, actions t .. t+H-1).
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from lapa_models.data.errors import EpisodeFormatError
-from lapa_models.data.frames import FrameStore
+from lapa_models.data.frames import EpisodeFrames, open_frames
 
 
 # ============================================================================ LAQ labels
@@ -65,8 +66,8 @@ def check_latents_fit(labels: LatentLabels, config, where: str) -> None:
                          f"{labels.num_tokens} over {labels.codebook_size}")
 
 
-def align_latents(store: FrameStore, labels: LatentLabels) -> np.ndarray:
-    """(F, T) int16 tokens aligned with ``store.frames`` (-1 where a frame has no label)."""
+def align_latents(store: EpisodeFrames, labels: LatentLabels) -> np.ndarray:
+    """(F, T) int16 tokens aligned with the store's frames (-1 where a frame has no label)."""
     out = np.full((len(store), labels.num_tokens), -1, dtype=np.int16)
     root = getattr(store.source, "root", "?")
     for e, episode_index in enumerate(store.episode_ids):
@@ -83,7 +84,7 @@ def align_latents(store: FrameStore, labels: LatentLabels) -> np.ndarray:
 
 
 # ============================================================================ episodes and instructions
-def split_episodes(store: FrameStore, val_fraction: float, seed: int = 0,
+def split_episodes(store: EpisodeFrames, val_fraction: float, seed: int = 0,
                    success_only: bool = False) -> Tuple[List[int], List[int]]:
     """(train, validation) episode positions in ``store``; at least one of each when there are two or more."""
     positions = [e for e in range(store.num_episodes) if not success_only or store.success[e] is not False]
@@ -101,7 +102,7 @@ def split_episodes(store: FrameStore, val_fraction: float, seed: int = 0,
 class InstructionTable:
     """The distinct instructions of some stores; ``index[s][e]``: instruction id of episode e of store s."""
 
-    def __init__(self, stores: Sequence[FrameStore]):
+    def __init__(self, stores: Sequence[EpisodeFrames]):
         self.texts: List[str] = []
         ids: Dict[str, int] = {}
         self.index: List[np.ndarray] = []
@@ -123,7 +124,7 @@ class InstructionTable:
 class _FrameSamples(torch.utils.data.Dataset):
     """Common part: a list of global frame indices into one store, and their instruction ids."""
 
-    def __init__(self, store: FrameStore, frames: np.ndarray, instruction_ids: np.ndarray):
+    def __init__(self, store: EpisodeFrames, frames: np.ndarray, instruction_ids: np.ndarray):
         self.store = store
         self.frames = np.asarray(frames, dtype=np.int64)
         self.frame_episode = store.episode_of(self.frames)
@@ -137,10 +138,7 @@ class _FrameSamples(torch.utils.data.Dataset):
         return {k: v[0] for k, v in batch.items()}
 
     def _common(self, idx: np.ndarray) -> Dict[str, torch.Tensor]:
-        frames = self.frames[idx]
-        order = np.argsort(frames)   # sorted reads are faster on a memory-mapped store
-        images = np.empty((len(frames),) + self.store.frames.shape[1:], np.uint8)
-        images[order] = self.store.frames[frames[order]]
+        images = self.store.read(self.frames[idx])
         return {"image": torch.from_numpy(images),
                 "instruction_index": torch.from_numpy(self.instruction_ids[self.frame_episode[idx]])}
 
@@ -148,7 +146,7 @@ class _FrameSamples(torch.utils.data.Dataset):
 class LatentSamples(_FrameSamples):
     """(image_t, instruction, LAQ tokens of t -> t+k) for every labelled frame of the chosen episodes."""
 
-    def __init__(self, store: FrameStore, latents: np.ndarray, episodes: Sequence[int],
+    def __init__(self, store: EpisodeFrames, latents: np.ndarray, episodes: Sequence[int],
                  instruction_ids: np.ndarray):
         chosen = np.zeros(store.num_episodes, bool)
         chosen[list(episodes)] = True
@@ -166,7 +164,7 @@ class LatentSamples(_FrameSamples):
 class ActionChunkSamples(_FrameSamples):
     """(image_t, instruction, state_t, actions t .. t+H-1 padded with the last action, pad mask)."""
 
-    def __init__(self, store: FrameStore, chunk_size: int, episodes: Sequence[int],
+    def __init__(self, store: EpisodeFrames, chunk_size: int, episodes: Sequence[int],
                  instruction_ids: np.ndarray, use_state: bool = True):
         if store.actions is None:
             raise EpisodeFormatError(f"{getattr(store.source, 'root', '?')}: dataset has no actions to finetune on")
@@ -199,7 +197,7 @@ class ConcatSamples(torch.utils.data.Dataset):
         if not self.parts:
             raise ValueError("no training samples (episodes too short for the frame gap, or none selected)")
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
-        shapes = {p.store.frames.shape[1:] for p in self.parts}
+        shapes = {p.store.frame_shape for p in self.parts}
         if len(shapes) > 1:
             raise ValueError(f"datasets have different image sizes {sorted(shapes)}: give --frame-size H W")
 
@@ -231,5 +229,6 @@ def identity_collate(batch):
 
 
 def open_stores(paths: Sequence[str | Path], frame_size: Optional[Tuple[int, int]] = None,
-                progress: bool = True) -> List[FrameStore]:
-    return [FrameStore(p, image_size=frame_size, progress=progress) for p in paths]
+                progress: bool = True, mode: str = "memory", **options) -> List[EpisodeFrames]:
+    """Frame stores of datasets (``mode`` and ``options``: lapa_models.data.frames.open_frames)."""
+    return [open_frames(p, image_size=frame_size, mode=mode, progress=progress, **options) for p in paths]

@@ -199,6 +199,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.manual_seed(args.seed)   # the new weights (a scratch model, a new head) depend on the seed only
     model, train_set, val_set, table, describe, aux = build(args)
     summary = train(model, train_set, val_set, table, args, metric="action_l1", describe=describe, aux=aux)
     print(json.dumps(summary))

@@ -3,6 +3,8 @@
     python -m lapa_models.policy.pretrain --data data/sim/mt10_video --latents laq --config small \\
         --out runs/policy/pretrain --steps 3000
     accelerate launch -m lapa_models.policy.pretrain --data ... --config siglip-base --out ...   # several GPUs
+    torchrun --nproc-per-node 2 -m lapa_models.policy.pretrain --data ... --out ...               # CPU, gloo
+    python -m lapa_models.policy.pretrain --data big/ --data-mode stream --num-workers 4 ...      # any size
 
 The datasets need LAQ labels (``<dataset>/latents/<name>/``, written by the LAQ labelling stage). Loss:
 cross-entropy on the T latent tokens; metric: latent token accuracy on training batches and on held-out
@@ -70,6 +72,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.manual_seed(args.seed)   # the new weights (a scratch model, a new head) depend on the seed only
     model, train_set, val_set, table, describe = build(args)
     summary = train(model, train_set, val_set, table, args, metric="latent_accuracy", describe=describe)
     print(json.dumps(summary))

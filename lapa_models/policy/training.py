@@ -1,33 +1,46 @@
 """The training loop shared by latent pretraining (pretrain.py) and action finetuning (finetune.py).
 
-Runs through ``accelerate`` (one process on CPU; ``accelerate launch`` or ``torchrun`` for several GPUs,
-bf16 mixed precision on GPU by default). Writes into ``--out``:
+Runs on lapa_models.training.TrainingRun (accelerate: one process on CPU; ``accelerate launch`` or
+``torchrun`` for several processes or GPUs, bf16 mixed precision on GPU by default; LAQ training uses
+the same run, checkpoint format and resume). Writes into ``--out``:
 
-    metrics.jsonl            one JSON line per log/eval step (train and held-out metrics)
-    training.png             loss and metric curves
-    checkpoint-<step>/       save_pretrained + optimizer state (safetensors + JSON, no pickles)
+    metrics.jsonl            one JSON line per log/eval step (train and held-out metrics; --report-to
+                             also sends them to TensorBoard or Weights & Biases)
+    training.png             loss and metric curves, learning rate
+    checkpoint-<step>/       save_pretrained + optimizer, step and random streams (safetensors + JSON)
     final/                   the trained policy (save_pretrained)
     summary.json             what the command prints at the end
+
+An optimizer step averages --batch-size x processes x --grad-accum samples: epochs of shuffled
+samples whose order depends on the seed only (lapa_models.data.sampling.ShuffledBatches), each process
+reading its own slice of every batch. The learning rate (warmup, then cosine to 5%) is a function of
+the optimizer step, the same for any process count; validation is split over the processes and
+summed; ``--resume`` continues exactly where a checkpoint was written (weights, optimizer, random
+streams, data position).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
+import numpy as np
 import torch
 
+from lapa_models.data.sampling import ShuffledBatches
+from lapa_models.training import TrainingRun, add_run_arguments, default_workers
+from lapa_models.training.checkpoints import STATE_JSON, load_legacy_optimizer, load_training_state
+
 from .augmentation import ImageAugmentation
-from .data import InstructionTable, identity_collate
+from .data import InstructionTable
 from .modeling import LapaPolicy
 
-OPTIMIZER_FILE = "optimizer.safetensors"
-TRAINER_STATE_FILE = "trainer_state.json"
+log = logging.getLogger("lapa_models.policy.training")
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +76,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-vision", default=None, type=_bool, metavar="BOOL")
     p.add_argument("--vision-pool-grid", default=None, type=int,
                    help="patch grid pooled to g x g fusion tokens (0: every patch)")
+    add_run_arguments(p)
 
 
 def _bool(text: str) -> bool:
@@ -78,53 +92,7 @@ def config_overrides(args: argparse.Namespace) -> Dict:
             "vision_pool_grid": args.vision_pool_grid}
 
 
-# ============================================================================ optimizer state without pickles
-def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path, step: int) -> None:
-    from safetensors.torch import save_file
-
-    sd = optimizer.state_dict()
-    tensors = {f"{pid}.{k}": v.detach().cpu().contiguous()
-               for pid, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
-    save_file(tensors, str(directory / OPTIMIZER_FILE))
-    (directory / TRAINER_STATE_FILE).write_text(json.dumps({"step": step, "param_groups": sd["param_groups"]}))
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> int:
-    from safetensors.torch import load_file
-
-    meta = json.loads((directory / TRAINER_STATE_FILE).read_text())
-    state: Dict[int, Dict[str, torch.Tensor]] = {}
-    for key, value in load_file(str(directory / OPTIMIZER_FILE)).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    groups = meta["param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    return int(meta["step"])
-
-
-def latest_checkpoint(out: Path) -> Optional[Path]:
-    found = sorted((p for p in out.glob("checkpoint-*") if (p / TRAINER_STATE_FILE).is_file()),
-                   key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
-
-
 # ============================================================================ metrics and plots
-class MetricsLog:
-    """Appends JSON lines to metrics.jsonl."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path = path
-        self.enabled = enabled
-
-    def write(self, record: Dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
 def plot_metrics(metrics_path: Path, png_path: Path, metric: str) -> None:
     """Loss and ``metric`` (train and validation) against step."""
     import matplotlib
@@ -168,8 +136,14 @@ class InstructionInputs:
     def __init__(self, model: LapaPolicy, table: InstructionTable, device: torch.device):
         self.frozen = model.config.freeze_text
         if self.frozen:
+            # In eval mode, as at inference: a model fresh from its constructor is in training mode, and
+            # the text tower's dropout would freeze random noise into the cached embeddings (different
+            # noise in every process).
+            was_training = model.training
+            model.eval()
             with torch.no_grad():
                 chunks = [model.encode_instructions(table.texts[i:i + 256]) for i in range(0, len(table), 256)]
+            model.train(was_training)
             self.embeddings = torch.cat(chunks).to(device)
         else:
             tokens = model.tokenize(table.texts)
@@ -189,7 +163,6 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
     ``aux``: (samples, weight): every step also draws a batch of these samples (another objective, e.g.
     the latent tokens of the pretraining video) and adds ``weight`` x its loss; its metrics are logged
     with an ``aux_`` prefix."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
@@ -198,55 +171,81 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
     mixed = args.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=mixed)
-    set_seed(args.seed)
+    run = TrainingRun(args.out, resume=args.resume, existing="restart", mixed_precision=mixed,
+                      gradient_accumulation_steps=getattr(args, "grad_accum", 1),
+                      report_to=getattr(args, "report_to", "none"), keep_checkpoints=args.keep_checkpoints,
+                      legacy_checkpoints=True)
+    accelerator = run.accelerator
+    set_seed(args.seed, device_specific=True)   # augmentation draws: one stream per process
     out = Path(args.out)
-    main_process = accelerator.is_main_process
+    main_process, processes, accumulation = run.is_main, run.num_processes, run.accumulation
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
-    device = accelerator.device
+    device = run.device
     model.to(device)
-    instruction_inputs = InstructionInputs(model, table, device)
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99))
-    start_step = 0
-    if args.resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is not None:
-            model.load_weights(ckpt / "model.safetensors", strict=True)
-            start_step = load_optimizer(optimizer, ckpt)
-            accelerator.print(f"resumed from {ckpt} at step {start_step}")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s + start_step, args.warmup_steps, args.steps))
-    batch_size = min(args.batch_size, len(train_set))
-    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True,
-                                         collate_fn=identity_collate, num_workers=0)
+    start_step, elapsed, last_val = 0, 0.0, {}
+    running: Dict[str, float] = {}
+    running_n = 0
+    ckpt = run.resume_from
+    if ckpt is not None:
+        model.load_weights(ckpt / "model.safetensors", strict=True)
+        if (ckpt / STATE_JSON).is_file():
+            state = load_training_state(ckpt, model, optimizer)
+            start_step, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
+            last_val = state.get("last_val", {})
+            if run.is_main:   # the saved sums are every process's together
+                running, running_n = dict(state.get("running", {})), int(state.get("running_n", 0))
+            else:
+                running, running_n = {k: 0.0 for k in state.get("running", {})}, int(state.get("running_n", 0))
+            before = (state.get("global_batch"), state.get("accumulation", 1))
+            run.restore_rng(start_step, args.seed)
+        else:
+            start_step = load_legacy_optimizer(optimizer, ckpt)
+            before = (None, 1)
+            log.warning("%s: a checkpoint of the former format (weights and optimizer only): the data order and "
+                        "random streams restart", ckpt)
+        accelerator.print(f"resumed from {ckpt} at step {start_step}")
+    instruction_inputs = InstructionInputs(model, table, device)
+
+    workers = default_workers(_store_mode(train_set), getattr(args, "num_workers", None))
+    per_process = min(args.batch_size, len(train_set) // processes)
+    if per_process < 1:
+        raise ValueError(f"{len(train_set)} training samples cannot fill a batch on each of {processes} processes")
+    global_batch = per_process * processes
+    if ckpt is not None and before[0] is not None and before != (global_batch, accumulation) and main_process:
+        log.warning("%s: saved with batches of %s x %s accumulated, resumed with %d x %d: the continuation reads "
+                    "other samples than the interrupted run would have", ckpt, before[0], before[1], global_batch,
+                    accumulation)
+    position = (start_step * accumulation, args.steps * accumulation)
+    loader = run.loader(train_set, ShuffledBatches(len(train_set), global_batch, args.seed, *position),
+                        workers, args.seed)
     aux_batches: Optional[Iterator] = None
     if aux is not None:
-        aux_loader = torch.utils.data.DataLoader(aux[0], batch_size=min(args.batch_size, len(aux[0])), shuffle=True,
-                                                 drop_last=True, collate_fn=identity_collate, num_workers=0)
-        aux_loader = accelerator.prepare(aux_loader)
-
-        def _forever():
-            while True:
-                yield from aux_loader
-
-        aux_batches = _forever()
-    prepared_model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+        aux_batch = min(args.batch_size, len(aux[0]) // processes)
+        if aux_batch < 1:
+            raise ValueError(f"{len(aux[0])} co-training samples cannot fill a batch on each of {processes} processes")
+        aux_loader = run.loader(aux[0], ShuffledBatches(len(aux[0]), aux_batch * processes, args.seed, *position,
+                                                        stream=1), workers, args.seed + 1)
+        aux_batches = iter(aux_loader)
+    prepared_model, optimizer = accelerator.prepare(model, optimizer)
     mode = "none" if args.no_augment else args.augment
     augment = {"none": None, "color": ImageAugmentation(crop_scale=(1.0, 1.0), max_shift=0.0),
                "crop+color": ImageAugmentation()}[mode]
-    log = MetricsLog(out / "metrics.jsonl", main_process)
-    if main_process and not args.resume and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()
+    hyper = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    hyper.update(global_batch=global_batch, processes=processes, num_workers=workers)
+    run.begin(start_step, hyper, "lapa-policy")
     if main_process:
         (out / "run.json").write_text(json.dumps({**describe, "args": {k: v for k, v in vars(args).items()
-                                                                         if not k.startswith("_")}}, indent=2,
-                                                 default=str))
+                                                                         if not k.startswith("_")},
+                                                  "data_mode": _store_mode(train_set), "num_workers": workers,
+                                                  "processes": processes, "global_batch": global_batch},
+                                                 indent=2, default=str))
 
     def to_inputs(batch: Dict[str, torch.Tensor], training: bool) -> Dict[str, torch.Tensor]:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -258,81 +257,94 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
         return batch
 
     def evaluate() -> Dict[str, float]:
+        """Held-out metrics: each process evaluates its share of the samples, the sums are added up."""
         if val_set is None or len(val_set) == 0:
             return {}
         model.eval()
         sums: Dict[str, float] = {}
-        count = 0
+        mine = np.array_split(np.arange(len(val_set)), processes)[run.rank]
         with torch.no_grad(), accelerator.autocast():
-            for start in range(0, len(val_set), 256):
-                idx = list(range(start, min(start + 256, len(val_set))))
+            for start in range(0, len(mine), 256):
+                idx = mine[start:start + 256].tolist()
                 result = model(to_inputs(val_set.__getitems__(idx), training=False))
                 for k, v in result.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-                count += len(idx)
+                sums["__count__"] = sums.get("__count__", 0.0) + len(idx)
+        keys = sorted(sums)
+        if processes > 1:   # process 0 always has samples (the first shards are the larger ones): its names
+            from accelerate.utils import broadcast_object_list
+
+            keys = broadcast_object_list([keys], from_process=0)[0]
+        sums = run.reduce_sum({k: sums.get(k, 0.0) for k in keys})
         model.train()
+        count = max(sums.pop("__count__"), 1.0)
         return {f"val/{k}": v / count for k, v in sums.items()}
 
     model.train()
     step = start_step
-    history: List[Dict] = []
     t_start = time.monotonic()
     bar = tqdm(total=args.steps, initial=start_step, desc=f"train {out.name}", unit="step",
                disable=args.no_progress or not main_process, file=sys.stderr, dynamic_ncols=True)
-    running: Dict[str, float] = {}
-    running_n = 0
-    last_val: Dict[str, float] = {}
     samples_seen = 0
     t_log = time.monotonic()
+    batches = iter(loader)
     while step < args.steps:
-        for batch in loader:
-            if step >= args.steps:
-                break
-            inputs = to_inputs(batch, training=True)
-            with accelerator.autocast():
-                result = prepared_model(inputs)
-                if aux_batches is not None:
-                    aux_result = prepared_model(to_inputs(next(aux_batches), training=True))
-                    result = {**result, **{f"aux_{k}": v for k, v in aux_result.items()}}
-                    result["loss"] = result["loss"] + aux[1] * aux_result["loss"]
-            accelerator.backward(result["loss"])
-            if args.grad_clip:
-                accelerator.clip_grad_norm_(params, args.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            samples_seen += len(inputs["pixels"]) * accelerator.num_processes
+        lr = args.lr * _lr_factor(step, args.warmup_steps, args.steps)
+        run.set_lr(optimizer, lr)
+        for _ in range(accumulation):
+            inputs = to_inputs(next(batches), training=True)
+            with accelerator.accumulate(prepared_model):
+                with accelerator.autocast():
+                    result = prepared_model(inputs)
+                    if aux_batches is not None:
+                        # Through the unwrapped model: one backward of the summed loss, one gradient sync.
+                        aux_result = model(to_inputs(next(aux_batches), training=True))
+                        result = {**result, **{f"aux_{k}": v for k, v in aux_result.items()}}
+                        result["loss"] = result["loss"] + aux[1] * aux_result["loss"]
+                accelerator.backward(result["loss"])
+                if accelerator.sync_gradients and args.grad_clip:
+                    accelerator.clip_grad_norm_(params, args.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             for k, v in result.items():
-                running[k] = running.get(k, 0.0) + float(v.detach())
-            running_n += 1
-            bar.update(1)
-            if step % args.log_every == 0 or step == args.steps or step == start_step + 1:
-                now = time.monotonic()
-                record = {"step": step, "lr": scheduler.get_last_lr()[0],
-                          **{f"train/{k}": v / running_n for k, v in running.items()},
-                          "samples_per_s": samples_seen / max(now - t_log, 1e-9),
-                          "elapsed_s": now - t_start}
-                running, running_n, samples_seen, t_log = {}, 0, 0, now
-                if (args.eval_every and step % args.eval_every == 0) or step == args.steps:  # 0: at the end only
-                    last_val = evaluate()
-                    record.update(last_val)
-                log.write(record)
-                history.append(record)
-                bar.set_postfix({k.split("/")[-1] + ("" if k.startswith("train") else "(val)"): f"{v:.3f}"
-                                 for k, v in record.items() if k in (f"train/{metric}", "train/loss", f"val/{metric}")})
-            if main_process and args.save_every and step % args.save_every == 0 and step < args.steps:
-                _save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out, step, args.keep_checkpoints)
+                running[k] = running.get(k, 0.0) + float(v.detach()) / accumulation
+            samples_seen += len(inputs["pixels"]) * processes
+        step += 1
+        running_n += 1
+        bar.update(1)
+        if step % args.log_every == 0 or step == args.steps or step == 1:
+            now = time.monotonic()
+            totals = run.reduce_sum(running)
+            record = {"step": step, "lr": lr,
+                      **{f"train/{k}": v / running_n / processes for k, v in sorted(totals.items())},
+                      "samples_per_s": samples_seen / max(now - t_log, 1e-9),
+                      "elapsed_s": elapsed + now - t_start}
+            running, running_n, samples_seen, t_log = {}, 0, 0, now
+            if (args.eval_every and step % args.eval_every == 0) or step == args.steps:  # 0: at the end only
+                last_val = evaluate()
+                record.update(last_val)
+            run.log(record)
+            bar.set_postfix({k.split("/")[-1] + ("" if k.startswith("train") else "(val)"): f"{v:.3f}"
+                             for k, v in record.items() if k in (f"train/{metric}", "train/loss", f"val/{metric}")})
+        if args.save_every and step % args.save_every == 0 and step < args.steps:
+            raw = accelerator.unwrap_model(prepared_model)
+            run.save(step, raw, optimizer, {"elapsed_s": elapsed + time.monotonic() - t_start, "seed": args.seed,
+                                            "batch_size": per_process, "global_batch": global_batch,
+                                            "data_position": step * accumulation, "last_val": last_val,
+                                            # all processes' sums since the last metrics line
+                                            "running": run.reduce_sum(running), "running_n": running_n},
+                     save_model=raw.save_pretrained)
     bar.close()
-    accelerator.wait_for_everyone()
+    run.wait()
     summary: Dict = {"out": str(out), "steps": step, "train_seconds": round(time.monotonic() - t_start, 1),
                      "train_samples": len(train_set), "val_samples": len(val_set) if val_set is not None else 0,
-                     **describe}
+                     "processes": processes, "global_batch": global_batch * accumulation,
+                     "data_mode": _store_mode(train_set), **describe}
     if main_process:
         final = accelerator.unwrap_model(prepared_model)
         final.save_pretrained(out / "final")
         summary["final"] = str(out / "final")
-        train_records = [r for r in history if f"train/{metric}" in r]
+        train_records = [r for r in run.read_metrics() if f"train/{metric}" in r]
         if train_records:
             summary["first"] = {k: v for k, v in train_records[0].items() if k.startswith("train/")}
             summary["last"] = {k: v for k, v in train_records[-1].items() if k.startswith("train/")}
@@ -340,23 +352,29 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
         plot_metrics(out / "metrics.jsonl", out / "training.png", metric)
         summary["plot"] = str(out / "training.png")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    run.finish()
     return summary
 
 
-def _save_checkpoint(model: LapaPolicy, optimizer, out: Path, step: int, keep: int) -> None:
-    directory = model.save_pretrained(out / f"checkpoint-{step}")
-    save_optimizer(optimizer, directory, step)
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in checkpoints[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+def _store_mode(samples) -> str:
+    parts = getattr(samples, "parts", [samples])
+    modes = sorted({getattr(getattr(p, "store", None), "mode", "memory") for p in parts})
+    return "+".join(modes)
 
 
 def open_training_stores(args: argparse.Namespace, paths=None):
-    """The stores of ``paths`` (default ``--data``) with the command's frame size and progress options."""
+    """The stores of ``paths`` (default ``--data``) with the command's frame size, data mode and progress
+    options; under several processes the main process builds frame caches first."""
+    from lapa_models.training.run import process_state
+
     from .data import open_stores
 
+    state = process_state()
     frame_size = tuple(args.frame_size) if args.frame_size else None
-    return open_stores(args.data if paths is None else paths, frame_size, progress=not args.no_progress)
+    return open_stores(args.data if paths is None else paths, frame_size,
+                       progress=not args.no_progress and state.is_main_process,
+                       mode=getattr(args, "data_mode", "memory"), cache_dir=getattr(args, "cache_dir", None),
+                       workers=getattr(args, "num_workers", None), distributed=state)
 
 
 def describe_model(model: LapaPolicy) -> Dict:
