@@ -191,8 +191,8 @@ def test_reading_labels_that_are_missing_or_incomplete_names_the_problem(run, si
         load_latents(sim / "held_out", name="partial")
 
 
-def test_label_command_runs_as_a_module(run, sim):
-    result = subprocess.run([sys.executable, "-m", "lapa_models.laq.label", "--checkpoint", str(run[0] / "final"),
+def test_label_command_runs_from_the_model_layers_entry_point(run, sim):
+    result = subprocess.run([sys.executable, "-m", "lapa_models", "laq", "label", "--checkpoint", str(run[0] / "final"),
                              "--data", str(sim / "held_out"), "--name", "cli", "--no-progress"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

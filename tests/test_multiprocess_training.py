@@ -56,10 +56,11 @@ def write_moving_squares(root: Path, episodes: int = 8, frames: int = 14, size: 
     return root
 
 
-def torchrun(module: str, argv, processes: int = 2, timeout: int = 120) -> None:
+def torchrun(command: str, argv, processes: int = 2, timeout: int = 120) -> None:
+    """`torchrun -m lapa_models <command> <argv>`: the model layer's command table, as on a GPU node."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                             str(processes), "-m", module, *[str(a) for a in argv]],
+                             str(processes), "-m", "lapa_models", *command.split(), *[str(a) for a in argv]],
                             capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -111,7 +112,7 @@ def test_laq_on_two_processes_matches_one_and_resumes_exactly(data, laq_narrow, 
     train(laq_config(str(laq_narrow)), data, one, steps=6, batch_size=8, log_every=2, save_every=3, warmup_steps=4,
           num_monitor_pairs=32, progress=False, val_fraction=0.2)
     two = tmp_path / "two"
-    torchrun("lapa_models.laq.train", common + ["--batch-size", 4, "--out", two])
+    torchrun("laq train", common + ["--batch-size", 4, "--out", two])
 
     a, b = metrics(one), metrics(two)
     assert [r["step"] for r in b] == [2, 4, 6]                   # one metrics line per step: the main process's
@@ -128,7 +129,7 @@ def test_laq_on_two_processes_matches_one_and_resumes_exactly(data, laq_narrow, 
     assert json.loads((two / "checkpoint-3" / "training_state.json").read_text())["processes"] == 2
 
     resumed = resume_copy(two, "checkpoint-3", tmp_path / "resumed")
-    torchrun("lapa_models.laq.train", common + ["--batch-size", 4, "--out", resumed, "--resume"])
+    torchrun("laq train", common + ["--batch-size", 4, "--out", resumed, "--resume"])
     assert same_weights(two / "final", resumed / "final")
     assert metrics(resumed, timing=False) == metrics(two, timing=False)
 
@@ -141,7 +142,7 @@ def test_labelling_split_over_two_processes_writes_what_one_process_writes(data,
     checkpoint = tmp_path / "laq"
     LAQModel(laq_config(str(laq_narrow))).save_pretrained(checkpoint)
     one = label_dataset(checkpoint, data, name="one", progress=False, batch_size=16)
-    torchrun("lapa_models.laq.label", ["--checkpoint", checkpoint, "--data", data, "--name", "two", "--no-progress",
+    torchrun("laq label", ["--checkpoint", checkpoint, "--data", data, "--name", "two", "--no-progress",
                                        "--batch-size", 16])
     files = sorted(p.name for p in latents_dir(data, "one").iterdir())
     assert len(files) == 9 and one["pairs"] == 8 * (14 - 3)
@@ -165,7 +166,7 @@ def test_policy_on_two_processes_matches_one_and_resumes_exactly(data, laq_narro
     one = tmp_path / "one"
     assert pretrain.main(parser.parse_args([str(a) for a in common + ["--batch-size", 16, "--out", one]])) == 0
     two = tmp_path / "two"
-    torchrun("lapa_models.policy.pretrain", common + ["--batch-size", 8, "--out", two])
+    torchrun("policy pretrain", common + ["--batch-size", 8, "--out", two])
 
     a, b = metrics(one), metrics(two)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 4, 6, 8]
@@ -179,7 +180,7 @@ def test_policy_on_two_processes_matches_one_and_resumes_exactly(data, laq_narro
     assert sorted(p.name for p in two.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4"]
 
     resumed = resume_copy(two, "checkpoint-4", tmp_path / "resumed")
-    torchrun("lapa_models.policy.pretrain", common + ["--batch-size", 8, "--out", resumed, "--resume"])
+    torchrun("policy pretrain", common + ["--batch-size", 8, "--out", resumed, "--resume"])
     assert same_weights(two / "final", resumed / "final")
     assert metrics(resumed, timing=False) == metrics(two, timing=False)
 

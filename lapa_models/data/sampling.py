@@ -30,7 +30,8 @@ class _Batches:
             raise ValueError("no samples to draw batches from")
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.num_items, self.batch_size, self.seed, self.stream = int(num_items), int(batch_size), int(seed), int(stream)
+        self.num_items, self.batch_size = int(num_items), int(batch_size)
+        self.seed, self.stream = int(seed), int(stream)
         self.start = int(start)
         self.stop = int(stop) if stop is not None else None
         self.drop_last = True

@@ -1,8 +1,8 @@
 """Benchmark LAQ: training and labelling throughput in frame pairs per second (one JSON object).
 
-    python -m lapa_models.laq.bench --config tiny
-    python -m lapa_models.laq.bench --config paper --device cuda --batch-size 64
-    python -m lapa_models.laq.bench --data data/sim/video --scale 20 --steps 30 --workers 2   # data paths
+    lapa bench laq --config tiny
+    lapa bench laq --config paper --device cuda --batch-size 64
+    lapa bench laq --data data/sim/video --scale 20 --steps 30 --workers 2   # data paths
 
 Without --data: synthetic uint8 frames at the config's image size (throughput does not depend on their
 content). Training = forward + backward + Adam step with gradient clipping (bf16 autocast on a GPU);
@@ -205,7 +205,8 @@ def benchmark_data(data: Path, scale: int = 20, steps: int = 30, batch_size: int
         big = f"{scale}x"
         stream = f"stream+{workers}w"
         # Peak RSS of each path's first run at each size: the runs that also build its cache or shards.
-        rss = {mode: {size: pick(mode, size, "peak_rss_mb", first=True) for size in sets} for mode in ("memory", stream)}
+        rss = {mode: {size: pick(mode, size, "peak_rss_mb", first=True) for size in sets}
+               for mode in ("memory", stream)}
         median = lambda xs: sorted(xs)[len(xs) // 2]   # noqa: E731
         throughput = {name: median(pick(name, "1x", "pairs_per_s")) for name in
                       (["baseline-memory"] if baseline_path else []) + ["memory", stream, "stream+0w"]}
@@ -249,9 +250,3 @@ def main(args: argparse.Namespace) -> int:
             a.baseline_path, Path(a.work_dir) if a.work_dir else None))) or 0, args)
     print(json.dumps(benchmark(args.config, args.batch_size, args.label_batch_size, args.steps, device=args.device)))
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

@@ -1,8 +1,8 @@
 """Label every transition of a dataset with its latent action tokens, for the latent pretraining stage.
 
-    python -m lapa_models.laq.label --checkpoint runs/laq_tiny/final --data data/sim/mt10_64
-    python -m lapa_models.laq.label --checkpoint runs/laq_tiny/final --data videos/ --name laq_tiny
-    torchrun --nproc-per-node 8 -m lapa_models.laq.label --checkpoint ... --data big/   # split over processes
+    lapa laq label --checkpoint runs/laq_tiny/final --data data/sim/mt10_64
+    lapa laq label --checkpoint runs/laq_tiny/final --data videos/ --name laq_tiny
+    torchrun --nproc-per-node 8 -m lapa_models laq label --checkpoint ... --data big/   # split over processes
 
 Output, next to the data (the format the latent pretraining stage reads)::
 
@@ -182,7 +182,8 @@ def label_dataset(checkpoint: Union[str, Path], data: Union[str, Path], name: st
         raise refused(source, bad or [f"{bad_count} episodes labelled by other processes"], len(source))
     if pairs_done == 0:
         state.wait_for_everyone()
-        raise ValueError(f"{source.root}: no frame pairs {gap} frames apart; use a smaller frame gap or longer episodes")
+        raise ValueError(f"{source.root}: no frame pairs {gap} frames apart; use a smaller frame gap or longer "
+                         "episodes")
 
     state.wait_for_everyone()
     if state.is_main_process:
@@ -213,7 +214,7 @@ def load_latents(dataset_root: Union[str, Path], name: str = "laq", check_datase
     directory = latents_dir(dataset_root, name)
     if not directory.is_dir():
         raise LatentLabelError(f"{directory}: no latent labels named '{name}' (write them with "
-                               f"python -m lapa_models.laq.label --checkpoint RUN/final --data {dataset_root})")
+                               f"lapa laq label --checkpoint RUN/final --data {dataset_root})")
     info_path = directory / INFO_NAME
     try:
         info = json.loads(info_path.read_text())
@@ -278,9 +279,3 @@ def _run(args: argparse.Namespace) -> int:
     if process_state().is_main_process:
         print(json.dumps(summary))
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

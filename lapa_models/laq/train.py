@@ -1,12 +1,12 @@
 """Train LAQ on episodes or on a folder of videos (actions, if any, are ignored).
 
-    python -m lapa_models.laq.train --data data/sim/mt10_64 --config tiny --out runs/laq_tiny
-    python -m lapa_models.laq.train --data data/sim/mt10_64 --config tiny --out runs/laq_tiny --resume
-    python -m lapa_models.laq.train --data videos/ --config small --frame-gap 2 --steps 20000 --out runs/laq_small
-    python -m lapa_models.laq.train --data big/ --data-mode stream --num-workers 4 --out runs/laq_big  # any size
-    accelerate launch -m lapa_models.laq.train --data DIR --config paper --out runs/laq_paper   # GPUs, bf16
-    torchrun --nproc-per-node 2 -m lapa_models.laq.train --data DIR --out RUN                  # CPU, gloo
-    torchrun --nproc-per-node 8 -m lapa_models.laq.train --data DIR --config paper --out runs/laq_paper
+    lapa laq train --data data/sim/mt10_64 --config tiny --out runs/laq_tiny
+    lapa laq train --data data/sim/mt10_64 --config tiny --out runs/laq_tiny --resume
+    lapa laq train --data videos/ --config small --frame-gap 2 --steps 20000 --out runs/laq_small
+    lapa laq train --data big/ --data-mode stream --num-workers 4 --out runs/laq_big  # any size
+    accelerate launch -m lapa_models laq train --data DIR --config paper --out runs/laq_paper   # GPUs, bf16
+    torchrun --nproc-per-node 2 -m lapa_models laq train --data DIR --out RUN                  # CPU, gloo
+    torchrun --nproc-per-node 8 -m lapa_models laq train --data DIR --config paper --out runs/laq_paper
 
 Writes to --out: ``checkpoint-<step>/`` (model.safetensors + config.json + training state, see
 lapa_models.training.checkpoints) every --save-every steps, ``final/``, ``metrics.jsonl`` (one JSON
@@ -105,7 +105,8 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
     steps = int(steps or config.train_steps)
     batch_size = int(batch_size or config.batch_size)
     learning_rate = float(learning_rate or config.learning_rate)
-    run = TrainingRun(out, resume=resume, existing="refuse", mixed_precision=mixed_precision or default_mixed_precision(),
+    run = TrainingRun(out, resume=resume, existing="refuse",
+                      mixed_precision=mixed_precision or default_mixed_precision(),
                       gradient_accumulation_steps=grad_accum, report_to=report_to, keep_checkpoints=keep_checkpoints)
     accelerator = run.accelerator
     is_main, rank, processes = run.is_main, run.rank, run.num_processes
@@ -407,9 +408,3 @@ def _run(args: argparse.Namespace) -> int:
     if summary:
         print(json.dumps(summary))
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

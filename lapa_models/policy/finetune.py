@@ -1,12 +1,12 @@
 """Stage 3, action finetuning: a chunk of H robot actions from (image, instruction, state).
 
     # LAPA: from a latent-pretrained checkpoint (backbone, fusion and queries kept; new action head)
-    python -m lapa_models.policy.finetune --data data/sim/demo --init runs/policy/pretrain/final \\
+    lapa policy finetune --data data/sim/demo --init runs/policy/pretrain/final \\
         --out runs/policy/finetune --steps 2000
     # the baseline of the paper's comparison: the same architecture without latent pretraining
-    python -m lapa_models.policy.finetune --data data/sim/demo --init scratch --config small --out ...
+    lapa policy finetune --data data/sim/demo --init scratch --config small --out ...
     # the simulated demo's policy (100 expert episodes per task at 128 px; fixed camera: colour jitter only)
-    python -m lapa_models.policy.finetune --data data/sim/demo_128 --init scratch --config small \
+    lapa policy finetune --data data/sim/demo_128 --init scratch --config small \
         --augment color --steps 2000 --batch-size 64 --out runs/policy/demo
 
 Loss: L1 on normalized continuous actions (default) or cross-entropy over 256 per-dimension quantile bins
@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from lapa_models.commands import report_input_errors
 
 from .configuration import get_config
 from .data import (ActionChunkSamples, ConcatSamples, InstructionTable, LatentSamples, align_latents,
                    check_latents_fit, load_latent_labels, split_episodes)
 from .modeling import LapaPolicy, policy_from_checkpoint_for_finetuning
 from .normalization import NormalizationStats
-from .training import add_common_arguments, config_overrides, describe_model, open_training_stores, train
+from .training import (add_common_arguments, config_overrides, describe_model, open_training_stores,
+                       run_training_command)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -195,20 +194,4 @@ def build(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    return report_input_errors(_run, args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    torch.manual_seed(args.seed)   # the new weights (a scratch model, a new head) depend on the seed only
-    model, train_set, val_set, table, describe, aux = build(args)
-    summary = train(model, train_set, val_set, table, args, metric="action_l1", describe=describe, aux=aux)
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    return run_training_command(args, build, metric="action_l1")

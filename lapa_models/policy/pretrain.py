@@ -1,10 +1,10 @@
 """Stage 2, latent pretraining: learn to predict LAQ latent actions from (image, instruction).
 
-    python -m lapa_models.policy.pretrain --data data/sim/mt10_video --latents laq --config small \\
+    lapa policy pretrain --data data/sim/mt10_video --latents laq --config small \\
         --out runs/policy/pretrain --steps 3000
-    accelerate launch -m lapa_models.policy.pretrain --data ... --config siglip-base --out ...   # several GPUs
-    torchrun --nproc-per-node 2 -m lapa_models.policy.pretrain --data ... --out ...               # CPU, gloo
-    python -m lapa_models.policy.pretrain --data big/ --data-mode stream --num-workers 4 ...      # any size
+    accelerate launch -m lapa_models policy pretrain --data ... --config siglip-base --out ...   # several GPUs
+    torchrun --nproc-per-node 2 -m lapa_models policy pretrain --data ... --out ...               # CPU, gloo
+    lapa policy pretrain --data big/ --data-mode stream --num-workers 4 ...      # any size
 
 The datasets need LAQ labels (``<dataset>/latents/<name>/``, written by the LAQ labelling stage). Loss:
 cross-entropy on the T latent tokens; metric: latent token accuracy on training batches and on held-out
@@ -15,17 +15,15 @@ state, so the state token is added, and learned, at finetuning. The result (``<o
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Dict, List
 
-from lapa_models.commands import report_input_errors
 
 from .configuration import get_config
 from .data import (ConcatSamples, InstructionTable, LatentSamples, align_latents, check_latents_fit,
                    load_latent_labels, split_episodes)
 from .modeling import LapaPolicy
-from .training import add_common_arguments, config_overrides, describe_model, open_training_stores, train
+from .training import (add_common_arguments, config_overrides, describe_model, open_training_stores,
+                       run_training_command)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,20 +66,4 @@ def build(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    return report_input_errors(_run, args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    torch.manual_seed(args.seed)   # the new weights (a scratch model, a new head) depend on the seed only
-    model, train_set, val_set, table, describe = build(args)
-    summary = train(model, train_set, val_set, table, args, metric="latent_accuracy", describe=describe)
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    return run_training_command(args, build, metric="latent_accuracy")

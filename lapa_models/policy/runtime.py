@@ -50,7 +50,7 @@ GRAPHS = ("instruction_encoder", "policy")
 # std must be > 0 (export floors it at 1e-3). A control loop faster than 1 kHz is beyond any arm's.
 MAX_STAT_MAGNITUDE = 1e6
 MAX_CONTROL_RATE_HZ = 1000.0
-FIX = "re-export the policy (python -m lapa_models.policy.export) or restore the model_card.json written with it"
+FIX = "re-export the policy (lapa policy export) or restore the model_card.json written with it"
 
 
 class ModelCardError(ValueError):

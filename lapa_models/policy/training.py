@@ -27,11 +27,12 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
+from lapa_models.commands import report_input_errors
 from lapa_models.data.sampling import ShuffledBatches
 from lapa_models.training import TrainingRun, add_run_arguments, default_workers
 from lapa_models.training.checkpoints import STATE_JSON, load_legacy_optimizer, load_training_state
@@ -380,3 +381,21 @@ def open_training_stores(args: argparse.Namespace, paths=None):
 def describe_model(model: LapaPolicy) -> Dict:
     return {"config": model.config.name or "custom", "parameters": model.num_parameters(),
             "trainable_parameters": model.num_parameters(trainable_only=True)}
+
+
+def run_training_command(args: argparse.Namespace, build: Callable[[argparse.Namespace], Tuple],
+                         metric: str) -> int:
+    """The body of `lapa policy pretrain` and `lapa policy finetune`: seed, build (model, training and
+    validation samples, instruction table, description[, auxiliary samples]), train, print the summary.
+    Input problems end in one "error:" line (lapa_models.commands.report_input_errors)."""
+    def run(a: argparse.Namespace) -> int:
+        import torch
+
+        torch.manual_seed(a.seed)   # the new weights (a scratch model, a new head) depend on the seed only
+        model, train_set, val_set, table, describe, *aux = build(a)
+        summary = train(model, train_set, val_set, table, a, metric=metric, describe=describe,
+                        aux=aux[0] if aux else None)
+        print(json.dumps(summary))
+        return 0
+
+    return report_input_errors(run, args)

@@ -44,8 +44,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .checkpoints import (LEGACY_STATE_FILE, STATE_JSON, TrainingStateError, find_checkpoints, load_rng, prune_checkpoints, save_rng,
-                          save_training_state)
+from .checkpoints import (LEGACY_STATE_FILE, STATE_JSON, TrainingStateError, find_checkpoints, load_rng,
+                          prune_checkpoints, save_rng, save_training_state)
 
 log = logging.getLogger("lapa_models.training")
 
