@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,13 +23,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 dds_defaults()
 
-# Domain ids 1..100, a different stride per pytest process so parallel runs do not collide.
+# Domain ids 1..100, starting at a different place per pytest process. Each test holds an exclusive lock
+# on its domain id for its duration (a file lock, released when the test or the process ends), so two test
+# runs on one machine (a developer's and CI's, two checkouts) never share a domain: their nodes would hear
+# each other, e.g. another test's simulated arm answering this test's commands.
 _domain_ids = itertools.cycle(range(1 + random.Random(os.getpid()).randrange(100), 101))
+_LOCK_DIR = Path(tempfile.gettempdir()) / "lapa_ros_test_domains"
 
 
 @pytest.fixture
-def ros_domain() -> int:
-    return next(_domain_ids) % 100 + 1
+def ros_domain() -> Iterator[int]:
+    import fcntl
+
+    _LOCK_DIR.mkdir(exist_ok=True)
+    for _ in range(100 * 50):
+        domain = next(_domain_ids) % 100 + 1
+        f = open(_LOCK_DIR / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:   # another test run holds it
+            f.close()
+            if _ % 100 == 99:
+                time.sleep(0.1)
+            continue
+        try:
+            yield domain
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+        return
+    raise RuntimeError("no free ROS domain id in 1..100: are 100 test runs going at once?")
 
 
 @pytest.fixture
