@@ -115,8 +115,14 @@ def test_estop_stops_motion_within_one_control_period_and_stays_latched(ros, sta
     assert _trigger(ros, "release_estop").success
     time.sleep(0.5)
     assert np.linalg.norm(_pos(poses) - p_stop) < 0.002, "release alone must not move the arm"
+    # A fresh episode before moving again: the simulated arm stops stepping once an episode is over (its
+    # 100 steps, 5 s, can be used up by now on a slow machine), which would look like a controller fault.
+    assert ros.call(ros.node.create_client(Trigger, "sim/reset"), Trigger.Request()).success
+    time.sleep(0.5)
+    p_rearm = _pos(poses)
+    assert np.linalg.norm(_pos(poses) - p_rearm) < 0.002, "disarmed: the arm holds in the new episode"
     assert _trigger(ros, "arm").success
-    ros.wait_for(lambda: _pos(poses)[1] - p_stop[1] > 0.02, 5, "motion again after release + arm")
+    ros.wait_for(lambda: _pos(poses)[1] - p_rearm[1] > 0.02, 5, "motion again after release + arm")
     cmd.stop()
 
 
