@@ -245,14 +245,23 @@ def test_validation_split_holds_out_whole_episodes(sim_data):
 
 
 def test_quantile_bins_decode_exact_gripper_values_and_stay_close_elsewhere():
+    """Through the model's own (in-graph) binning and decoding: actions -> bin labels -> one-hot head
+    output -> actions; and the continuous head's normalisation round trip."""
+    import torch.nn.functional as F
+
     rng = np.random.default_rng(0)
     actions = np.concatenate([rng.uniform(-0.8, 0.8, (1000, 3)), rng.integers(0, 2, (1000, 1))], 1)
     stats = NormalizationStats.from_data(actions, num_bins=256)
-    decoded = stats.bins_to_actions(stats.actions_to_bins(actions))
+    base = get_config("tiny").replace(latent_head=False, action_names=["vx", "vy", "vz", "gripper"], use_state=False)
+    binned = LapaPolicy(base.replace(action_head="bins", num_bins=256), stats).eval()
+    a = torch.tensor(actions, dtype=torch.float32)[None]                  # (1, N, 4) as a chunk of N steps
+    labels = binned._actions_to_bins(a)
+    decoded = binned.decode_actions(F.one_hot(labels, 256).float())[0].numpy()
     assert np.array_equal(decoded[:, 3], actions[:, 3].astype(np.float32))
     assert np.abs(decoded[:, :3] - actions[:, :3]).max() < 0.02
-    normalized = stats.normalize_actions(actions, "mean_std")
-    assert np.allclose(stats.unnormalize_actions(normalized, "mean_std"), actions, atol=1e-5)
+    continuous = LapaPolicy(base.replace(clip_actions=False), stats).eval()
+    normalized = (a - continuous.action_offset) / continuous.action_scale
+    assert np.allclose(continuous.decode_actions(normalized)[0].numpy(), actions, atol=1e-5)
 
 
 def test_augmentation_changes_images_but_keeps_shape_and_range():

@@ -92,27 +92,6 @@ class NormalizationStats:
             return half_range.astype(np.float32), ((self.action_max + self.action_min) / 2).astype(np.float32)
         raise ValueError(f"unknown action normalization {mode!r}")
 
-    def normalize_actions(self, actions: np.ndarray, mode: str) -> np.ndarray:
-        scale, offset = self.action_scale_offset(mode)
-        return ((np.asarray(actions, np.float32) - offset) / scale).astype(np.float32)
-
-    def unnormalize_actions(self, normalized: np.ndarray, mode: str) -> np.ndarray:
-        scale, offset = self.action_scale_offset(mode)
-        return (np.asarray(normalized, np.float32) * scale + offset).astype(np.float32)
-
-    def actions_to_bins(self, actions: np.ndarray) -> np.ndarray:
-        """int64 bin labels, same shape as ``actions`` (..., A): the nearest bin midpoint per dimension."""
-        a = np.asarray(actions, np.float32)
-        centers = self.bin_centers                                    # (A, K)
-        dist = np.abs(a[..., :, None] - centers)                       # (..., A, K)
-        return dist.argmin(-1).astype(np.int64)
-
-    def bins_to_actions(self, bins: np.ndarray) -> np.ndarray:
-        centers = self.bin_centers
-        b = np.asarray(bins, np.int64)
-        return np.take_along_axis(np.broadcast_to(centers, b.shape + (centers.shape[1],)),
-                                  b[..., None], -1)[..., 0].astype(np.float32)
-
     # ------------------------------------------------------------------ (de)serialization
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"num_samples": self.num_samples}
