@@ -96,7 +96,8 @@ def test_batches_depend_on_the_seed_and_position_only():
     draws = RandomBatches(100, 8, seed=3, stop=5, shift=2)
     batches = list(draws)
     assert len(batches) == 5 and batches[0].shape == (8, 3) and batches[0][:, 1:].max() <= 4
-    assert all(np.array_equal(a, b) for a, b in zip(batches[2:], RandomBatches(100, 8, seed=3, start=2, stop=5, shift=2)))
+    later = RandomBatches(100, 8, seed=3, start=2, stop=5, shift=2)
+    assert all(np.array_equal(a, b) for a, b in zip(batches[2:], later))
     assert not np.array_equal(batches[0], RandomBatches(100, 8, seed=4, stop=1, shift=2).batch(0))
     epochs = ShuffledBatches(10, 4, seed=0, stop=6)   # 2 batches per epoch, the last 2 samples dropped
     seen = list(epochs)
