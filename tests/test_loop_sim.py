@@ -47,5 +47,6 @@ def test_record_convert_finetune_export_evaluate(ros_env, tmp_path):
     # nothing: the policy node's own diagnostics must show it ran inference and published commands.
     diag = summary["policy_diagnostics"]
     assert diag.get("providers_in_use") == "CPUExecutionProvider"
+    # (latency is in simulated time here, which stands still during inference in lockstep: 0 is right.)
     assert float(diag["inference_rate_hz"]) > 0 and float(diag["command_rate_hz"]) > 0, diag
-    assert float(diag["latency_ms_p50"]) > 0, diag
+    assert float(diag["inference_ms_p50"]) > 0, diag
