@@ -99,10 +99,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
             w.write(f)
 
 
-def iter_video(path: str | Path, size: Optional[tuple] = None) -> Iterator[np.ndarray]:
-    """Decode frames one at a time as uint8 (H, W, 3) RGB; ``size=(H, W)`` resizes while decoding.
-
-    Raises EpisodeFormatError naming the file when it is missing, empty or not a decodable video."""
+def _open_video(path: str | Path):
+    """(Path, open PyAV container); EpisodeFormatError naming the file when it is missing, empty or
+    not a video PyAV can open."""
     import av
 
     path = Path(path)
@@ -111,9 +110,18 @@ def iter_video(path: str | Path, size: Optional[tuple] = None) -> Iterator[np.nd
     if path.stat().st_size == 0:
         raise EpisodeFormatError(f"{path}: video file is empty")
     try:
-        container = av.open(str(path))
+        return path, av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
         raise EpisodeFormatError(f"{path}: not a readable video ({e})") from e
+
+
+def iter_video(path: str | Path, size: Optional[tuple] = None) -> Iterator[np.ndarray]:
+    """Decode frames one at a time as uint8 (H, W, 3) RGB; ``size=(H, W)`` resizes while decoding.
+
+    Raises EpisodeFormatError naming the file when it is missing, empty or not a decodable video."""
+    import av
+
+    path, container = _open_video(path)
     try:
         if not container.streams.video:
             raise EpisodeFormatError(f"{path}: has no video stream")
@@ -136,15 +144,7 @@ def iter_video_segment(path: str | Path, start: float, end: float, fps: float,
     other (LeRobotDataset v3). Errors as ``iter_video``."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise EpisodeFormatError(f"{path}: video file not found")
-    if path.stat().st_size == 0:
-        raise EpisodeFormatError(f"{path}: video file is empty")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise EpisodeFormatError(f"{path}: not a readable video ({e})") from e
+    path, container = _open_video(path)
     half = 0.5 / fps
     try:
         if not container.streams.video:
