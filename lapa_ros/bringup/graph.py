@@ -170,13 +170,19 @@ def scripted_expert_node(real_time: bool = True, robot: str = "sawyer") -> NodeS
 
 
 # --------------------------------------------------------------------------- graphs
+# Arguments the robot graphs (policy, record) share.
+CAMERA_ARG = LaunchArgument("camera", "realsense", "Camera backend: realsense, v4l2 or video.")
+CAMERA_SERIAL_ARG = LaunchArgument("camera_serial", "", "RealSense serial number (empty: the only camera).")
+ROBOT_CONTROLLER_ARG = LaunchArgument("controller", "servo",
+                                      "Arm backend: servo (MoveIt Servo), joint_trajectory or forward_position.")
+
 POLICY_ARGS = (
     LaunchArgument("model", "", "Exported policy folder (lapa policy export)."),
-    LaunchArgument("camera", "realsense", "Camera backend: realsense, v4l2 or video."),
-    LaunchArgument("camera_serial", "", "RealSense serial number (empty: the only camera)."),
+    CAMERA_ARG,
+    CAMERA_SERIAL_ARG,
     LaunchArgument("camera_device", "0", "V4L2 device index or path."),
     LaunchArgument("video_path", "", "Video file for camera:=video."),
-    LaunchArgument("controller", "servo", "Arm backend: servo (MoveIt Servo), joint_trajectory or forward_position."),
+    ROBOT_CONTROLLER_ARG,
     LaunchArgument("robot_description", "panda.urdf", "URDF for IK and joint limits (file in urdf/ or a path)."),
     LaunchArgument("providers", "auto", "ONNX Runtime execution providers, e.g. tensorrt,cuda,cpu."),
 )
@@ -236,9 +242,9 @@ RECORD_ARGS = (
     LaunchArgument("teleop_device", "", "Read this /dev/input/eventN instead of the joy/spacenav driver's topic."),
     LaunchArgument("output_dir", "bags", "Folder for the episode bags."),
     LaunchArgument("operator", "", "Operator name stored in each bag."),
-    LaunchArgument("camera", "realsense", "Camera backend: realsense, v4l2 or video."),
-    LaunchArgument("camera_serial", "", "RealSense serial number (empty: the only camera)."),
-    LaunchArgument("controller", "servo", "Arm backend: servo (MoveIt Servo), joint_trajectory or forward_position."),
+    CAMERA_ARG,
+    CAMERA_SERIAL_ARG,
+    ROBOT_CONTROLLER_ARG,
 )
 
 
