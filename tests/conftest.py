@@ -173,7 +173,7 @@ def _export_tiny(out: Path, use_state: bool) -> Path:
     states = rng.uniform([-0.2, 0.5, 0.05, 0.0], [0.2, 0.8, 0.3, 1.0], (200, 4)) if use_state else None
     config = get_config("tiny").replace(latent_head=False, action_names=["vx", "vy", "vz", "gripper"],
                                         state_names=["ee_x", "ee_y", "ee_z", "gripper"] if use_state else None,
-                                        control_rate_hz=20.0, use_state=use_state,
+                                        control_rate_hz=20.0, use_state=use_state, data_frame_size=[64, 64],
                                         gripper=GRIPPER.to_json() if use_state else None)
     policy = LapaPolicy(config, NormalizationStats.from_data(actions, states)).eval()
     export_policy(policy, out, precisions=("fp32",))

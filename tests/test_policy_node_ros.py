@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -189,6 +189,11 @@ def test_bad_images_and_instructions_are_skipped_without_a_crash(ros, start_grap
     ros.wait_for(lambda: int(_diag_values(diags).get("count.bad_image", 0)) >= 6, 5, "bad images counted")
     values = _diag_values(diags)
     assert int(values["count.instruction_rejected"]) == 3
+    # 4:3 frames to a policy trained on square ones are acted on (the graph resizes them to its input)
+    # but reported: counted, and a warning in the diagnostics naming both sizes.
+    assert int(values["count.frames_other_aspect"]) > 0
+    status = next(s for d in reversed(diags) for s in d.status if s.name == "lapa_ros: policy")
+    assert status.level == DiagnosticStatus.WARN and "48x64" in status.message and "distorted" in status.message, status.message
 
 
 def test_lifecycle_deactivate_holds_and_silences_commands_until_activated_again(ros, start_graph, tiny_exports):

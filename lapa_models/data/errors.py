@@ -3,3 +3,7 @@
 
 class EpisodeFormatError(ValueError):
     """A dataset, episode or video file that is missing, corrupt, truncated or inconsistent."""
+
+
+class FrameSizeError(ValueError):
+    """Data whose frames cannot be brought to a model's input size without distorting them."""

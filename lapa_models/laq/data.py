@@ -6,26 +6,40 @@ Training reads batches through ``PairSamples`` in DataLoader workers: a batch sa
 and apply each row's shift."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from lapa_models.data.frames import EpisodeFrames, open_frames
+from lapa_models.data.episodes import open_episodes
+from lapa_models.data.errors import FrameSizeError
+from lapa_models.data.frame_size import check_frame_size
+from lapa_models.data.frames import EpisodeFrames, native_size, open_frames
 
 from .configuration import LAQConfig
 
+log = logging.getLogger(__name__)
+
 
 def load_frames(data: Union[str, Path, EpisodeFrames], config: LAQConfig, episodes: Optional[Sequence[int]] = None,
-                progress: bool = True, mode: str = "memory", **options) -> EpisodeFrames:
+                progress: bool = True, mode: str = "memory", *, model: str = "the LAQ config",
+                allow_squash: bool = False, **options) -> EpisodeFrames:
     """The frames of a dataset (or a folder of videos) at the model's image size, in RAM or streamed
-    (``mode`` and ``options``: see lapa_models.data.frames.open_frames)."""
+    (``mode`` and ``options``: see lapa_models.data.frames.open_frames). Frames of another aspect ratio
+    than the model's input are refused (FrameSizeError) unless ``allow_squash``; ``model`` names the
+    model in that message (a checkpoint path, or the config being trained)."""
     if isinstance(data, EpisodeFrames):
         if data.frame_shape[:2] != tuple(config.image_size):
-            raise ValueError(f"frame store holds {data.frame_shape[0]}x{data.frame_shape[1]} frames, "
-                             f"the LAQ config takes {config.image_size[0]}x{config.image_size[1]}")
+            raise FrameSizeError(f"frame store holds {data.frame_shape[0]}x{data.frame_shape[1]} frames, "
+                                 f"the LAQ config takes {config.image_size[0]}x{config.image_size[1]}")
         return data
-    return open_frames(data, image_size=config.image_size, mode=mode, episodes=episodes, progress=progress,
+    source = open_episodes(data) if isinstance(data, (str, Path)) else data
+    note = check_frame_size(native_size(source), config.image_size, data=str(getattr(source, "root", data)),
+                            model=model, allow_squash=allow_squash)
+    if note:
+        log.info(note)
+    return open_frames(source, image_size=config.image_size, mode=mode, episodes=episodes, progress=progress,
                        **options)
 
 

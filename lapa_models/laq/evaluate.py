@@ -135,12 +135,13 @@ def run_probes(tokens: np.ndarray, latents: np.ndarray, targets: np.ndarray, fit
 @torch.no_grad()
 def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap: Optional[int] = None,
              probe_holdout: float = 0.3, sign_deadband: float = 0.05, batch_size: int = 256, seed: int = 0,
-             device: Union[str, torch.device] = "cpu", progress: bool = True) -> Dict[str, Any]:
+             device: Union[str, torch.device] = "cpu", progress: bool = True,
+             allow_squash: bool = False) -> Dict[str, Any]:
     """The evaluation report (a JSON-able dict); see the module docstring."""
     model = LAQModel.from_pretrained(checkpoint, device=device).eval()
     config = model.config
     gap = int(frame_gap or config.frame_gap)
-    store = load_frames(data, config, progress=progress)
+    store = load_frames(data, config, progress=progress, model=f"checkpoint {checkpoint}", allow_squash=allow_squash)
     pairs = frame_pairs(store, gap)
     squared_error, copy_error = np.zeros(len(pairs)), np.zeros(len(pairs))
     tokens = np.zeros((len(pairs), config.num_latent_tokens), dtype=np.int64)
@@ -213,6 +214,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--allow-squash", action="store_true",
+                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -227,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
 
     report = evaluate(args.checkpoint, args.data, frame_gap=args.frame_gap, probe_holdout=args.probe_holdout,
                       sign_deadband=args.sign_deadband, batch_size=args.batch_size, seed=args.seed,
-                      device=args.device, progress=not args.no_progress)
+                      device=args.device, progress=not args.no_progress, allow_squash=args.allow_squash)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{Path(args.data).resolve().name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

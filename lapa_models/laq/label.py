@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from lapa_models.data.episodes import EpisodeDataset, VideoFolder, open_episodes
-from lapa_models.data.frames import EpisodeFrames, refused, resize_frame
+from lapa_models.data.frame_size import check_frame_size
+from lapa_models.data.frames import EpisodeFrames, native_size, refused, resize_frame
 
 from lapa_models.commands import report_input_errors
 from .modeling import LAQModel
@@ -80,7 +81,7 @@ def _one(item):
 def label_dataset(checkpoint: Union[str, Path], data: Union[str, Path], name: str = "laq",
                   frame_gap: Optional[int] = None, batch_size: int = 256,
                   device: Optional[Union[str, torch.device]] = None, progress: bool = True,
-                  num_workers: int = 0) -> Dict[str, Any]:
+                  num_workers: int = 0, allow_squash: bool = False) -> Dict[str, Any]:
     """Write ``<data>/latents/<name>/``; returns a summary (pairs labelled, code usage, seconds).
 
     Several processes (``torchrun`` / ``accelerate launch``) split the episodes; every one returns the same
@@ -100,6 +101,8 @@ def label_dataset(checkpoint: Union[str, Path], data: Union[str, Path], name: st
     if gap < 1:
         raise ValueError(f"frame gap must be >= 1, got {gap}")
     source = open_episodes(data) if isinstance(data, (str, Path)) else data
+    check_frame_size(native_size(source), config.image_size, data=str(getattr(source, "root", data)),
+                     model=f"checkpoint {checkpoint}", allow_squash=allow_squash)
     index = EpisodeFrames(source, tables=False) if not isinstance(source, VideoFolder) else None
     episode_ids = index.episode_ids if index is not None else list(range(len(source)))
     expected = index.lengths if index is not None else None
@@ -262,6 +265,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default=None, help="default: this process's accelerator device (GPU if any)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding episodes in parallel")
+    p.add_argument("--allow-squash", action="store_true",
+                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -273,7 +278,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     summary = label_dataset(args.checkpoint, args.data, args.name, args.frame_gap, args.batch_size, args.device,
-                            progress=not args.no_progress, num_workers=args.num_workers)
+                            progress=not args.no_progress, num_workers=args.num_workers,
+                            allow_squash=args.allow_squash)
     from lapa_models.training.run import process_state
 
     if process_state().is_main_process:

@@ -209,12 +209,13 @@ def write_video(path: Path, frames_t, frames_tk, swaps, tokens, scale: int, fps:
 
 def show(checkpoint: Union[str, Path], data: Union[str, Path], out: Union[str, Path], frames: int = 8,
          seed: int = 0, max_pairs: int = 20000, frame_gap: int = 0, video: bool = True,
-         progress: bool = True) -> Dict[str, Any]:
+         progress: bool = True, allow_squash: bool = False) -> Dict[str, Any]:
     if frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
     model = LAQModel.from_pretrained(checkpoint).eval()
     gap = int(frame_gap or model.config.frame_gap)
-    store = load_frames(data, model.config, progress=progress)
+    store = load_frames(data, model.config, progress=progress, model=f"checkpoint {checkpoint}",
+                        allow_squash=allow_squash)
     pairs = frame_pairs(store, gap)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,6 +257,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pairs", type=int, default=20000, help="transitions counted for codebook usage")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-video", action="store_true")
+    p.add_argument("--allow-squash", action="store_true",
+                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -265,7 +268,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     report = show(args.checkpoint, args.data, args.out, frames=args.frames, seed=args.seed, max_pairs=args.max_pairs,
-                  frame_gap=args.frame_gap, video=not args.no_video, progress=not args.no_progress)
+                  frame_gap=args.frame_gap, video=not args.no_video, progress=not args.no_progress,
+                  allow_squash=args.allow_squash)
     usage = report["usage"]
     print(json.dumps({k: v for k, v in report.items() if k != "frames"}))
     verdict = (f"{usage['codes_used']}/{usage['codebook_size']} codes in use, perplexity {usage['perplexity']}, "

@@ -91,7 +91,8 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
           dead_code_share: float = 0.03, dead_code_window: int = 10,
           mixed_precision: Optional[str] = None, num_monitor_pairs: int = 256, num_grid_examples: int = 8,
           progress: bool = True, data_mode: str = "auto", num_workers: Optional[int] = None, grad_accum: int = 1,
-          report_to: str = "none", cache_dir: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+          report_to: str = "none", cache_dir: Optional[Union[str, Path]] = None,
+          allow_squash: bool = False) -> Dict[str, Any]:
     """Train an LAQ model; returns the run summary (also written to ``<out>/summary.json``).
 
     ``data`` is an episode dataset directory, a folder of videos or a frame store (lapa_models.data.frames).
@@ -122,7 +123,9 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
     # -- data: random pairs from training episodes, a fixed set from held-out episodes to monitor
     source = open_episodes(data) if isinstance(data, (str, Path)) else data
     store = load_frames(source, config, progress=progress and is_main, mode=data_mode, tables=False,
-                        cache_dir=cache_dir, workers=num_workers, distributed=accelerator)
+                        cache_dir=cache_dir, workers=num_workers, distributed=accelerator,
+                        model=f"checkpoint {resume_from}" if resume_from is not None else "the LAQ config",
+                        allow_squash=allow_squash)
     workers = default_workers(store.mode, num_workers)
     train_eps, val_eps = split_episodes(store, val_fraction, seed)
     train_pairs = frame_pairs(store, config.frame_gap, train_eps)
@@ -255,7 +258,7 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
             window.seconds += time.perf_counter() - tick
             bar.update(1)
 
-            if step % log_every == 0 or step == steps:
+            if (log_every > 0 and step % log_every == 0) or step == steps:
                 record = _log_record(step, window, all_reduce_sum(window.counts.clone()), lr, run)
                 elapsed += window.seconds
                 record["elapsed_s"] = round(elapsed, 2)
@@ -276,7 +279,7 @@ def train(config: LAQConfig, data, out: Union[str, Path], *, steps: Optional[int
                 collapse_warnings += int(record["collapse"])
                 window.reset()
 
-            if step % save_every == 0 or step == steps:
+            if (save_every > 0 and step % save_every == 0) or step == steps:
                 # Sums of every process (the main process writes the state; on resume it takes them back).
                 saved_window = window.to_json()
                 saved_window.update(run.reduce_sum({k: window.to_json()[k] for k in ("loss", "copy_mse", "grad_norm")}))
@@ -369,7 +372,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warmup")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50, help="steps per metrics line (and code usage window)")
-    p.add_argument("--save-every", type=int, default=1000, help="steps per checkpoint")
+    p.add_argument("--save-every", type=int, default=1000, help="steps per checkpoint (0: only the final one)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (0: all)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from the newest checkpoint in --out (or the one given)")
@@ -384,6 +387,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
                    help="default: bf16 on a GPU that supports it, else no")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--allow-squash", action="store_true",
+                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
     p.add_argument("--no-progress", action="store_true")
     add_run_arguments(p)
 
@@ -404,7 +409,8 @@ def _run(args: argparse.Namespace) -> int:
                     dead_code_share=args.dead_code_share, dead_code_window=args.dead_code_window,
                     mixed_precision=args.mixed_precision, num_monitor_pairs=args.monitor_pairs,
                     progress=not args.no_progress, data_mode=args.data_mode, num_workers=args.num_workers,
-                    grad_accum=args.grad_accum, report_to=args.report_to, cache_dir=args.cache_dir)
+                    grad_accum=args.grad_accum, report_to=args.report_to, cache_dir=args.cache_dir,
+                    allow_squash=args.allow_squash)
     if summary:
         print(json.dumps(summary))
     return 0

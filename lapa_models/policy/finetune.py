@@ -29,7 +29,7 @@ from .data import (ActionChunkSamples, ConcatSamples, InstructionTable, LatentSa
                    check_latents_fit, load_latent_labels, split_episodes)
 from .modeling import LapaPolicy, policy_from_checkpoint_for_finetuning
 from .normalization import NormalizationStats
-from .training import (add_common_arguments, config_overrides, describe_model, open_training_stores,
+from .training import (add_common_arguments, checked_frame_size, config_overrides, describe_model, open_training_stores,
                        run_training_command)
 
 
@@ -160,6 +160,7 @@ def build(args: argparse.Namespace):
         if not Path(args.init).is_dir():
             raise FileNotFoundError(f"--init {args.init}: not a checkpoint folder (or give 'scratch')")
         model = policy_from_checkpoint_for_finetuning(args.init, stats, keep_latent_head=keep_latents, **changes)
+    model.config.data_frame_size = checked_frame_size(stores, args, None if args.init == "scratch" else model.config)
     freeze(model, getattr(args, "freeze", "none"))
     train_parts: List = []
     val_parts: List = []

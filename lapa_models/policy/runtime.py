@@ -415,6 +415,8 @@ class PolicyRuntime:
         self.action_names: Optional[List[str]] = self.card["action"].get("names")
         self.control_rate_hz: Optional[float] = self.card["action"].get("control_rate_hz")
         self.model_image_size: Tuple[int, int] = tuple(self.card["image"]["model_size"])
+        trained_on = self.card["image"].get("trained_on")
+        self.trained_frame_size: Optional[Tuple[int, int]] = tuple(trained_on) if trained_on else None
         self.max_instruction_tokens = int(self.card["instruction"]["max_tokens"])
         self._tokenizer = self._load_tokenizer()
         self._embeddings: "OrderedDict[str, np.ndarray]" = OrderedDict()
@@ -496,6 +498,18 @@ class PolicyRuntime:
         tok.no_truncation()   # over-long instructions are an error, never silently cut
         tok.no_padding()
         return tok
+
+    def frame_size_problem(self, height: int, width: int) -> Optional[str]:
+        """Why camera frames of this size differ from what the policy was trained on (another aspect
+        ratio: the graph squashes both to its square input, so the policy sees a distorted scene), or None."""
+        from lapa_models.data.frame_size import ASPECT_TOLERANCE, aspect_change
+
+        if not self.trained_frame_size or aspect_change((height, width), self.trained_frame_size) <= ASPECT_TOLERANCE:
+            return None
+        th, tw = self.trained_frame_size
+        return (f"camera frames are {height}x{width} (H x W, aspect {width / height:.2f}) but the policy "
+                f"{self.export_dir.name} was trained on {th}x{tw} (aspect {tw / th:.2f}): it sees a distorted "
+                "scene; set the camera to the training aspect ratio")
 
     def _warm(self) -> None:
         h, w = self.model_image_size

@@ -27,7 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -60,6 +60,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", type=int, default=2)
     p.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="resize frames when loading (default: the dataset's size; the model resizes again)")
+    p.add_argument("--allow-squash", action="store_true",
+                   help="train on frames of another aspect ratio than the --init checkpoint's (default: refused)")
     p.add_argument("--augment", choices=["crop+color", "color", "none"], default="crop+color",
                    help="image augmentation: random resized crop + shift + colour jitter, colour jitter only "
                         "(a fixed camera whose pixel positions carry meaning), or none")
@@ -376,6 +378,24 @@ def open_training_stores(args: argparse.Namespace, paths=None):
                        progress=not args.no_progress and state.is_main_process,
                        mode=getattr(args, "data_mode", "memory"), cache_dir=getattr(args, "cache_dir", None),
                        workers=getattr(args, "num_workers", None), distributed=state)
+
+
+def checked_frame_size(stores, args: argparse.Namespace, init_config=None) -> List[int]:
+    """(H, W) of the frames a policy trains on, recorded in its config as ``data_frame_size``. With an
+    --init checkpoint that recorded its own, frames of another aspect ratio are a FrameSizeError unless
+    --allow-squash: the model resizes every image to its square input, so the pretrained features would
+    see a differently distorted world (same aspect, other size: a note)."""
+    from lapa_models.data.frame_size import check_frame_size
+
+    h, w = (int(v) for v in stores[0].frame_shape[:2])
+    trained_on = getattr(init_config, "data_frame_size", None)
+    if trained_on:
+        note = check_frame_size((h, w), trained_on, data=str(stores[0].source.root),
+                                model=f"checkpoint {args.init} (trained on such frames)",
+                                allow_squash=getattr(args, "allow_squash", False))
+        if note:
+            log.info(note)
+    return [h, w]
 
 
 def describe_model(model: LapaPolicy) -> Dict:

@@ -113,6 +113,8 @@ class PolicyNode(LifecycleNode):
         self._running = False
         self.events = EventLog(self.p.log_throttle)
         self.counts = self.events.counts
+        self._checked_frame_size: Optional[tuple] = None
+        self._frame_size_problem: Optional[str] = None
         self.clocks = {"camera": ClockOffsetMonitor(50, self.p.future_tolerance, self.p.max_input_age),
                        "state": ClockOffsetMonitor(50, self.p.future_tolerance, self.p.max_input_age)}
         if self.p.autostart:
@@ -313,6 +315,12 @@ class PolicyNode(LifecycleNode):
             self._event("image_too_large", f"frame refused: {e}")
             return
         self._watch_clock("camera", stamp_to_sec(msg.header.stamp))
+        if (msg.height, msg.width) != self._checked_frame_size and self.runtime is not None:
+            self._checked_frame_size = (msg.height, msg.width)
+            self._frame_size_problem = self.runtime.frame_size_problem(msg.height, msg.width)
+        if self._frame_size_problem:
+            self.counts["frames_other_aspect"] += 1
+            self._event("image_aspect", self._frame_size_problem)
         with self._lock:
             if self._frame is not None and self._active:
                 self.counts["frames_dropped_busy"] += 1
@@ -483,8 +491,10 @@ class PolicyNode(LifecycleNode):
         inf = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
         rt = self.runtime
         clock_problems = [m.describe(src) for src, m in self.clocks.items() if m.state() in ("ahead", "behind")]
-        warn = bool(rt and rt.provider_warning) or bool(clock_problems)
-        message = "; ".join(clock_problems + ([rt.provider_warning] if rt and rt.provider_warning else [])) \
+        problems = clock_problems + ([rt.provider_warning] if rt and rt.provider_warning else []) \
+            + ([self._frame_size_problem] if self._frame_size_problem else [])
+        warn = bool(problems)
+        message = "; ".join(problems) \
             or ("active" if self._active else "inactive")
         values = {"providers_in_use": ",".join(rt.providers_in_use) if rt else "", "precision": self.p.precision,
                   "instruction": self._instruction or "", "latency_ms_p50": f"{np.percentile(lat, 50):.2f}",
