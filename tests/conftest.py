@@ -145,6 +145,24 @@ def start_graph(ros_env, tmp_path):
         g.stop()
 
 
+@pytest.fixture
+def lapa(monkeypatch, capsys):
+    """lapa(*argv) -> (exit code, stdout, stderr) of the `lapa` command line, run in this process."""
+    import sys
+
+    from lapa_ros import cli
+
+    monkeypatch.setattr(sys, "argv", ["lapa"])  # cli.main replaces it; restored after the test
+
+    def run(*argv):
+        code = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out, err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def sim_dataset_64(tmp_path_factory) -> Path:
     """A small labelled sim dataset at 64x64 (3 easy tasks x 4 expert episodes), shared by tests."""

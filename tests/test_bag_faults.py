@@ -5,7 +5,6 @@ through the `lapa` command line in this process. No ROS nodes.
 """
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +13,7 @@ import pytest
 from lapa_models.data import EpisodeDataset, EpisodeFormatError
 from lapa_models.data.frames import FrameStore
 from lapa_models.data.video import write_video
-from lapa_ros import cli
 from test_bag_convert import write_episode_bag
-
-
-@pytest.fixture
-def lapa(monkeypatch, capsys):
-    """lapa(*argv) -> (exit code, stdout, stderr) of the `lapa` command line."""
-    monkeypatch.setattr(sys, "argv", ["lapa"])  # cli.main replaces it; restored after the test
-
-    def run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return run
 
 
 def _lines(text: str, start: str):

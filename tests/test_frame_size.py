@@ -6,7 +6,6 @@ Real commands (`lapa laq train/label`, `lapa policy finetune/export`) on tiny sy
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from lapa_models.data.errors import FrameSizeError  # noqa: E402
 from lapa_models.data.episodes import DatasetInfo, Episode, EpisodeWriter  # noqa: E402
 from lapa_models.data.frame_size import check_frame_size  # noqa: E402
-from lapa_ros import cli  # noqa: E402
 
 POLICY = ["--config", "tiny", "--batch-size", 8, "--steps", 3, "--warmup-steps", 1, "--save-every", 0,
           "--eval-every", 0, "--val-fraction", 0, "--no-progress", "--threads", 1, "--no-augment"]
@@ -42,20 +40,6 @@ def write_dataset(root: Path, height: int, width: int, episodes: int = 4, frames
                              instruction=f"move the square {['right', 'left', 'down', 'up'][e % 4]}",
                              task=f"move-{e % 4}", success=True))
     return root
-
-
-@pytest.fixture
-def lapa(monkeypatch, capsys):
-    """lapa(*argv) -> (exit code, stdout, stderr) of the `lapa` command line."""
-    monkeypatch.setattr(sys, "argv", ["lapa"])
-
-    def run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return run
 
 
 def test_the_check_scales_same_aspect_and_refuses_another_naming_both_sizes_and_the_ways_out():
