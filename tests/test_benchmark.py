@@ -91,11 +91,14 @@ def test_quick_preset_writes_tables_plot_and_per_cell_results(quick):
     assert run["episodes"] == 2 * 2 and run["args"]["demo_seed"] == 1
 
 
-def test_rerun_skips_finished_steps(quick, catalogue):
+def test_rerun_skips_finished_steps_whatever_the_thread_count(quick, catalogue):
     out, _ = quick
-    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *TASK_ARGS, timeout=300)
+    preset = json.loads((out / "benchmark.json").read_text())["preset"]
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *TASK_ARGS,
+                   "--threads", "1", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already done" in result.stderr and "lapa policy finetune" not in result.stderr
+    assert json.loads((out / "benchmark.json").read_text())["preset"] == preset   # a resource, not a change
 
 
 def _digest(folder: Path) -> str:

@@ -70,7 +70,8 @@ class BenchmarkConfig:
     freeze: str = "none"                   # pretrained arms: none | vision | backbone stays frozen
     action_reads_latents: bool = False     # LAPA arm: the action head also reads the predicted latent actions
     execution: str = "ensemble"            # how chunks become commands in evaluation
-    threads: int = 0                       # torch threads (0: all cores)
+    threads: int = 0                       # torch threads per step (0: torch's default); a resource, not part
+                                           #   of what a folder measures (--threads)
     preset: str = "custom"
 
     # ------------------------------------------------------------------ (de)serialization
@@ -242,6 +243,10 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
     return config
 
 
+# How a run uses the machine, not what it measures: a folder may be resumed with other values.
+RESOURCES = ("threads",)
+
+
 def check_folder(out: Path, config: BenchmarkConfig) -> None:
     """A results folder is resumed only with the configuration it was started with."""
     path = out / "benchmark.json"
@@ -252,7 +257,7 @@ def check_folder(out: Path, config: BenchmarkConfig) -> None:
     except json.JSONDecodeError as e:
         raise BenchmarkConfigError(f"{path}: unreadable ({e}); use another --out") from e
     now = config.to_dict()
-    differs = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    differs = sorted(k for k in set(saved) | set(now) if k not in RESOURCES and saved.get(k) != now.get(k))
     if differs:
         detail = "; ".join(f"{k}: folder {saved.get(k)!r}, now {now.get(k)!r}" for k in differs[:6])
         raise BenchmarkConfigError(

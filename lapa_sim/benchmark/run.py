@@ -287,6 +287,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", default=None, help="K values, comma separated (labelled demos per target task)")
     p.add_argument("--seeds", default=None, help="training seeds, comma separated")
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per task and training seed")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of each step (default: torch's; 1 when other jobs share the cores: "
+                        "oversubscribed threads slow torch down many times). A folder resumes with any value")
     p.add_argument("--catalogue", default=None, help="a tasks.yaml to use instead of lapa_sim/tasks.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of config.py (e.g. cotrain_weight=0, freeze=vision, pretrain_steps=5000)")
@@ -313,12 +316,13 @@ def build_config(args: argparse.Namespace) -> BenchmarkConfig:
                 raise BenchmarkConfigError(f"--{field} {value!r}: expected integers, comma separated") from e
     if args.episodes is not None:
         changes["eval_episodes"] = args.episodes
+    resources = {"threads": args.threads} if getattr(args, "threads", None) is not None else {}
     for assignment in args.set:
         key, value = parse_assignment(assignment)
         changes[key] = value
     if changes:
         changes.setdefault("preset", f"{args.preset}+changes")
-    return config.replace(**changes)
+    return config.replace(**changes, **resources)
 
 
 def main(args: argparse.Namespace) -> int:
