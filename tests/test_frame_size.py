@@ -103,3 +103,32 @@ def test_finetuning_a_checkpoint_on_frames_of_another_aspect_is_refused_and_the_
     assert runtime.frame_size_problem(96, 96) is None
     problem = runtime.frame_size_problem(480, 640)
     assert problem and "480x640" in problem and "48x48" in problem
+
+
+def test_bags_stored_resized_keep_their_camera_size_so_the_deployed_policy_expects_that_camera(tmp_path, lapa):
+    """Bags of a 4:3 camera converted to square frames (what `lapa finetune-bags` does for a square model)
+    train a policy whose node expects the 4:3 camera it will see again, not a square one."""
+    from lapa_models.data.episodes import EpisodeDataset
+    from lapa_models.policy.configuration import PolicyConfig
+    from lapa_models.policy.runtime import PolicyRuntime
+    from lapa_ros.recording.bag_convert import ConversionConfig, convert_bags
+    from test_bag_convert import write_episode_bag
+
+    for i in range(3):
+        write_episode_bag(tmp_path / "bags" / f"ep_{i}", size=(24, 32))
+    summary = convert_bags(tmp_path / "bags", tmp_path / "ds", ConversionConfig(image_size=(16, 16)), progress=False)
+    assert summary["converted"] == 3, summary["failed"]
+    info = EpisodeDataset(tmp_path / "ds").info
+    assert (info.image_height, info.image_width) == (16, 16) and info.extra["camera_frame_size"] == [24, 32]
+
+    code, _, err = lapa("policy", "finetune", "--data", tmp_path / "ds", "--init", "scratch", "--out", tmp_path / "run",
+                        *POLICY)
+    assert code == 0, err
+    config = PolicyConfig.load(tmp_path / "run" / "final" / "config.json")
+    assert config.data_frame_size == [16, 16] and config.camera_frame_size == [24, 32]
+    code, _, err = lapa("policy", "export", "--checkpoint", tmp_path / "run" / "final", "--out", tmp_path / "export",
+                        "--precisions", "fp32")
+    assert code == 0, err
+    runtime = PolicyRuntime(tmp_path / "export", providers="cpu", warmup=0)
+    assert runtime.frame_size_problem(480, 640) is None          # the same camera, at full resolution
+    assert "16x16" not in (runtime.frame_size_problem(64, 64) or "") and runtime.frame_size_problem(64, 64)

@@ -60,8 +60,9 @@ class PolicyConfig:
     image_mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)   # SigLIP's; read from a folder when present
     image_std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     vision_pool_grid: int = 4                        # patch grid average-pooled to g x g tokens; 0: keep all
-    data_frame_size: Optional[List[int]] = None      # (H, W) of the frames it was trained on (every image is
-                                                     #   resized to the square input: this keeps the aspect ratio)
+    data_frame_size: Optional[List[int]] = None      # (H, W) of the frames it was trained on, as stored
+    camera_frame_size: Optional[List[int]] = None    # (H, W) the camera delivered them at (bags store frames
+                                                     #   resized): what the deployed node should receive
 
     # --- instruction encoder: runs once per new instruction, its pooled embedding is one fusion token
     text_model: str = "minilm"

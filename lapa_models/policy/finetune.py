@@ -160,7 +160,8 @@ def build(args: argparse.Namespace):
         if not Path(args.init).is_dir():
             raise FileNotFoundError(f"--init {args.init}: not a checkpoint folder (or give 'scratch')")
         model = policy_from_checkpoint_for_finetuning(args.init, stats, keep_latent_head=keep_latents, **changes)
-    model.config.data_frame_size = checked_frame_size(stores, args, None if args.init == "scratch" else model.config)
+    model.config = model.config.replace(
+        **checked_frame_size(stores, args, None if args.init == "scratch" else model.config))
     freeze(model, getattr(args, "freeze", "none"))
     train_parts: List = []
     val_parts: List = []

@@ -415,8 +415,8 @@ class PolicyRuntime:
         self.action_names: Optional[List[str]] = self.card["action"].get("names")
         self.control_rate_hz: Optional[float] = self.card["action"].get("control_rate_hz")
         self.model_image_size: Tuple[int, int] = tuple(self.card["image"]["model_size"])
-        trained_on = self.card["image"].get("trained_on")
-        self.trained_frame_size: Optional[Tuple[int, int]] = tuple(trained_on) if trained_on else None
+        camera = self.card["image"].get("camera_size")   # the camera frames it was trained on (H, W)
+        self.trained_frame_size: Optional[Tuple[int, int]] = tuple(camera) if camera else None
         self.max_instruction_tokens = int(self.card["instruction"]["max_tokens"])
         self._tokenizer = self._load_tokenizer()
         self._embeddings: "OrderedDict[str, np.ndarray]" = OrderedDict()

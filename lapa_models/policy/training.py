@@ -380,11 +380,13 @@ def open_training_stores(args: argparse.Namespace, paths=None):
                        workers=getattr(args, "num_workers", None), distributed=state)
 
 
-def checked_frame_size(stores, args: argparse.Namespace, init_config=None) -> List[int]:
-    """(H, W) of the frames a policy trains on, recorded in its config as ``data_frame_size``. With an
-    --init checkpoint that recorded its own, frames of another aspect ratio are a FrameSizeError unless
-    --allow-squash: the model resizes every image to its square input, so the pretrained features would
-    see a differently distorted world (same aspect, other size: a note)."""
+def checked_frame_size(stores, args: argparse.Namespace, init_config=None) -> Dict[str, List[int]]:
+    """The config fields saying what frames a policy trains on: ``data_frame_size`` (H, W as stored) and
+    ``camera_frame_size`` (as the camera delivered them: a dataset converted from bags records it; what
+    the deployed policy node should receive). With an --init checkpoint that recorded its own, stored
+    frames of another aspect ratio are a FrameSizeError unless --allow-squash: the model resizes every
+    image to its square input, so the pretrained features would see a differently distorted world
+    (same aspect, other size: a note)."""
     from lapa_models.data.frame_size import check_frame_size
 
     h, w = (int(v) for v in stores[0].frame_shape[:2])
@@ -395,7 +397,10 @@ def checked_frame_size(stores, args: argparse.Namespace, init_config=None) -> Li
                                 allow_squash=getattr(args, "allow_squash", False))
         if note:
             log.info(note)
-    return [h, w]
+    info = getattr(stores[0].source, "info", None)
+    camera = (getattr(info, "extra", None) or {}).get("camera_frame_size")
+    camera = [int(v) for v in camera] if camera and len(camera) == 2 and min(camera) > 0 else [h, w]
+    return {"data_frame_size": [h, w], "camera_frame_size": camera}
 
 
 def describe_model(model: LapaPolicy) -> Dict:

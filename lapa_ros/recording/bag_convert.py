@@ -106,6 +106,7 @@ class BagStreams:
     gripper_cmd_stamps: np.ndarray
     gripper_cmds: np.ndarray
     counts: Dict[str, int]
+    camera_size: Tuple[int, int] = (0, 0)   # (H, W) of the camera's frames before any resize
 
 
 def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
@@ -120,6 +121,7 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
     pose_stamps, poses, joint_stamps, grippers = [], [], [], []
     twist_stamps, twists, gripper_recv, gripper_cmds = [], [], [], []
     counts: Dict[str, int] = {}
+    camera_size = (0, 0)
     try:
         with open(mcap_file, "rb") as f:
             reader = make_reader(f, decoder_factories=[DecoderFactory()])
@@ -136,6 +138,8 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
                             rgb = images.to_rgb8(arr, msg.encoding)
                     except images.ImageConversionError as e:
                         raise BagError(f"{bag}: topic {topic}: {e}") from e
+                    if not frames:
+                        camera_size = (int(rgb.shape[0]), int(rgb.shape[1]))
                     if cfg.image_size is not None and rgb.shape[:2] != tuple(cfg.image_size):
                         import cv2
 
@@ -169,7 +173,7 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
     order = np.argsort(frame_stamps, kind="stable")
     frame_stamps = np.asarray(frame_stamps)[order]
     offset = float(np.median(np.asarray(frame_stamps) - np.asarray(frame_recv)[order]))
-    return BagStreams(frames=[frames[i] for i in order], frame_stamps=frame_stamps,
+    return BagStreams(camera_size=camera_size, frames=[frames[i] for i in order], frame_stamps=frame_stamps,
                       pose_stamps=np.asarray(pose_stamps), poses=np.asarray(poses, dtype=np.float64).reshape(-1, 3),
                       joint_stamps=np.asarray(joint_stamps), grippers=np.asarray(grippers, dtype=np.float64),
                       twist_stamps=np.asarray(twist_stamps), twists=np.asarray(twists, dtype=np.float64).reshape(-1, 3),
@@ -266,6 +270,7 @@ def convert_bag(bag: Path, cfg: ConversionConfig):
         streams = read_streams(bag, cfg)
     episode, report = streams_to_episode(bag, streams, cfg)
     report["gripper"] = cfg.gripper().to_json()
+    report["camera_frame_size"] = list(streams.camera_size)
     return episode, report
 
 
@@ -277,7 +282,10 @@ def _open_writer(out: Path, src: Path, episode, report: dict, cfg: ConversionCon
     return EpisodeWriter(out, DatasetInfo(fps=round(fps, 3), image_height=h, image_width=w,
                                           action_names=ACTION_NAMES, state_names=STATE_NAMES, source="bags",
                                           gripper=report["gripper"],
-                                          extra={"converted_from": str(src), "actions_from": cfg.actions}))
+                                          extra={"converted_from": str(src), "actions_from": cfg.actions,
+                                                 # what a deployed policy's camera delivers (frames may be
+                                                 # stored resized to a model's input)
+                                                 "camera_frame_size": report["camera_frame_size"]}))
 
 
 def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = True) -> dict:
