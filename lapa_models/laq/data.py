@@ -22,6 +22,23 @@ from .configuration import LAQConfig
 log = logging.getLogger(__name__)
 
 
+def add_allow_squash_argument(p) -> None:
+    """--allow-squash, the same for every LAQ command that reads frames."""
+    p.add_argument("--allow-squash", action="store_true",
+                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
+
+
+def check_frames(data, config: LAQConfig, *, model: str, allow_squash: bool = False):
+    """The opened source of ``data`` once its frames are known to fit ``config.image_size`` (same aspect
+    ratio, or ``allow_squash``); FrameSizeError otherwise (see lapa_models.data.frame_size)."""
+    source = open_episodes(data) if isinstance(data, (str, Path)) else data
+    note = check_frame_size(native_size(source), config.image_size, data=str(getattr(source, "root", data)),
+                            model=model, allow_squash=allow_squash)
+    if note:
+        log.info(note)
+    return source
+
+
 def load_frames(data: Union[str, Path, EpisodeFrames], config: LAQConfig, episodes: Optional[Sequence[int]] = None,
                 progress: bool = True, mode: str = "memory", *, model: str = "the LAQ config",
                 allow_squash: bool = False, **options) -> EpisodeFrames:
@@ -34,11 +51,7 @@ def load_frames(data: Union[str, Path, EpisodeFrames], config: LAQConfig, episod
             raise FrameSizeError(f"frame store holds {data.frame_shape[0]}x{data.frame_shape[1]} frames, "
                                  f"the LAQ config takes {config.image_size[0]}x{config.image_size[1]}")
         return data
-    source = open_episodes(data) if isinstance(data, (str, Path)) else data
-    note = check_frame_size(native_size(source), config.image_size, data=str(getattr(source, "root", data)),
-                            model=model, allow_squash=allow_squash)
-    if note:
-        log.info(note)
+    source = check_frames(data, config, model=model, allow_squash=allow_squash)
     return open_frames(source, image_size=config.image_size, mode=mode, episodes=episodes, progress=progress,
                        **options)
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lapa_models.commands import report_input_errors
-from .data import frame_pairs, iter_pair_batches, load_frames
+from .data import add_allow_squash_argument, frame_pairs, iter_pair_batches, load_frames
 from .modeling import LAQModel
 from .quantizer import usage_and_perplexity
 
@@ -214,8 +214,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--allow-squash", action="store_true",
-                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
+    add_allow_squash_argument(p)
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -29,11 +29,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from lapa_models.data.episodes import EpisodeDataset, VideoFolder, open_episodes
-from lapa_models.data.frame_size import check_frame_size
-from lapa_models.data.frames import EpisodeFrames, native_size, refused, resize_frame
+from lapa_models.data.episodes import EpisodeDataset, VideoFolder
+from lapa_models.data.frames import EpisodeFrames, refused, resize_frame
 
 from lapa_models.commands import report_input_errors
+from .data import add_allow_squash_argument, check_frames
 from .modeling import LAQModel
 
 NO_TRANSITION = -1
@@ -100,9 +100,7 @@ def label_dataset(checkpoint: Union[str, Path], data: Union[str, Path], name: st
     gap = int(frame_gap or config.frame_gap)
     if gap < 1:
         raise ValueError(f"frame gap must be >= 1, got {gap}")
-    source = open_episodes(data) if isinstance(data, (str, Path)) else data
-    check_frame_size(native_size(source), config.image_size, data=str(getattr(source, "root", data)),
-                     model=f"checkpoint {checkpoint}", allow_squash=allow_squash)
+    source = check_frames(data, config, model=f"checkpoint {checkpoint}", allow_squash=allow_squash)
     index = EpisodeFrames(source, tables=False) if not isinstance(source, VideoFolder) else None
     episode_ids = index.episode_ids if index is not None else list(range(len(source)))
     expected = index.lengths if index is not None else None
@@ -265,8 +263,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default=None, help="default: this process's accelerator device (GPU if any)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding episodes in parallel")
-    p.add_argument("--allow-squash", action="store_true",
-                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
+    add_allow_squash_argument(p)
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -30,7 +30,7 @@ import torch
 
 from lapa_models.commands import report_input_errors
 
-from .data import frame_pairs, gather, iter_pair_batches, load_frames
+from .data import add_allow_squash_argument, frame_pairs, gather, iter_pair_batches, load_frames
 from .modeling import LAQModel
 from .quantizer import usage_and_perplexity
 
@@ -257,8 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pairs", type=int, default=20000, help="transitions counted for codebook usage")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-video", action="store_true")
-    p.add_argument("--allow-squash", action="store_true",
-                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
+    add_allow_squash_argument(p)
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -40,7 +40,7 @@ from lapa_models.data.sampling import RandomBatches
 from lapa_models.training import TrainingRun, add_run_arguments, default_workers
 from lapa_models.training.checkpoints import find_checkpoints, load_training_state, save_training_state  # noqa: F401
 from .configuration import LAQConfig, get_config
-from .data import PairSamples, frame_pairs, gather, load_frames, split_episodes
+from .data import PairSamples, add_allow_squash_argument, frame_pairs, gather, load_frames, split_episodes
 from .modeling import CheckpointError, LAQModel
 from .quantizer import code_counts, replacement_due, usage_and_perplexity
 
@@ -387,8 +387,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
                    help="default: bf16 on a GPU that supports it, else no")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--allow-squash", action="store_true",
-                   help="resize frames of another aspect ratio than the model's input (distorts them; default: refused)")
+    add_allow_squash_argument(p)
     p.add_argument("--no-progress", action="store_true")
     add_run_arguments(p)
 

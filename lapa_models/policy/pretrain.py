@@ -44,13 +44,12 @@ def build(args: argparse.Namespace):
     if args.init:
         model = LapaPolicy.from_pretrained(args.init)
         check_latents_fit(labels[0], model.config, args.init)
-    frames = checked_frame_size(stores, args, model.config if args.init else None)
-    if args.init:
-        model.config = model.config.replace(**frames)
+        model.config = model.config.replace(**checked_frame_size(stores, args, model.config))
     else:
         config = get_config(args.config, **config_overrides(args)).replace(
             latent_head=True, latent_num_tokens=num_tokens, latent_codebook_size=codebook, action_dim=0,
-            state_dim=0, latent_labels={k: v for k, v in labels[0].info.items()}, **frames)
+            state_dim=0, latent_labels={k: v for k, v in labels[0].info.items()},
+            **checked_frame_size(stores, args))
         model = LapaPolicy(config)
     train_parts: List = []
     val_parts: List = []

@@ -268,8 +268,7 @@ def check_folder(out: Path, config: BenchmarkConfig) -> None:
 # Settings that only change finetuning and evaluation: runs that differ in nothing else share their data
 # and pretraining (``lapa benchmark --reuse``).
 FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", "eval_episodes", "eval_seed",
-                 "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "execution",
-                 "threads")
+                 "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "execution")
 
 
 def check_reusable(source: Path, config: BenchmarkConfig) -> None:
@@ -279,7 +278,7 @@ def check_reusable(source: Path, config: BenchmarkConfig) -> None:
         raise BenchmarkConfigError(f"--reuse {source}: not a benchmark folder (no benchmark.json)")
     saved = json.loads(path.read_text())
     now = config.to_dict()
-    differs = sorted(k for k in now if k not in FINETUNE_ONLY and saved.get(k) != now.get(k))
+    differs = sorted(k for k in now if k not in FINETUNE_ONLY + RESOURCES and saved.get(k) != now.get(k))
     if differs:
         raise BenchmarkConfigError(f"--reuse {source}: its data or pretraining differ in {differs}; only "
                                    f"{', '.join(FINETUNE_ONLY)} may change")
