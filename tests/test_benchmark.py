@@ -101,6 +101,25 @@ def test_rerun_skips_finished_steps_whatever_the_thread_count(quick, catalogue):
     assert json.loads((out / "benchmark.json").read_text())["preset"] == preset   # a resource, not a change
 
 
+def test_lever_run_reuses_pretraining_and_scratch_cells_and_runs_only_the_changed_arm(quick, catalogue, tmp_path):
+    """--reuse with one finetuning lever (a head reading only the latent actions): no data or pretraining
+    step runs again, the finished scratch cells are taken over, the LAPA cells are finetuned anew."""
+    out, _ = quick
+    lever = tmp_path / "latents-only"
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", lever, *TASK_ARGS,
+                   "--settings", "in-domain,cross-task", "--arms", "scratch,lapa", "--seeds", "0",
+                   "--set", "action_latents_only=true", "--reuse", out, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 finished scratch cells" in result.stderr
+    assert "lapa laq train" not in result.stderr and "--init scratch" not in result.stderr
+    assert "--action-latents-only" in result.stderr
+    run = json.loads((lever / "cells/in-domain/lapa/k2/seed0/finetune/run.json").read_text())
+    assert run["args"]["action_latents_only"] is True
+    assert (json.loads((lever / "cells/in-domain/scratch/k2/seed0/eval_targets.json").read_text())
+            == json.loads((out / "cells/in-domain/scratch/k2/seed0/eval_targets.json").read_text()))
+    assert "LAPA" in (lever / "results" / "results.md").read_text()
+
+
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.rglob("*")):

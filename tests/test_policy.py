@@ -561,6 +561,29 @@ def test_cotraining_keeps_the_latent_objective_and_a_latent_reading_head_exports
     np.testing.assert_allclose(chunk, expected, atol=1e-4)
 
 
+def test_a_head_reading_only_the_latent_actions_learns_from_them_alone_and_exports(sim_data, pretrained, tmp_path):
+    """--action-latents-only: the head's only input is the predicted latent actions (no query outputs, no
+    state token in the fusion); no action gradient reaches the backbone, and the graph exports."""
+    out = tmp_path / "ft"
+    _run(finetune, ["--data", sim_data, "--init", pretrained / "final", "--out", out, "--steps", 6,
+                    "--action-latents-only", "--val-fraction", 0, *TRAIN_ARGS])
+    model = LapaPolicy.from_pretrained(out / "final").eval()
+    cfg = model.config
+    assert cfg.action_reads_latents and not cfg.action_reads_queries and cfg.state_dim == 0
+    assert model.action_head.mlp[0].in_features == cfg.latent_num_tokens * cfg.latent_codebook_size
+    # The action loss reaches the head only (the latent probabilities are detached).
+    model.train()
+    pixels = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    queries = model.fuse(pixels, model.encode_instructions([INSTRUCTION] * 2))
+    model.action_outputs(queries).sum().backward()
+    assert model.action_head.mlp[0].weight.grad is not None
+    assert all(p.grad is None for p in model.fusion.parameters())
+    card = policy_export.export_policy(out / "final", tmp_path / "export", precisions=("fp32",))
+    assert card["parity"]
+    with pytest.raises(ValueError, match="must read the query outputs, the latent actions or both"):
+        cfg.replace(action_reads_latents=False)
+
+
 def test_demo_draws_are_exactly_k_per_task_differ_by_seed_and_refuse_too_many(sim_data):
     from lapa_models.data.frames import FrameStore
     from lapa_models.policy.finetune import draw_demos

@@ -91,6 +91,8 @@ class PolicyConfig:
     num_bins: int = 256
     action_head_hidden: int = 256
     action_reads_latents: bool = False               # the head also reads the predicted latent-token probabilities
+    action_reads_queries: bool = True                # False: the head reads only those probabilities (a latent ->
+                                                     #   action MLP, the paper's summary of stage 3)
     chunk_size: int = 8
     action_dim: int = 0                              # from the data (0: no action head yet)
     action_names: Optional[List[str]] = None
@@ -122,6 +124,9 @@ class PolicyConfig:
         for field in ("chunk_size", "latent_num_tokens", "num_bins", "max_instruction_tokens"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if not (self.action_reads_queries or self.action_reads_latents):
+            raise ValueError("the action head must read the query outputs, the latent actions or both "
+                             "(action_reads_queries or action_reads_latents)")
         if not 1 <= self.n_action_steps <= self.chunk_size:
             raise ValueError(f"n_action_steps must be in [1, chunk_size={self.chunk_size}], got {self.n_action_steps}")
 

@@ -62,6 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action-reads-latents", action="store_true",
                    help="the action head also reads the policy's predicted latent actions (needs a latent-pretrained "
                         "--init; its latent head is kept)")
+    p.add_argument("--action-latents-only", action="store_true",
+                   help="the action head reads only the predicted latent actions, not the query outputs: a "
+                        "latent -> action MLP that any task the latent head knows from video can reuse "
+                        "(implies --action-reads-latents)")
 
 
 def _dataset_facts(stores) -> Dict:
@@ -139,20 +143,25 @@ def build(args: argparse.Namespace):
         actions.append(store.actions[frames])
         if store.states is not None:
             states.append(store.states[frames])
-    use_state = not args.no_state and len(states) == len(stores)
+    # A head that reads only the latent actions takes no state token: the fusion must see what it saw in
+    # latent pretraining on video (which has no robot state), or a new token would shift its latents.
+    use_state = not args.no_state and len(states) == len(stores) and not getattr(args, "action_latents_only", False)
     changes = dict(action_head=args.action_head, chunk_size=args.chunk_size, n_action_steps=args.n_action_steps,
                    use_state=use_state, **facts)
     base = get_config(args.config, **config_overrides(args)) if args.init == "scratch" else None
     num_bins = base.num_bins if base is not None else 256
     stats = NormalizationStats.from_data(np.concatenate(actions),
                                          np.concatenate(states) if use_state else None, num_bins=num_bins)
-    reads_latents = bool(getattr(args, "action_reads_latents", False))
+    latents_only = bool(getattr(args, "action_latents_only", False))
+    reads_latents = bool(getattr(args, "action_reads_latents", False)) or latents_only
     keep_latents = (bool(cotrain) and args.cotrain_target == "latents") or reads_latents
     if keep_latents and args.init == "scratch":
-        raise ValueError("--cotrain-target latents and --action-reads-latents need a latent-pretrained --init "
-                         "(scratch has no latent head)")
+        raise ValueError("--cotrain-target latents and --action-reads-latents/--action-latents-only need a "
+                         "latent-pretrained --init (scratch has no latent head)")
     if reads_latents:
         changes["action_reads_latents"] = True
+    if latents_only:
+        changes["action_reads_queries"] = False
     if args.init == "scratch":
         model = LapaPolicy(base.replace(latent_head=False, **{k: v for k, v in changes.items() if v is not None}),
                            stats)

@@ -117,9 +117,11 @@ class ActionHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                  nn.Linear(hidden, out))
 
-    def forward(self, queries: torch.Tensor, extra: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = queries.flatten(1)
-        y = self.mlp(x if extra is None else torch.cat([x, extra.flatten(1).to(x.dtype)], 1))
+    def forward(self, queries: Optional[torch.Tensor], extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """queries (B, T, D) and/or extra (B, ...) features (either may be None, not both)."""
+        dtype = self.mlp[0].weight.dtype
+        parts = [t.flatten(1).to(dtype) for t in (queries, extra) if t is not None]
+        y = self.mlp(parts[0] if len(parts) == 1 else torch.cat(parts, 1))
         shape = (y.shape[0], self.chunk_size, self.action_dim) + ((self.num_bins,) if self.num_bins else ())
         return y.reshape(shape)
 
@@ -167,7 +169,8 @@ class LapaPolicy(nn.Module):
             if config.action_reads_latents and not config.latent_head:
                 raise ValueError("action_reads_latents needs the latent head (latent_head=True)")
             extra = config.latent_num_tokens * config.latent_codebook_size if config.action_reads_latents else 0
-            self.action_head = ActionHead(config.num_query_tokens * width + extra, config.action_head_hidden,
+            queries_in = config.num_query_tokens * width if config.action_reads_queries else 0
+            self.action_head = ActionHead(queries_in + extra, config.action_head_hidden,
                                           config.chunk_size, config.action_dim, bins)
 
         # Preprocessing constants live in the graph (non-persistent: normalization.json is their source).
@@ -299,7 +302,8 @@ class LapaPolicy(nn.Module):
             # The policy's own latent-action prediction (probabilities per token) as an input of the
             # action head; detached so the latent head keeps the meaning the latent loss gives it.
             extra = torch.softmax(self.latent_head(queries).float(), -1).detach()
-        return self.action_head(queries, extra).float()      # (B, H, A) normalized or (B, H, A, K) logits
+        return self.action_head(queries if self.config.action_reads_queries else None,
+                                extra).float()                 # (B, H, A) normalized or (B, H, A, K) logits
 
     def decode_actions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Head outputs -> actions in robot units (B, H, A)."""

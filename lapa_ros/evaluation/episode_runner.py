@@ -24,7 +24,7 @@ from std_srvs.srv import Trigger
 
 from lapa_ros.core.images import ImageConversionError
 from lapa_ros.interfaces.messages import rgb_from_image_msg, stamp_to_sec
-from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, call_service
 
 
 @dataclasses.dataclass
@@ -104,16 +104,10 @@ class EpisodeRunner(Node):
                 self._success = True
 
     # ------------------------------------------------------------------ calls
-    def _call(self, client, request, timeout: float):
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {client.srv_name} is not available")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
-            time.sleep(0.005)
-        return future.result()
+    def _call(self, client, request, timeout: float, resend_after: Optional[float] = None):
+        """Call a service; resend_after (seconds) only for requests that may safely run twice (a reset is
+        not resent: it advances the episode seed, so a second one would start a different episode)."""
+        return call_service(client, request, timeout, resend_after=resend_after)
 
     def begin_recording_frames(self) -> None:
         """Keep every camera frame from now on (robot episodes, which have no reset stamp)."""
@@ -155,14 +149,14 @@ class EpisodeRunner(Node):
 
     def arm(self, timeout: float = 10.0) -> None:
         """Arm the arm controller (it starts disarmed: nothing moves before this)."""
-        response = self._call(self.arm_client, Trigger.Request(), timeout)
+        response = self._call(self.arm_client, Trigger.Request(), timeout, resend_after=3.0)  # arming twice is harmless
         if not response.success:
             raise RuntimeError(f"arm_controller refused to arm: {response.message}")
 
     def set_task(self, task: str, timeout: float = 10.0) -> None:
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=task)
         result = self._call(self.param_client, SetParameters.Request(parameters=[Parameter(name="task", value=value)]),
-                            timeout).results[0]
+                            timeout, resend_after=3.0).results[0]
         if not result.successful:
             raise ValueError(result.reason)
 
@@ -199,7 +193,7 @@ class EpisodeRunner(Node):
         """Activate or deactivate the managed policy node (no-op without one or when already so)."""
         if not self._has_managed_policy():
             return
-        state = self._call(self.policy_get_state, GetState.Request(), timeout).current_state.label
+        state = self._call(self.policy_get_state, GetState.Request(), timeout, resend_after=3.0).current_state.label
         if (state == "active") == active:
             return
         transition = Transition(id=Transition.TRANSITION_ACTIVATE if active else Transition.TRANSITION_DEACTIVATE)
@@ -252,6 +246,6 @@ class EpisodeRunner(Node):
     def _set_seed(self, seed: int, timeout: float = 10.0) -> None:
         value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed))
         result = self._call(self.param_client, SetParameters.Request(parameters=[Parameter(name="seed", value=value)]),
-                            timeout).results[0]
+                            timeout, resend_after=3.0).results[0]
         if not result.successful:
             raise ValueError(result.reason)

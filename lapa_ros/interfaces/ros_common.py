@@ -170,3 +170,40 @@ def diagnostics_message(node: Node, name: str, level: int, message: str, values:
     msg = DiagnosticArray(status=[status])
     msg.header.stamp = node.get_clock().now().to_msg()
     return msg
+
+
+def call_service(client, request, timeout: float, resend_after: Optional[float] = 3.0):
+    """Call a service from a thread other than the one spinning the client's node; return the response.
+
+    A server can be discovered (wait_for_service is true) before its response writer has matched this
+    client's response reader; a request sent in that window is served but its answer never arrives.
+    For idempotent requests (arm, set a parameter, read a state) the request is therefore sent again
+    when no answer came within `resend_after` seconds (then twice that, and so on), and the first answer
+    to any of them is taken; pass resend_after=None for requests that must run once. Raises TimeoutError
+    when the service is not there or nothing answers within `timeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise TimeoutError(f"service {client.srv_name} is not available")
+    futures = [client.call_async(request)]
+    wait = resend_after
+    resend_at = time.monotonic() + wait if wait else float("inf")
+    try:
+        while True:
+            for future in futures:
+                if future.done():
+                    return future.result()
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"service {client.srv_name} did not answer within {timeout:.0f} s"
+                                   f" ({len(futures)} request{'s' if len(futures) > 1 else ''} sent)")
+            if now > resend_at:
+                futures.append(client.call_async(request))
+                wait *= 2
+                resend_at = now + wait
+            time.sleep(0.005)
+    finally:
+        for future in futures:   # answers still to come are dropped, not kept forever
+            if not future.done():
+                client.remove_pending_request(future)

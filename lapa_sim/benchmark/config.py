@@ -69,6 +69,7 @@ class BenchmarkConfig:
     cotrain_weight: float = 0.5            # the pretraining objective kept as an auxiliary loss while finetuning
     freeze: str = "none"                   # pretrained arms: none | vision | backbone stays frozen
     action_reads_latents: bool = False     # LAPA arm: the action head also reads the predicted latent actions
+    action_latents_only: bool = False      # LAPA arm: the action head reads only them (a latent -> action MLP)
     execution: str = "ensemble"            # how chunks become commands in evaluation
     threads: int = 0                       # torch threads per step (0: torch's default); a resource, not part
                                            #   of what a folder measures (--threads)
@@ -268,7 +269,11 @@ def check_folder(out: Path, config: BenchmarkConfig) -> None:
 # Settings that only change finetuning and evaluation: runs that differ in nothing else share their data
 # and pretraining (``lapa benchmark --reuse``).
 FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", "eval_episodes", "eval_seed",
-                 "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "execution")
+                 "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "action_latents_only",
+                 "execution")
+# What a scratch cell depends on beyond its own K and seed (and the data): lever runs take over the
+# finished scratch cells of the folder they reuse when these agree.
+SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "execution")
 
 
 def check_reusable(source: Path, config: BenchmarkConfig) -> None:

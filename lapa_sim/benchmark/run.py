@@ -37,8 +37,8 @@ from typing import Callable, Dict, List, Optional
 from lapa_models.commands import command_line, find, run_in_process
 
 from .report import write_report
-from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, check_reusable, parse_assignment,
-                     preset, task_list, validate)
+from .config import (PRESETS, SCRATCH_SAME, BenchmarkConfig, BenchmarkConfigError, check_folder, check_reusable,
+                     parse_assignment, preset, task_list, validate)
 
 
 @dataclasses.dataclass
@@ -166,6 +166,8 @@ class Benchmark:
                 argv += ["--freeze", c.freeze]
             if arm == "lapa" and c.action_reads_latents:
                 argv += ["--action-reads-latents"]
+            if arm == "lapa" and c.action_latents_only:
+                argv += ["--action-latents-only"]
             if c.cotrain_weight > 0:
                 argv += ["--cotrain-data", self.video(view), "--cotrain-weight", c.cotrain_weight,
                          "--cotrain-target", "latents" if arm == "lapa" else "actions"]
@@ -190,7 +192,8 @@ class Benchmark:
 
     # ------------------------------------------------------------------ running
     def share_pretraining(self, source: Path) -> None:
-        """Link ``source``'s data and pretraining folders here and take over their finished-step markers."""
+        """Link ``source``'s data and pretraining folders here and take over their finished-step markers;
+        copy its finished scratch cells too when they were made the same way (no lever touches scratch)."""
         source = source.resolve()
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
         for name in ("data", "pretrain"):
@@ -200,7 +203,28 @@ class Benchmark:
         for marker in (source / "steps").glob("*.done"):
             if marker.name.startswith(("data-", "laq-", "pretrain-")) and not (self.out / "steps" / marker.name).exists():
                 shutil.copy(marker, self.out / "steps" / marker.name)
-        _say(f"sharing data and pretraining with {source}")
+        copied = self._share_scratch_cells(source)
+        _say(f"sharing data and pretraining with {source}" + (f" (and {copied} finished scratch cells)" if copied else ""))
+
+    def _share_scratch_cells(self, source: Path) -> int:
+        """Copy the scratch cells ``source`` finished with every step this plan has for them."""
+        saved = BenchmarkConfig.from_dict(json.loads((source / "benchmark.json").read_text()))
+        if any(getattr(saved, k) != getattr(self.config, k) for k in SCRATCH_SAME):
+            return 0
+        plan = self.plan()
+        copied = 0
+        for setting, arm, k, seed, _ in self.cells():
+            tag = f"{setting}-{arm}-k{k}-s{seed}"
+            keys = [s.key for s in plan if s.key.endswith("-" + tag)]
+            here, there = self.cell(setting, arm, k, seed), source / self.cell(setting, arm, k, seed).relative_to(self.out)
+            if (arm != "scratch" or here.exists() or not there.is_dir()
+                    or not all((source / "steps" / f"{key}.done").is_file() for key in keys)):
+                continue
+            shutil.copytree(there, here, symlinks=True)
+            for key in keys:
+                shutil.copy(source / "steps" / f"{key}.done", self.out / "steps" / f"{key}.done")
+            copied += 1
+        return copied
 
     def marker(self, step: Step) -> Path:
         return self.out / "steps" / f"{step.key}.done"
