@@ -59,6 +59,7 @@ class Benchmark:
         self.config = config
         self.out = Path(out)
         self.keep_models = keep_models
+        self.reused: Optional[Path] = None     # the folder share_pretraining took data and pretraining from
 
     # ------------------------------------------------------------------ paths
     def data(self, name: str) -> Path:
@@ -203,6 +204,7 @@ class Benchmark:
         for marker in (source / "steps").glob("*.done"):
             if marker.name.startswith(("data-", "laq-", "pretrain-")) and not (self.out / "steps" / marker.name).exists():
                 shutil.copy(marker, self.out / "steps" / marker.name)
+        self.reused = source
         copied = self._share_scratch_cells(source)
         _say(f"sharing data and pretraining with {source}" + (f" (and {copied} finished scratch cells)" if copied else ""))
 
@@ -241,6 +243,10 @@ class Benchmark:
              + (f"; catalogue {catalogue_file}" if catalogue_file else ""))
         t0 = time.monotonic()
         for i, step in enumerate(steps, 1):
+            if self.reused is not None and "-scratch-" in step.key and not self.marker(step).is_file():
+                # the reused run may have finished this scratch cell since this run started
+                if self._share_scratch_cells(self.reused):
+                    _say(f"took over scratch cells finished meanwhile in {self.reused}")
             if self.marker(step).is_file():
                 continue
             prefix = f"LAPA_TASKS_FILE={shlex.quote(catalogue_file)} " if catalogue_file else ""
