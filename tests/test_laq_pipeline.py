@@ -17,7 +17,8 @@ from lapa_models.laq import CheckpointError, LAQModel, get_config
 from lapa_models.laq import evaluate as laq_evaluate
 from lapa_models.laq import label as laq_label
 from lapa_models.laq import train as laq_train
-from lapa_models.laq.evaluate import evaluate, fit_linear_probe, one_hot_tokens, r2_scores, split_by_episode
+from lapa_models.laq.evaluate import (evaluate, fit_linear_probe, one_hot_tokens, r2_scores, split_by_episode,
+                                     split_by_task)
 from lapa_models.laq.label import LatentLabelError, label_dataset, load_latents
 from lapa_models.laq.modeling import read_safetensors
 from lapa_models.laq.train import train
@@ -241,6 +242,26 @@ def test_probe_split_keeps_every_task_in_both_halves():
     fit, test = split_by_episode(tasks, 0.3, seed=0)
     assert not set(fit) & set(test) and sorted(fit + test) == list(range(10))
     assert {tasks[i] for i in fit} == {tasks[i] for i in test} == {"reach", "push", "drawer"}
+
+
+def test_cross_task_probe_is_fitted_on_the_other_tasks_and_scored_on_the_named_ones(run, sim, tmp_path, capsys):
+    tasks = ["reach"] * 2 + ["push"] * 2 + ["drawer"]
+    assert split_by_task(tasks, ["push"]) == ([0, 1, 4], [2, 3])
+    with pytest.raises(ValueError, match=r"\['fly'\] not in the data"):
+        split_by_task(tasks, ["fly"])
+    held_out_task = TASKS.split(",")[0]
+    out = tmp_path / "cross.json"
+    args = _parse(laq_evaluate, ["--checkpoint", str(run[0] / "final"), "--data", str(sim / "held_out"), "--out",
+                                 str(out), "--probe-test-tasks", held_out_task, "--no-progress"])
+    assert laq_evaluate.main(args) == 0
+    probe = json.loads(out.read_text())["probe"]
+    assert probe["split"] == {"by": "task", "test_tasks": [held_out_task]}
+    assert probe["fit_episodes"] == 6 and probe["test_episodes"] == 3
+    capsys.readouterr()
+    args = _parse(laq_evaluate, ["--checkpoint", str(run[0] / "final"), "--data", str(sim / "held_out"), "--out",
+                                 str(tmp_path / "bad.json"), "--probe-test-tasks", "fly-to-the-moon", "--no-progress"])
+    assert laq_evaluate.main(args) == 2
+    assert "'fly-to-the-moon'] not in the data" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
 
 
 def test_show_renders_every_code_of_every_token_and_counts_codebook_use(run, sim, tmp_path, capsys):

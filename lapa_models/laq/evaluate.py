@@ -109,6 +109,17 @@ def split_by_episode(tasks: Sequence[str], holdout: float, seed: int) -> Tuple[L
     return sorted(fit), sorted(test)
 
 
+def split_by_task(tasks: Sequence[str], test_tasks: Sequence[str]) -> Tuple[List[int], List[int]]:
+    """(fit, test) episode positions: the probe is fitted on the other tasks and scored on ``test_tasks``
+    (does a latent action mean the same motion in a task the probe never saw?)."""
+    known = sorted(set(tasks))
+    unknown = [t for t in test_tasks if t not in known]
+    if unknown:
+        raise ValueError(f"--probe-test-tasks: {unknown} not in the data; its tasks are {known}")
+    test_set = set(test_tasks)
+    return ([i for i, t in enumerate(tasks) if t not in test_set], [i for i, t in enumerate(tasks) if t in test_set])
+
+
 def run_probes(tokens: np.ndarray, latents: np.ndarray, targets: np.ndarray, fit: np.ndarray, test: np.ndarray,
                codebook_size: int, action_names: Sequence[str], deadband: float, seed: int) -> Dict[str, Any]:
     features = {"linear_tokens": one_hot_tokens(tokens, codebook_size),
@@ -134,7 +145,8 @@ def run_probes(tokens: np.ndarray, latents: np.ndarray, targets: np.ndarray, fit
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap: Optional[int] = None,
-             probe_holdout: float = 0.3, sign_deadband: float = 0.05, batch_size: int = 256, seed: int = 0,
+             probe_holdout: float = 0.3, probe_test_tasks: Optional[Sequence[str]] = None,
+             sign_deadband: float = 0.05, batch_size: int = 256, seed: int = 0,
              device: Union[str, torch.device] = "cpu", progress: bool = True,
              allow_squash: bool = False) -> Dict[str, Any]:
     """The evaluation report (a JSON-able dict); see the module docstring."""
@@ -142,6 +154,8 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
     config = model.config
     gap = int(frame_gap or config.frame_gap)
     store = load_frames(data, config, progress=progress, model=f"checkpoint {checkpoint}", allow_squash=allow_squash)
+    if probe_test_tasks:
+        split_by_task(store.tasks, probe_test_tasks)   # an unknown task fails before the model runs
     pairs = frame_pairs(store, gap)
     squared_error, copy_error = np.zeros(len(pairs)), np.zeros(len(pairs))
     tokens = np.zeros((len(pairs), config.num_latent_tokens), dtype=np.int64)
@@ -181,13 +195,20 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
     # The k commands executed between frame t and frame t+k (pairs never cross an episode end).
     targets = np.mean([store.actions[pairs[:, 0] + j] for j in range(gap)], axis=0)
     episode_of_pair = store.episode_of(pairs[:, 0])
-    fit_eps, test_eps = split_by_episode(store.tasks, probe_holdout, seed)
+    if probe_test_tasks:
+        fit_eps, test_eps = split_by_task(store.tasks, probe_test_tasks)
+        if not fit_eps:
+            raise ValueError("--probe-test-tasks names every task of the data: nothing is left to fit the probe on")
+    else:
+        fit_eps, test_eps = split_by_episode(store.tasks, probe_holdout, seed)
     if not fit_eps or not test_eps:
         report["probe_skipped"] = f"need >= 2 episodes per task to split, got {store.num_episodes} episodes"
         return report
     fit, test = np.isin(episode_of_pair, fit_eps), np.isin(episode_of_pair, test_eps)
     report["probe"] = {
         "target": f"mean action over t..t+{gap - 1}", "action_names": action_names,
+        "split": {"by": "task", "test_tasks": list(probe_test_tasks)} if probe_test_tasks else
+                 {"by": "episode", "holdout": probe_holdout},
         "fit_episodes": len(fit_eps), "test_episodes": len(test_eps), "fit_pairs": int(fit.sum()),
         "test_pairs": int(test.sum()), "sign_deadband": sign_deadband,
         "probes": run_probes(tokens, latents, targets, fit, test, config.codebook_size, action_names, sign_deadband,
@@ -208,6 +229,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-gap", type=int, default=None, help="default: the gap the model was trained with")
     p.add_argument("--probe-holdout", type=float, default=0.3,
                    help="share of each task's episodes the probe is scored on")
+    p.add_argument("--probe-test-tasks", type=lambda s: [t.strip() for t in s.split(",") if t.strip()], default=None,
+                   metavar="TASKS", help="comma separated: fit the probe on the other tasks and score it on these "
+                                         "(default: every task, on held-out episodes)")
     p.add_argument("--sign-deadband", type=float, default=0.05,
                    help="sign accuracy counts transitions whose |mean action| exceeds this (action units)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -228,6 +252,7 @@ def _run(args: argparse.Namespace) -> int:
     from .plots import plot_evaluation
 
     report = evaluate(args.checkpoint, args.data, frame_gap=args.frame_gap, probe_holdout=args.probe_holdout,
+                      probe_test_tasks=args.probe_test_tasks,
                       sign_deadband=args.sign_deadband, batch_size=args.batch_size, seed=args.seed,
                       device=args.device, progress=not args.no_progress, allow_squash=args.allow_squash)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{Path(args.data).resolve().name}.json"

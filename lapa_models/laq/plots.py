@@ -104,7 +104,7 @@ def plot_evaluation(report: dict, path: Union[str, Path], action_names: Optional
         ax = axes[2]
         width = 0.8 / max(1, len(probe["probes"]))
         for i, (kind, result) in enumerate(probe["probes"].items()):
-            ax.bar(x + i * width, [result["r2"][n] for n in names], width, label=kind)
+            ax.bar(x + i * width, [_nan(result["r2"][n]) for n in names], width, label=kind)
         ax.set_xticks(x + width * (len(probe["probes"]) - 1) / 2)
         ax.set_xticklabels(names)
         ax.axhline(0, color="black", lw=0.6)
@@ -114,7 +114,7 @@ def plot_evaluation(report: dict, path: Union[str, Path], action_names: Optional
         axes_names = list(next(iter(probe["probes"].values()))["sign_accuracy"])
         x = np.arange(len(axes_names))
         for i, (kind, result) in enumerate(probe["probes"].items()):
-            ax.bar(x + i * width, [result["sign_accuracy"][n] for n in axes_names], width, label=kind)
+            ax.bar(x + i * width, [_nan(result["sign_accuracy"][n]) for n in axes_names], width, label=kind)
         ax.axhline(0.5, color="red", lw=0.8, ls="--", label="chance")
         ax.set_xticks(x + width * (len(probe["probes"]) - 1) / 2)
         ax.set_xticklabels(axes_names)
@@ -128,3 +128,8 @@ def plot_evaluation(report: dict, path: Union[str, Path], action_names: Optional
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _nan(value):
+    """A report's None (a score that is undefined, e.g. R^2 of a constant action) as a bar left out."""
+    return float("nan") if value is None else value
