@@ -57,6 +57,8 @@ class BenchmarkConfig:
     laq_steps: int = 3000
     laq_frame_gap: int = 3
     laq_batch_size: int = 32
+    pretrain_seed: int = 0                 # seed of LAQ training and of both pretrainings: another value is a
+                                           #   replicate of the whole pretraining (its variance across runs)
     # --- stages 2 and 3: the policy
     policy_config: str = "small"
     vision_model: str = "config:siglip-mini"
@@ -257,6 +259,7 @@ def check_folder(out: Path, config: BenchmarkConfig) -> None:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise BenchmarkConfigError(f"{path}: unreadable ({e}); use another --out") from e
+    saved = _with_defaults(saved)
     now = config.to_dict()
     differs = sorted(k for k in set(saved) | set(now) if k not in RESOURCES and saved.get(k) != now.get(k))
     if differs:
@@ -266,27 +269,38 @@ def check_folder(out: Path, config: BenchmarkConfig) -> None:
             f"--out, or the same options as before to resume it")
 
 
-# Settings that only change finetuning and evaluation: runs that differ in nothing else share their data
-# and pretraining (``lapa benchmark --reuse``).
+def _with_defaults(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A saved configuration with the settings added since it was written at their defaults (which are
+    what those runs did)."""
+    return {**BenchmarkConfig().to_dict(), **saved}
+
+
+# What ``lapa benchmark --reuse`` may share with another folder, from the most to the least shared:
+# the data (generated video and demos) when these agree,
+DATA_FIELDS = ("targets", "video_only", "extra_video", "image_size", "video_episodes", "video_seed", "demo_pool",
+               "demo_seed", "view")
+# the pretraining (LAQ, labels, both pretrained policies) when everything but these agrees as well,
 FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", "eval_episodes", "eval_seed",
                  "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "action_latents_only",
                  "execution")
-# What a scratch cell depends on beyond its own K and seed (and the data): lever runs take over the
-# finished scratch cells of the folder they reuse when these agree.
-SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "execution")
+# and the finished scratch cells (which read neither video nor pretraining) when the data and these agree.
+SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "execution", "policy_config",
+                "vision_model", "batch_size", "lr", "augment")
 
 
-def check_reusable(source: Path, config: BenchmarkConfig) -> None:
-    """``source`` is a benchmark folder whose data and pretraining ``config`` can share."""
+def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
+    """What of ``source``'s benchmark folder ``config`` can share: {"data", "pretraining", "scratch"}."""
     path = Path(source) / "benchmark.json"
     if not path.is_file():
         raise BenchmarkConfigError(f"--reuse {source}: not a benchmark folder (no benchmark.json)")
-    saved = json.loads(path.read_text())
+    saved = _with_defaults(json.loads(path.read_text()))
     now = config.to_dict()
-    differs = sorted(k for k in now if k not in FINETUNE_ONLY + RESOURCES and saved.get(k) != now.get(k))
-    if differs:
-        raise BenchmarkConfigError(f"--reuse {source}: its data or pretraining differ in {differs}; only "
-                                   f"{', '.join(FINETUNE_ONLY)} may change")
+    same = lambda fields: all(saved.get(k) == now.get(k) for k in fields)  # noqa: E731
+    data_differs = [k for k in DATA_FIELDS if saved.get(k) != now.get(k)]
+    if data_differs:
+        raise BenchmarkConfigError(f"--reuse {source}: its data differ in {data_differs}; nothing can be shared")
+    pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES)
+    return {"data": True, "pretraining": pretraining, "scratch": same(SCRATCH_SAME)}
 
 
 def task_list(text: str) -> List[str]:

@@ -37,8 +37,8 @@ from typing import Callable, Dict, List, Optional
 from lapa_models.commands import command_line, find, run_in_process
 
 from .report import write_report
-from .config import (PRESETS, SCRATCH_SAME, BenchmarkConfig, BenchmarkConfigError, check_folder, check_reusable,
-                     parse_assignment, preset, task_list, validate)
+from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, parse_assignment, preset,
+                     reusable_parts, task_list, validate)
 
 
 @dataclasses.dataclass
@@ -59,7 +59,7 @@ class Benchmark:
         self.config = config
         self.out = Path(out)
         self.keep_models = keep_models
-        self.reused: Optional[Path] = None     # the folder share_pretraining took data and pretraining from
+        self.reused: Optional[Path] = None     # the folder whose scratch cells this run takes over (--reuse)
 
     # ------------------------------------------------------------------ paths
     def data(self, name: str) -> Path:
@@ -122,6 +122,7 @@ class Benchmark:
         if "lapa" in c.arms:
             steps.append(Step(f"laq-train-{view}", ["laq", "train"],
                               ["--data", video, "--config", c.laq_config, "--frame-gap", c.laq_frame_gap,
+                               "--seed", c.pretrain_seed,
                                "--steps", c.laq_steps, "--batch-size", c.laq_batch_size, "--out", pre / "laq",
                                "--no-progress", *threads]))
             steps.append(Step(f"laq-label-{view}", ["laq", "label"],
@@ -131,11 +132,11 @@ class Benchmark:
                                "--out", pre / "latents"]))
             steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"],
                               ["--data", video, *policy_arch, "--steps", c.pretrain_steps, "--out", pre / "lapa",
-                               "--val-fraction", 0.05, "--seed", 0, *common]))
+                               "--val-fraction", 0.05, "--seed", c.pretrain_seed, *common]))
         if "action" in c.arms:
             steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"],
                               ["--data", video, "--init", "scratch", *policy_arch, "--steps", c.pretrain_steps,
-                               "--out", pre / "action", "--val-fraction", 0.05, "--seed", 0, *common]))
+                               "--out", pre / "action", "--val-fraction", 0.05, "--seed", c.pretrain_seed, *common]))
         return steps
 
     def cells(self):
@@ -192,27 +193,36 @@ class Benchmark:
         return steps
 
     # ------------------------------------------------------------------ running
-    def share_pretraining(self, source: Path) -> None:
-        """Link ``source``'s data and pretraining folders here and take over their finished-step markers;
-        copy its finished scratch cells too when they were made the same way (no lever touches scratch)."""
+    def share(self, source: Path) -> Dict[str, bool]:
+        """Share ``source``'s data (linked), its pretraining (linked, when made the same way) and its
+        finished scratch cells (copied, when made the same way), taking over their step markers."""
         source = source.resolve()
+        parts = reusable_parts(source, self.config)
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
-        for name in ("data", "pretrain"):
-            link = self.out / name
-            if not link.exists():
-                link.symlink_to(source / name, target_is_directory=True)
+        shared = ["data"] + (["pretrain"] if parts["pretraining"] else [])
+        for name in shared:
+            here = self.out / name
+            if here.exists() or here.is_symlink():
+                continue
+            if name == "data" and not parts["pretraining"]:
+                # Labelling writes next to the video: another pretraining gets its own copy (without the
+                # source's labels and decoded-frame cache), so the source's labels stay as they are.
+                shutil.copytree(source / name, here, ignore=shutil.ignore_patterns("latents", "cache"))
+            else:
+                here.symlink_to(source / name, target_is_directory=True)
+        prefixes = ("data-",) + (("laq-", "pretrain-") if parts["pretraining"] else ())
         for marker in (source / "steps").glob("*.done"):
-            if marker.name.startswith(("data-", "laq-", "pretrain-")) and not (self.out / "steps" / marker.name).exists():
+            if marker.name.startswith(prefixes) and not (self.out / "steps" / marker.name).exists():
                 shutil.copy(marker, self.out / "steps" / marker.name)
-        self.reused = source
-        copied = self._share_scratch_cells(source)
-        _say(f"sharing data and pretraining with {source}" + (f" (and {copied} finished scratch cells)" if copied else ""))
+        if parts["scratch"]:
+            self.reused = source
+        copied = self._share_scratch_cells(source) if parts["scratch"] else 0
+        _say(f"sharing {' and '.join(shared)} with {source}" + (f" (and {copied} finished scratch cells)" if copied else "")
+             + ("" if parts["pretraining"] else "; pretraining differs: it runs here"))
+        return parts
 
     def _share_scratch_cells(self, source: Path) -> int:
         """Copy the scratch cells ``source`` finished with every step this plan has for them."""
-        saved = BenchmarkConfig.from_dict(json.loads((source / "benchmark.json").read_text()))
-        if any(getattr(saved, k) != getattr(self.config, k) for k in SCRATCH_SAME):
-            return 0
         plan = self.plan()
         copied = 0
         for setting, arm, k, seed, _ in self.cells():
@@ -368,10 +378,10 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out)
         check_folder(out, config)
         if args.reuse:
-            check_reusable(Path(args.reuse), config)
+            reusable_parts(Path(args.reuse), config)   # fails before anything is written
         bench = Benchmark(config, out, keep_models=args.keep_models)
         if args.reuse and not args.plan:
-            bench.share_pretraining(Path(args.reuse))
+            bench.share(Path(args.reuse))
         if args.plan:
             try:
                 for step in bench.plan():
