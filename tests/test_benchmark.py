@@ -120,6 +120,32 @@ def test_lever_run_reuses_pretraining_and_scratch_cells_and_runs_only_the_change
     assert "LAPA" in (lever / "results" / "results.md").read_text()
 
 
+def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_own_copy(quick, tmp_path):
+    """A pretraining replicate (pretrain_seed) reuses the generated data and the scratch cells but not the
+    pretraining; the video is copied without the source's labels, so labelling cannot overwrite them."""
+    from lapa_sim.benchmark.config import BenchmarkConfig, BenchmarkConfigError, reusable_parts
+    from lapa_sim.benchmark.run import Benchmark
+
+    out, _ = quick
+    saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
+    assert reusable_parts(out, saved.replace(freeze="backbone")) == {"data": True, "pretraining": True, "scratch": True}
+    replicate = saved.replace(pretrain_seed=1)
+    assert reusable_parts(out, replicate) == {"data": True, "pretraining": False, "scratch": True}
+    assert reusable_parts(out, saved.replace(lr=1e-4)) == {"data": True, "pretraining": False, "scratch": False}
+    with pytest.raises(BenchmarkConfigError, match=r"its data differ in \['video_episodes'\]"):
+        reusable_parts(out, saved.replace(video_episodes=7))
+    labels_before = _digest(out / "data" / "video" / "latents")
+    bench = Benchmark(replicate, tmp_path / "replicate")
+    bench.share(out)
+    video = tmp_path / "replicate" / "data" / "video"
+    assert video.is_dir() and not video.is_symlink() and not (video / "latents").exists()
+    assert not (tmp_path / "replicate" / "pretrain").exists()
+    steps = {p.name for p in (tmp_path / "replicate" / "steps").iterdir()}
+    assert "data-video-default.done" in steps and not any(s.startswith(("laq-", "pretrain-")) for s in steps)
+    assert "finetune-in-domain-scratch-k2-s0.done" in steps and not any("-lapa-" in s for s in steps)
+    assert _digest(out / "data" / "video" / "latents") == labels_before
+
+
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.rglob("*")):
