@@ -74,6 +74,20 @@ def _row(label: str, summary: Dict, arms: List[str]) -> str:
             + (_fmt(g["value"], g["ci"], pct=False) if g else "n/a") + " |")
 
 
+def _changes_from_preset(c: Dict) -> str:
+    """'key=value, ...' for the method's settings that differ from the named preset (task lists, the
+    protocol's sizes and resources are stated elsewhere)."""
+    from .config import PRESETS, BenchmarkConfig
+
+    name = str(c.get("preset", "")).split("+")[0]
+    if name not in PRESETS:
+        return ""
+    base = BenchmarkConfig(**PRESETS[name]).to_dict()
+    skip = {"preset", "threads", "targets", "video_only", "extra_video", "held_out", "settings", "arms", "shots",
+            "seeds", "eval_episodes"}
+    return ", ".join(f"{k}={c[k]}" for k in c if k not in skip and k in base and c[k] != base[k])
+
+
 def markdown(results: Dict, wall_seconds: Optional[float] = None) -> str:
     c = results["config"]
     arms = [a for a in ("scratch", "lapa", "action") if a in c["arms"]]
@@ -87,7 +101,11 @@ def markdown(results: Dict, wall_seconds: Optional[float] = None) -> str:
              f"- targets (video + K demos): {', '.join(c['targets'])}",
              f"- video only: {', '.join(c['video_only']) or '-'}; held out: {', '.join(c['held_out']) or '-'}",
              f"- more video: {', '.join(c['extra_video']) or '-'}; video: {c['video_episodes']} episodes per task "
-             f"at {c['image_size']} px; cross-env view: {c['view']}", ""]
+             f"at {c['image_size']} px; cross-env view: {c['view']}"]
+    changes = _changes_from_preset(c)
+    if changes:
+        lines.append(f"- changed from the preset: {changes}")
+    lines.append("")
     if results["in_domain"]:
         lines += ["## In-domain few-shot (target tasks)", "", header.replace("| |", "| K |", 1)]
         for k, summary in results["in_domain"].items():
