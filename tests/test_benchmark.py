@@ -107,7 +107,7 @@ def test_lever_run_reuses_pretraining_and_scratch_cells_and_runs_only_the_change
     out, _ = quick
     lever = tmp_path / "latents-only"
     result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", lever, *TASK_ARGS,
-                   "--settings", "in-domain,cross-task", "--arms", "scratch,lapa", "--seeds", "0",
+                   "--settings", "in-domain", "--arms", "scratch,lapa", "--seeds", "0",
                    "--set", "action_latents_only=true", "--reuse", out, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 finished scratch cells" in result.stderr
