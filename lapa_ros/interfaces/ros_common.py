@@ -9,6 +9,7 @@ import dataclasses
 import signal
 import sys
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
@@ -181,8 +182,6 @@ def call_service(client, request, timeout: float, resend_after: Optional[float] 
     when no answer came within `resend_after` seconds (then twice that, and so on), and the first answer
     to any of them is taken; pass resend_after=None for requests that must run once. Raises TimeoutError
     when the service is not there or nothing answers within `timeout`."""
-    import time
-
     deadline = time.monotonic() + timeout
     if not client.wait_for_service(timeout_sec=timeout):
         raise TimeoutError(f"service {client.srv_name} is not available")

@@ -214,9 +214,10 @@ class Benchmark:
         for marker in (source / "steps").glob("*.done"):
             if marker.name.startswith(prefixes) and not (self.out / "steps" / marker.name).exists():
                 shutil.copy(marker, self.out / "steps" / marker.name)
+        copied = 0
         if parts["scratch"]:
             self.reused = source
-        copied = self._share_scratch_cells(source) if parts["scratch"] else 0
+            copied = self._share_scratch_cells(source)
         _say(f"sharing {' and '.join(shared)} with {source}" + (f" (and {copied} finished scratch cells)" if copied else "")
              + ("" if parts["pretraining"] else "; pretraining differs: it runs here"))
         return parts
@@ -226,11 +227,13 @@ class Benchmark:
         plan = self.plan()
         copied = 0
         for setting, arm, k, seed, _ in self.cells():
+            if arm != "scratch":
+                continue
             tag = f"{setting}-{arm}-k{k}-s{seed}"
             keys = [s.key for s in plan if s.key.endswith("-" + tag)]
-            here, there = self.cell(setting, arm, k, seed), source / self.cell(setting, arm, k, seed).relative_to(self.out)
-            if (arm != "scratch" or here.exists() or not there.is_dir()
-                    or not all((source / "steps" / f"{key}.done").is_file() for key in keys)):
+            here = self.cell(setting, arm, k, seed)
+            there = source / here.relative_to(self.out)
+            if here.exists() or not there.is_dir() or not all((source / "steps" / f"{key}.done").is_file() for key in keys):
                 continue
             shutil.copytree(there, here, symlinks=True)
             for key in keys:
