@@ -128,10 +128,12 @@ def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_o
 
     out, _ = quick
     saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
-    assert reusable_parts(out, saved.replace(freeze="backbone")) == {"data": True, "pretraining": True, "scratch": True}
+    assert reusable_parts(out, saved.replace(freeze="backbone")) == {"data": True, "laq": True, "pretraining": True,
+                                                                     "scratch": True}
     replicate = saved.replace(pretrain_seed=1)
-    assert reusable_parts(out, replicate) == {"data": True, "pretraining": False, "scratch": True}
-    assert reusable_parts(out, saved.replace(lr=1e-4)) == {"data": True, "pretraining": False, "scratch": False}
+    assert reusable_parts(out, replicate) == {"data": True, "laq": False, "pretraining": False, "scratch": True}
+    assert reusable_parts(out, saved.replace(lr=1e-4)) == {"data": True, "laq": True, "pretraining": False,
+                                                           "scratch": False}
     with pytest.raises(BenchmarkConfigError, match=r"its data differ in \['video_episodes'\]"):
         reusable_parts(out, saved.replace(video_episodes=7))
     labels_before = _digest(out / "data" / "video" / "latents")
@@ -144,6 +146,92 @@ def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_o
     assert "data-video-default.done" in steps and not any(s.startswith(("laq-", "pretrain-")) for s in steps)
     assert "finetune-in-domain-scratch-k2-s0.done" in steps and not any("-lapa-" in s for s in steps)
     assert _digest(out / "data" / "video" / "latents") == labels_before
+    # scratch cells the source has not finished yet run last here (taken over if it finishes them first)
+    order = [s.key for s in bench.ordered(bench.plan())]
+    first_scratch = min(i for i, k in enumerate(order) if "-scratch-" in k)
+    assert first_scratch > max(i for i, k in enumerate(order) if "-scratch-" not in k)
+
+
+def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(quick, tmp_path):
+    """A lever on the policy's pretraining (its steps) keeps the LAQ: the video, the LAQ and its labels
+    are linked, their steps taken over, and only the two policy pretrainings run here."""
+    from lapa_sim.benchmark.config import BenchmarkConfig
+    from lapa_sim.benchmark.run import Benchmark
+
+    out, _ = quick
+    saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
+    labels_before = _digest(out / "data" / "video" / "latents")
+    bench = Benchmark(saved.replace(pretrain_steps=saved.pretrain_steps + 5), tmp_path / "longer")
+    parts = bench.share(out)
+    assert parts["laq"] and not parts["pretraining"] and parts["scratch"]
+    here = tmp_path / "longer"
+    assert (here / "data").is_symlink() and (here / "pretrain" / "default" / "laq").is_symlink()
+    assert not (here / "pretrain" / "default" / "lapa").exists() and not (here / "pretrain" / "default").is_symlink()
+    steps = {p.name for p in (here / "steps").iterdir()}
+    assert {"laq-train-default.done", "laq-label-default.done", "laq-train-dusk.done"} <= steps
+    assert not any(s.startswith("pretrain-") for s in steps)
+    todo = [s.key for s in bench.plan() if not bench.marker(s).is_file()]
+    assert todo[0] == "pretrain-lapa-default" and not any(k.startswith("laq-") for k in todo)
+    assert _digest(out / "data" / "video" / "latents") == labels_before
+
+
+def _replicate_of(out: Path, folder: Path, pretrain_seed: int) -> Path:
+    """A copy of the quick folder standing for another pretraining: its benchmark.json says
+    pretrain_seed, and its LAPA cells' episodes are flipped (real result files; the pooling is what is
+    tested, the run that makes such a folder is tested above)."""
+    import shutil
+
+    shutil.copytree(out, folder, symlinks=True, ignore=shutil.ignore_patterns("data", "pretrain", "logs"))
+    config = json.loads((folder / "benchmark.json").read_text())
+    (folder / "benchmark.json").write_text(json.dumps({**config, "pretrain_seed": pretrain_seed}))
+    for path in (folder / "cells").rglob("eval_*.json"):
+        if "/lapa/" in str(path):
+            result = json.loads(path.read_text())
+            for entry in result["tasks"].values():
+                for episode in entry["episodes"]:
+                    episode["success"] = not episode["success"]
+            path.write_text(json.dumps(result))
+    return folder
+
+
+def test_pool_of_pretraining_replicates_writes_one_table_with_each_replicate_and_the_pooled_row(quick, tmp_path):
+    out, _ = quick
+    other = _replicate_of(out, tmp_path / "replicate1", 1)
+    pooled = tmp_path / "pooled"
+    result = _lapa("benchmark", "--pool", out, other, "--out", pooled, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((pooled / "results" / "results.json").read_text())
+    assert [r["pretrain_seed"] for r in results["replicates"]] == [0, 1]
+    own = [json.loads((f / "results" / "results.json").read_text()) for f in (out, other)]
+    for k, summary in results["in_domain"].items():
+        rates = [o["in_domain"][k]["arms"]["lapa"]["success"] for o in own]
+        assert [r["arms"]["lapa"]["success"] for r in summary["replicates"]] == pytest.approx(rates)
+        assert summary["arms"]["lapa"]["success"] == pytest.approx(sum(rates) / 2)
+        # the scratch cells are the same files in both folders: one sample, its own folder's rate
+        assert summary["arms"]["scratch"]["success"] == pytest.approx(own[0]["in_domain"][k]["arms"]["scratch"]["success"])
+        lo, hi = summary["lapa_minus_scratch"]["ci"]
+        assert lo <= summary["lapa_minus_scratch"]["value"] <= hi
+    assert set(results["cross_task"]) == {"video_only", "held_out"} and results["cross_env"] is not None
+    text = (pooled / "results" / "results.md").read_text()
+    assert "replicate 2 (pretrain_seed 1)" in text and "**pooled**" in text
+    assert (pooled / "results" / "replicates.png").stat().st_size > 10_000
+
+
+def test_pool_refuses_folders_that_are_not_replicates_and_writes_nothing(quick, tmp_path):
+    out, _ = quick
+    other = _replicate_of(out, tmp_path / "other", 1)
+    config = json.loads((other / "benchmark.json").read_text())
+    (other / "benchmark.json").write_text(json.dumps({**config, "finetune_steps": 7}))
+    pooled = tmp_path / "pooled"
+    for args, message in (([out, other], "finetune_steps"), ([out], "at least 2"), ([out, out], "named twice"),
+                          ([out, tmp_path], "not a benchmark folder")):
+        result = _lapa("benchmark", "--pool", *args, "--out", pooled, timeout=120)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    result = _lapa("benchmark", "--pool", out, other, "--out", pooled, "--set", "lr=1", timeout=120)
+    assert result.returncode == 2 and "drop --set" in result.stderr
+    result = _lapa("benchmark", "--pool", out, other, "--out", out, timeout=120)
+    assert result.returncode == 2 and "is a benchmark folder" in result.stderr
+    assert not pooled.exists()
 
 
 def _digest(folder: Path) -> str:

@@ -279,6 +279,8 @@ def _with_defaults(saved: Dict[str, Any]) -> Dict[str, Any]:
 # the data (generated video and demos) when these agree,
 DATA_FIELDS = ("targets", "video_only", "extra_video", "image_size", "video_episodes", "video_seed", "demo_pool",
                "demo_seed", "view")
+# the LAQ and its labels of the video when these agree as well (a lever on the policy's pretraining),
+LAQ_FIELDS = DATA_FIELDS + ("laq_config", "laq_steps", "laq_frame_gap", "laq_batch_size", "pretrain_seed")
 # the pretraining (LAQ, labels, both pretrained policies) when everything but these agrees as well,
 FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", "eval_episodes", "eval_seed",
                  "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "action_latents_only",
@@ -289,7 +291,8 @@ SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "exe
 
 
 def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
-    """What of ``source``'s benchmark folder ``config`` can share: {"data", "pretraining", "scratch"}."""
+    """What of ``source``'s benchmark folder ``config`` can share: {"data", "laq", "pretraining", "scratch"}
+    (by configuration; whether ``source`` has finished them is the caller's to check)."""
     path = Path(source) / "benchmark.json"
     if not path.is_file():
         raise BenchmarkConfigError(f"--reuse {source}: not a benchmark folder (no benchmark.json)")
@@ -300,7 +303,7 @@ def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
     if data_differs:
         raise BenchmarkConfigError(f"--reuse {source}: its data differ in {data_differs}; nothing can be shared")
     pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES)
-    return {"data": True, "pretraining": pretraining, "scratch": same(SCRATCH_SAME)}
+    return {"data": True, "laq": same(LAQ_FIELDS), "pretraining": pretraining, "scratch": same(SCRATCH_SAME)}
 
 
 def task_list(text: str) -> List[str]:

@@ -6,6 +6,7 @@ as one resumable command on the simulated tasks.
     lapa benchmark --preset gpu --out runs/benchmark/gpu            # paper-like scale, for a GPU
     lapa benchmark --preset cpu --targets push,reach --video-only door-open --out ...   # your own tasks
     lapa benchmark --preset cpu --set cotrain_weight=0 --out ...    # one lever changed
+    lapa benchmark --pool runs/a runs/b runs/c --out runs/pooled    # pretraining replicates in one table
 
 Every step is a public `lapa` command, printed before it runs (its output goes to <out>/logs/); a
 finished step leaves a marker in <out>/steps/ and is skipped when the command is run again, so an
@@ -194,23 +195,37 @@ class Benchmark:
 
     # ------------------------------------------------------------------ running
     def share(self, source: Path) -> Dict[str, bool]:
-        """Share ``source``'s data (linked), its pretraining (linked, when made the same way) and its
-        finished scratch cells (copied, when made the same way), taking over their step markers."""
+        """Share ``source``'s data (linked), its pretraining (linked, when made the same way), else its
+        LAQ and labels (linked, when made the same way and finished there), and its finished scratch
+        cells (copied, when made the same way), taking over their step markers."""
         source = source.resolve()
-        parts = reusable_parts(source, self.config)
+        parts = dict(reusable_parts(source, self.config))
+        views = self.views() if "lapa" in self.config.arms else []
+        # LAQ alone only when the source finished training and labelling for every view: otherwise this
+        # run's labelling would write into the source's (linked) video.
+        parts["laq"] = parts["laq"] and not parts["pretraining"] and bool(views) and all(
+            (source / "steps" / f"laq-{stage}-{view}.done").is_file() for view in views for stage in ("train", "label"))
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
         shared = ["data"] + (["pretrain"] if parts["pretraining"] else [])
         for name in shared:
             here = self.out / name
             if here.exists() or here.is_symlink():
                 continue
-            if name == "data" and not parts["pretraining"]:
-                # Labelling writes next to the video: another pretraining gets its own copy (without the
-                # source's labels and decoded-frame cache), so the source's labels stay as they are.
+            if name == "data" and not (parts["pretraining"] or parts["laq"]):
+                # Labelling writes next to the video: another LAQ gets its own copy (without the source's
+                # labels and decoded-frame cache), so the source's labels stay as they are.
                 shutil.copytree(source / name, here, ignore=shutil.ignore_patterns("latents", "cache"))
             else:
                 here.symlink_to(source / name, target_is_directory=True)
-        prefixes = ("data-",) + (("laq-", "pretrain-") if parts["pretraining"] else ())
+        if parts["laq"]:
+            for view in views:
+                for name in ("laq", "latents"):
+                    here, there = self.pretrain(view) / name, source / "pretrain" / view / name
+                    if there.is_dir() and not (here.exists() or here.is_symlink()):
+                        here.parent.mkdir(parents=True, exist_ok=True)
+                        here.symlink_to(there, target_is_directory=True)
+            shared.append("LAQ")
+        prefixes = ("data-",) + (("laq-", "pretrain-") if parts["pretraining"] else ("laq-",) if parts["laq"] else ())
         for marker in (source / "steps").glob("*.done"):
             if marker.name.startswith(prefixes) and not (self.out / "steps" / marker.name).exists():
                 shutil.copy(marker, self.out / "steps" / marker.name)
@@ -219,7 +234,8 @@ class Benchmark:
             self.reused = source
             copied = self._share_scratch_cells(source)
         _say(f"sharing {' and '.join(shared)} with {source}" + (f" (and {copied} finished scratch cells)" if copied else "")
-             + ("" if parts["pretraining"] else "; pretraining differs: it runs here"))
+             + ("" if parts["pretraining"] else "; the policy pretraining differs: it runs here" if parts["laq"]
+                else "; pretraining differs: it runs here"))
         return parts
 
     def _share_scratch_cells(self, source: Path) -> int:
@@ -241,6 +257,14 @@ class Benchmark:
             copied += 1
         return copied
 
+    def ordered(self, steps: List[Step]) -> List[Step]:
+        """The plan in running order: a run that takes over another folder's scratch cells (--reuse) runs
+        its own scratch steps last, so that cells the other run is still making are taken over when it
+        has finished them rather than made twice."""
+        if self.reused is None:
+            return steps
+        return [s for s in steps if "-scratch-" not in s.key] + [s for s in steps if "-scratch-" in s.key]
+
     def marker(self, step: Step) -> Path:
         return self.out / "steps" / f"{step.key}.done"
 
@@ -250,7 +274,7 @@ class Benchmark:
         (self.out / "steps").mkdir(exist_ok=True)
         (self.out / "logs").mkdir(exist_ok=True)
         (self.out / "benchmark.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        steps = self.plan()
+        steps = self.ordered(self.plan())
         todo = [s for s in steps if not self.marker(s).is_file()]
         _say(f"{len(steps)} steps, {len(steps) - len(todo)} already done; logs in {self.out / 'logs'}"
              + (f"; catalogue {catalogue_file}" if catalogue_file else ""))
@@ -341,6 +365,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "finetuning and evaluation settings may differ)")
     p.add_argument("--keep-models", action="store_true", help="keep each cell's finetuned weights and ONNX export")
     p.add_argument("--plan", action="store_true", help="print the commands and exit")
+    p.add_argument("--pool", nargs="+", default=None, metavar="FOLDER",
+                   help="pool finished benchmark folders that differ only in pretrain_seed (replicates of the "
+                        "pretraining) into one table in --out, with intervals that resample the replicates too; "
+                        "runs nothing")
 
 
 def build_config(args: argparse.Namespace) -> BenchmarkConfig:
@@ -368,9 +396,28 @@ def build_config(args: argparse.Namespace) -> BenchmarkConfig:
     return config.replace(**changes, **resources)
 
 
+# the options that describe a run; --pool reads each folder's own configuration instead
+_RUN_OPTIONS = ("targets", "video_only", "extra_video", "held_out", "settings", "arms", "shots", "seeds",
+                "episodes", "threads", "catalogue", "reuse")
+
+
+def _pool(args: argparse.Namespace) -> int:
+    from .pool import write_pool
+
+    given = [f"--{name.replace('_', '-')}" for name in _RUN_OPTIONS if getattr(args, name, None) is not None]
+    given += ["--set"] * bool(args.set) + ["--plan"] * args.plan + ["--keep-models"] * args.keep_models
+    if given:
+        raise BenchmarkConfigError(f"--pool reads each folder's own configuration; drop {', '.join(given)}")
+    write_pool([Path(f) for f in args.pool], Path(args.out))
+    _say(f"pooled {len(args.pool)} replicates: {Path(args.out) / 'results' / 'results.md'}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
+        if args.pool:
+            return _pool(args)
         if args.catalogue:
             if not Path(args.catalogue).is_file():
                 raise BenchmarkConfigError(f"--catalogue {args.catalogue}: no such file")

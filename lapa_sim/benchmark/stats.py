@@ -16,6 +16,11 @@ differences and the gap-closure ratio
 
 get intervals that account for what the arms share. G is undefined when the action-pretrained arm
 does not beat scratch; draws where the denominator is <= 0.01 are left out of G's interval and counted.
+
+Replicates of the whole pretraining (``summarize_replicates``: benchmark folders that differ only in
+``pretrain_seed``) add a third level on top: the replicates are resampled with replacement, and each
+drawn replicate is resampled as above (seeds, then episodes), paired across arms within it. The pooled
+rate is the mean over replicates, and its interval covers the variance of pretraining as well.
 """
 from __future__ import annotations
 
@@ -102,14 +107,22 @@ def summarize(arms: Mapping[str, Outcomes], resamples: int = 2000, seed: int = 0
     for name, outcomes in arms.items():
         episodes = sum(len(e) for seeds in outcomes.values() for e in seeds.values())
         seeds = sorted({s for seeds in outcomes.values() for s in seeds})
-        lo, hi = interval(draws[name], level)
-        out["arms"][name] = {"success": success_rate(outcomes), "ci": [lo, hi], "episodes": episodes,
-                             "seeds": seeds, "tasks": per_task_rates(outcomes)}
-    if {"scratch", "lapa"} <= set(arms):
+        out["arms"][name] = {"success": success_rate(outcomes), "episodes": episodes, "seeds": seeds,
+                             "tasks": per_task_rates(outcomes)}
+    _add_intervals(out, draws, level)
+    return out
+
+
+def _add_intervals(out: Dict, draws: Mapping[str, np.ndarray], level: float) -> None:
+    """Each arm's interval, and LAPA - scratch and G (value and interval) where their arms are there,
+    from paired draws {arm: (resamples,)}; ``out["arms"][arm]["success"]`` holds the point estimates."""
+    for name in draws:
+        out["arms"][name]["ci"] = list(interval(draws[name], level))
+    if {"scratch", "lapa"} <= set(draws):
         diff = draws["lapa"] - draws["scratch"]
         out["lapa_minus_scratch"] = {"value": out["arms"]["lapa"]["success"] - out["arms"]["scratch"]["success"],
                                      "ci": list(interval(diff, level))}
-    if {"scratch", "lapa", "action"} <= set(arms):
+    if {"scratch", "lapa", "action"} <= set(draws):
         rates = {k: out["arms"][k]["success"] for k in ("scratch", "lapa", "action")}
         g = gap_closure(rates["lapa"], rates["scratch"], rates["action"])
         denominator = draws["action"] - draws["scratch"]
@@ -117,4 +130,55 @@ def summarize(arms: Mapping[str, Outcomes], resamples: int = 2000, seed: int = 0
         g_draws = (draws["lapa"][ok] - draws["scratch"][ok]) / denominator[ok]
         out["gap_closure"] = {"value": g, "ci": list(interval(g_draws, level)) if ok.sum() >= 20 else None,
                               "undefined_draws": int((~ok).sum())}
+
+
+def bootstrap_replicates(replicates: Sequence[Mapping[str, Outcomes]], resamples: int = 2000,
+                         seed: int = 0) -> Dict[str, np.ndarray]:
+    """Three-level paired bootstrap over replicates of the whole experiment: {arm: (resamples,) rates}.
+
+    Draw r picks R replicates with replacement; position j of draw r gets its own independent draw of
+    that replicate's seeds and episodes (so a replicate picked twice is not counted as one sample twice),
+    and the same picks serve every arm of the replicate. An arm whose outcomes are the same in every
+    replicate (its cells shared between the folders, as the scratch cells of ``--reuse``) is one sample,
+    not R: it gets the two-level draws of one replicate."""
+    if not replicates:
+        raise ValueError("no replicates")
+    names = sorted(replicates[0])
+    for i, arms in enumerate(replicates):
+        if sorted(arms) != names:
+            raise ValueError(f"replicate {i} has arms {sorted(arms)}, replicate 0 has {names}")
+    count = len(replicates)
+    inner = [bootstrap(arms, resamples * count, seed + 1 + i) for i, arms in enumerate(replicates)]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, count, size=(resamples, count))
+    out = {}
+    for name in names:
+        if all(_same_outcomes(arms[name], replicates[0][name]) for arms in replicates[1:]):
+            out[name] = inner[0][name].reshape(resamples, count)[:, 0]
+            continue
+        table = np.stack([d[name].reshape(resamples, count) for d in inner])   # (replicate, draw, position)
+        rows = np.arange(resamples)[:, None]
+        positions = np.arange(count)[None, :]
+        out[name] = table[picks, rows, positions].mean(axis=1)
+    return out
+
+
+def _same_outcomes(a: Outcomes, b: Outcomes) -> bool:
+    if sorted(a) != sorted(b):
+        return False
+    return all(sorted(a[t]) == sorted(b[t]) and all(np.array_equal(np.asarray(a[t][s], float), np.asarray(b[t][s], float))
+                                                    for s in a[t]) for t in a)
+
+
+def summarize_replicates(replicates: Sequence[Mapping[str, Outcomes]], resamples: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> Dict:
+    """Pooled rates (mean over replicates), three-level intervals, LAPA - scratch and G; and each
+    replicate's own summary (two-level intervals, as ``summarize``)."""
+    draws = bootstrap_replicates(replicates, resamples, seed)
+    own = [summarize(arms, resamples, seed, level) for arms in replicates]
+    out: Dict = {"level": level, "resamples": resamples, "replicates": own, "arms": {}}
+    for name in draws:
+        out["arms"][name] = {"success": float(np.mean([o["arms"][name]["success"] for o in own])),
+                             "episodes": int(sum(o["arms"][name]["episodes"] for o in own))}
+    _add_intervals(out, draws, level)
     return out

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lapa_sim.benchmark.stats import bootstrap, gap_closure, success_rate, summarize
+from lapa_sim.benchmark.stats import bootstrap, gap_closure, success_rate, summarize, summarize_replicates
 
 
 def _arm(rates, seeds=3, episodes=20, seed=0):
@@ -68,3 +68,39 @@ def test_unpaired_arms_are_an_error():
         bootstrap({"scratch": _arm({"a": 0.5}), "lapa": _arm({"b": 0.5})})
     with pytest.raises(ValueError, match="different numbers"):
         bootstrap({"scratch": _arm({"a": 0.5}, seeds=3), "lapa": _arm({"a": 0.5}, seeds=2)})
+
+
+# ---------------------------------------------------------------------------- pretraining replicates
+def test_replicates_pool_to_the_mean_and_their_spread_widens_the_interval():
+    """Three pretraining replicates of LAPA that disagree (0.4, 0.6, 0.8) against one shared scratch arm:
+    the pooled rate is their mean, and its interval is wider than that of replicates that agree."""
+    scratch = _arm({"a": 0.3, "b": 0.3}, seed=9)
+    spread = [{"scratch": scratch, "lapa": _arm({"a": r, "b": r}, seed=i)} for i, r in enumerate((0.4, 0.6, 0.8))]
+    agree = [{"scratch": scratch, "lapa": _arm({"a": 0.6, "b": 0.6}, seed=i)} for i in range(3)]
+    wide, narrow = summarize_replicates(spread), summarize_replicates(agree)
+    assert wide["arms"]["lapa"]["success"] == pytest.approx(0.6)
+    assert [r["arms"]["lapa"]["success"] for r in wide["replicates"]] == pytest.approx([0.4, 0.6, 0.8])
+    assert wide["lapa_minus_scratch"]["value"] == pytest.approx(0.3)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(wide["arms"]["lapa"]["ci"]) > 1.5 * width(narrow["arms"]["lapa"]["ci"])
+    assert width(wide["lapa_minus_scratch"]["ci"]) > width(narrow["lapa_minus_scratch"]["ci"])
+    lo, hi = wide["arms"]["lapa"]["ci"]
+    assert lo < 0.6 < hi
+
+
+def test_an_arm_shared_by_every_replicate_counts_once():
+    """The scratch cells that replicates share are one set of training runs: pooling them three times
+    must not narrow their interval (as three independent sets would)."""
+    scratch = _arm({"a": 0.5, "b": 0.2}, seed=4)
+    replicates = [{"scratch": scratch, "lapa": _arm({"a": 0.7, "b": 0.4}, seed=i)} for i in range(3)]
+    pooled = summarize_replicates(replicates)["arms"]["scratch"]["ci"]
+    single = summarize({"scratch": scratch})["arms"]["scratch"]["ci"]
+    assert pooled == pytest.approx(single, abs=0.03)
+    independent = [{"scratch": _arm({"a": 0.5, "b": 0.2}, seed=10 + i), "lapa": r["lapa"]} for i, r in enumerate(replicates)]
+    narrower = summarize_replicates(independent)["arms"]["scratch"]["ci"]
+    assert narrower[1] - narrower[0] < 0.8 * (pooled[1] - pooled[0])
+
+
+def test_replicates_must_have_the_same_arms():
+    with pytest.raises(ValueError, match="arms"):
+        summarize_replicates([{"scratch": _arm({"a": 0.5})}, {"lapa": _arm({"a": 0.5})}])
