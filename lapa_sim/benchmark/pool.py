@@ -150,7 +150,8 @@ def plot(results: Dict, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.6), squeeze=False)
     for ax, (title, summary) in zip(axes[0], blocks):
-        rows = [(f"rep {i}", own["lapa_minus_scratch"]) for i, own in enumerate(summary["replicates"], 1)]
+        rows = [(f"rep {i} (seed {rep['pretrain_seed']})", own["lapa_minus_scratch"])
+                for i, (rep, own) in enumerate(zip(results["replicates"], summary["replicates"]), 1)]
         rows.append(("pooled", summary["lapa_minus_scratch"]))
         for y, (label, d) in enumerate(reversed(rows)):
             v, (lo, hi) = 100 * d["value"], (100 * d["ci"][0], 100 * d["ci"][1])
