@@ -8,8 +8,9 @@ configuration except ``pretrain_seed`` (``--set pretrain_seed=1 --reuse A``: the
 cells are shared, only the pretraining and the pretrained arms' cells run again). This module pools them:
 
     results/results.md, results.json   each replicate's row and the pooled row per setting; the pooled
-                                       rate is the mean over replicates, its interval a three-level paired
-                                       bootstrap (replicates, training seeds, episodes; stats.py)
+                                       rate is the mean over replicates, its interval a paired bootstrap
+                                       that resamples the replicates, crossed with the training seeds
+                                       and episodes they share (stats.py)
     results/replicates.png            LAPA - scratch per replicate and pooled, with intervals
 
 Nothing in the folders is changed; the pooled folder holds only what this writes.
@@ -120,8 +121,9 @@ def markdown(results: Dict) -> str:
     lines = [f"# LAPA benchmark: {len(reps)} pretraining replicates pooled", "",
              "Success rate in % with 95% intervals. Each replicate's row: its own folder (paired bootstrap over "
              "training seeds and episodes, as its results.md). Pooled: the mean over replicates, with a "
-             "three-level paired bootstrap (replicates, then training seeds, then episodes), so the interval "
-             "covers the variance of the pretraining as well.", "",
+             "paired bootstrap that resamples the replicates, crossed with the training seeds and episodes "
+             "(which every replicate shares: the same demos and evaluation layouts), so the interval covers the "
+             "variance of the pretraining as well; cells shared by every replicate (scratch) count once.", "",
              f"- {len(c['seeds'])} training seeds x {c['eval_episodes']} evaluation episodes per task and replicate; "
              f"targets: {', '.join(c['targets'])}; video only: {', '.join(c['video_only']) or '-'}",
              "- replicates: " + "; ".join(f"`{r['folder']}` (pretrain_seed {r['pretrain_seed']})" for r in reps), ""]

@@ -18,9 +18,9 @@ get intervals that account for what the arms share. G is undefined when the acti
 does not beat scratch; draws where the denominator is <= 0.01 are left out of G's interval and counted.
 
 Replicates of the whole pretraining (``summarize_replicates``: benchmark folders that differ only in
-``pretrain_seed``) add a third level on top: the replicates are resampled with replacement, and each
-drawn replicate is resampled as above (seeds, then episodes), paired across arms within it. The pooled
-rate is the mean over replicates, and its interval covers the variance of pretraining as well.
+``pretrain_seed``) add a level: the replicates are resampled with replacement as well, crossed with the
+seeds and episodes (which every replicate shares); the pooled rate is the mean over replicates, and its
+interval covers the variance of the pretraining as well.
 """
 from __future__ import annotations
 
@@ -134,13 +134,14 @@ def _add_intervals(out: Dict, draws: Mapping[str, np.ndarray], level: float) -> 
 
 def bootstrap_replicates(replicates: Sequence[Mapping[str, Outcomes]], resamples: int = 2000,
                          seed: int = 0) -> Dict[str, np.ndarray]:
-    """Three-level paired bootstrap over replicates of the whole experiment: {arm: (resamples,) rates}.
+    """Paired bootstrap over replicates of the whole pretraining: {arm: (resamples,) pooled rates}.
 
-    Draw r picks R replicates with replacement; position j of draw r gets its own independent draw of
-    that replicate's seeds and episodes (so a replicate picked twice is not counted as one sample twice),
-    and the same picks serve every arm of the replicate. An arm whose outcomes are the same in every
-    replicate (its cells shared between the folders, as the scratch cells of ``--reuse``) is one sample,
-    not R: it gets the two-level draws of one replicate."""
+    Replicates of one configuration share their design: training seed s draws the same demos and every
+    replicate is evaluated on the same layouts. So the design is crossed, and so is the resampling: draw
+    r picks training seeds and episodes once (the same picks for every arm of every replicate, as
+    ``bootstrap``) and, independently, R replicates with replacement; an arm's pooled rate is the mean
+    over the picked replicates. An arm whose cells every replicate shares (the scratch cells of
+    ``--reuse``) is thereby one sample, and it stays paired with the arms it is compared with."""
     if not replicates:
         raise ValueError("no replicates")
     names = sorted(replicates[0])
@@ -148,26 +149,12 @@ def bootstrap_replicates(replicates: Sequence[Mapping[str, Outcomes]], resamples
         if sorted(arms) != names:
             raise ValueError(f"replicate {i} has arms {sorted(arms)}, replicate 0 has {names}")
     count = len(replicates)
-    inner = [bootstrap(arms, resamples * count, seed + 1 + i) for i, arms in enumerate(replicates)]
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, count, size=(resamples, count))
-    out = {}
-    for name in names:
-        if all(_same_outcomes(arms[name], replicates[0][name]) for arms in replicates[1:]):
-            out[name] = inner[0][name].reshape(resamples, count)[:, 0]
-            continue
-        table = np.stack([d[name].reshape(resamples, count) for d in inner])   # (replicate, draw, position)
-        rows = np.arange(resamples)[:, None]
-        positions = np.arange(count)[None, :]
-        out[name] = table[picks, rows, positions].mean(axis=1)
-    return out
-
-
-def _same_outcomes(a: Outcomes, b: Outcomes) -> bool:
-    if sorted(a) != sorted(b):
-        return False
-    return all(sorted(a[t]) == sorted(b[t]) and all(np.array_equal(np.asarray(a[t][s], float), np.asarray(b[t][s], float))
-                                                    for s in a[t]) for t in a)
+    draws = bootstrap({(i, name): arms[name] for i, arms in enumerate(replicates) for name in names},
+                      resamples, seed)
+    picks = np.random.default_rng(seed + 1).integers(0, count, size=(resamples, count))
+    rows = np.arange(resamples)[:, None]
+    return {name: np.stack([draws[(i, name)] for i in range(count)], axis=1)[rows, picks].mean(axis=1)
+            for name in names}
 
 
 def summarize_replicates(replicates: Sequence[Mapping[str, Outcomes]], resamples: int = 2000, seed: int = 0,
