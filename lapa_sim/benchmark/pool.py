@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .config import RESOURCES, BenchmarkConfig, BenchmarkConfigError, _with_defaults
 from .report import ARM_LABELS, _fmt, _outcomes
+from .report import collect as report_collect
 from .stats import summarize_replicates
 
 # What may differ between replicates: the pretraining seed, and what does not change what is measured.
@@ -77,21 +78,8 @@ def _pooled(benches, cells: Dict[str, tuple], group: str) -> Optional[Dict]:
 
 
 def collect(benches) -> Dict:
-    c = benches[0].config
-    arms = [a for a in ("scratch", "lapa", "action") if a in c.arms]
-    results: Dict = {"config": c.to_dict(),
-                     "replicates": [{"folder": str(b.out), "pretrain_seed": b.config.pretrain_seed} for b in benches],
-                     "in_domain": {}, "cross_task": {}, "cross_env": None}
-    if c.uses("in-domain"):
-        for k in c.shots:
-            results["in_domain"][str(k)] = _pooled(benches, {a: ("in-domain", k) for a in arms}, "targets")
-    if c.uses("cross-task"):
-        for group in ("video_only", "held_out"):
-            if getattr(c, group):
-                results["cross_task"][group] = _pooled(benches, {a: ("in-domain", c.cross_shots) for a in arms}, group)
-    if c.uses("cross-env"):
-        cells = {a: ("in-domain" if a == "scratch" else "cross-env", c.cross_shots) for a in arms}
-        results["cross_env"] = _pooled(benches, cells, "targets")
+    results = report_collect(benches[0], lambda cells, group: _pooled(benches, cells, group))
+    results["replicates"] = [{"folder": str(b.out), "pretrain_seed": b.config.pretrain_seed} for b in benches]
     return results
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .stats import summarize
 
@@ -47,21 +47,24 @@ def _comparison(bench, arms_cells: Dict[str, tuple], group: str) -> Optional[Dic
     return summarize(data) if data else None
 
 
-def collect(bench) -> Dict:
+def collect(bench, compare: Optional[Callable[[Dict[str, tuple], str], Optional[Dict]]] = None) -> Dict:
+    """Every comparison the configuration asks for. ``compare({arm: (setting, K)}, task group)`` makes
+    one summary (default: this folder's cells; `pool` passes one over several folders)."""
     c = bench.config
+    if compare is None:
+        compare = lambda cells, group: _comparison(bench, cells, group)  # noqa: E731
     results: Dict = {"config": c.to_dict(), "in_domain": {}, "cross_task": {}, "cross_env": None}
     arms = [a for a in ("scratch", "lapa", "action") if a in c.arms]
     if c.uses("in-domain"):
         for k in c.shots:
-            results["in_domain"][str(k)] = _comparison(bench, {a: ("in-domain", k) for a in arms}, "targets")
+            results["in_domain"][str(k)] = compare({a: ("in-domain", k) for a in arms}, "targets")
     if c.uses("cross-task"):
         for group in ("video_only", "held_out"):
             if getattr(c, group):
-                results["cross_task"][group] = _comparison(
-                    bench, {a: ("in-domain", c.cross_shots) for a in arms}, group)
+                results["cross_task"][group] = compare({a: ("in-domain", c.cross_shots) for a in arms}, group)
     if c.uses("cross-env"):
         cells = {a: ("in-domain" if a == "scratch" else "cross-env", c.cross_shots) for a in arms}
-        results["cross_env"] = _comparison(bench, cells, "targets")
+        results["cross_env"] = compare(cells, "targets")
     return results
 
 
