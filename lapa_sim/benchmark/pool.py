@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .config import RESOURCES, BenchmarkConfig, BenchmarkConfigError, _with_defaults
-from .report import ARM_LABELS, _fmt, _outcomes
+from .report import ARM_LABELS, arm_outcomes, table_row
 from .report import collect as report_collect
 from .stats import summarize_replicates
 
@@ -65,16 +65,8 @@ def load_replicates(folders: Sequence[Path]):
 def _pooled(benches, cells: Dict[str, tuple], group: str) -> Optional[Dict]:
     """summarize_replicates over the folders for {arm: (setting, K)} on a task group; None while any
     folder misses a cell of it."""
-    replicates = []
-    for bench in benches:
-        arms = {}
-        for arm, (setting, k) in cells.items():
-            outcomes = _outcomes(bench, setting, arm, k, group)
-            if outcomes is None:
-                return None
-            arms[arm] = outcomes
-        replicates.append(arms)
-    return summarize_replicates(replicates)
+    replicates = [arm_outcomes(bench, cells, group) for bench in benches]
+    return None if any(r is None for r in replicates) else summarize_replicates(replicates)
 
 
 def collect(benches) -> Dict:
@@ -93,13 +85,6 @@ def _blocks(results: Dict) -> List[tuple]:
         blocks.append((f"Cross-environment: video from the `{c['view']}` view (K = {c['cross_shots']})",
                        results["cross_env"]))
     return blocks
-
-
-def _row(label: str, summary: Dict, arms: List[str]) -> str:
-    diff, g = summary.get("lapa_minus_scratch"), summary.get("gap_closure")
-    return (f"| {label} | " + " | ".join(_fmt(summary["arms"][a]["success"], summary["arms"][a]["ci"]) for a in arms)
-            + " | " + (_fmt(diff["value"], diff["ci"]) if diff else "n/a") + " | "
-            + (_fmt(g["value"], g["ci"], pct=False) if g else "n/a") + " |")
 
 
 def markdown(results: Dict) -> str:
@@ -123,8 +108,8 @@ def markdown(results: Dict) -> str:
             lines += ["| pending: a folder has not finished these cells |", ""]
             continue
         for i, (rep, own) in enumerate(zip(reps, summary["replicates"]), 1):
-            lines.append(_row(f"replicate {i} (pretrain_seed {rep['pretrain_seed']})", own, arms))
-        lines += [_row("**pooled**", summary, arms), ""]
+            lines.append(table_row(f"replicate {i} (pretrain_seed {rep['pretrain_seed']})", own, arms))
+        lines += [table_row("**pooled**", summary, arms), ""]
     return "\n".join(lines) + "\n"
 
 

@@ -36,14 +36,20 @@ def _fmt(x: Optional[float], ci: Optional[List[float]] = None, pct: bool = True)
     return f"{x:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
-def _comparison(bench, arms_cells: Dict[str, tuple], group: str) -> Optional[Dict]:
-    """Summaries for {arm: (setting, K)} on a task group; None if any cell is missing."""
+def arm_outcomes(bench, arms_cells: Dict[str, tuple], group: str) -> Optional[Dict]:
+    """{arm: outcomes} of one folder for {arm: (setting, K)} on a task group; None if any cell is missing."""
     data = {}
     for arm, (setting, k) in arms_cells.items():
         outcomes = _outcomes(bench, setting, arm, k, group)
         if outcomes is None:
             return None
         data[arm] = outcomes
+    return data
+
+
+def _comparison(bench, arms_cells: Dict[str, tuple], group: str) -> Optional[Dict]:
+    """Summaries for {arm: (setting, K)} on a task group; None if any cell is missing."""
+    data = arm_outcomes(bench, arms_cells, group)
     return summarize(data) if data else None
 
 
@@ -68,7 +74,7 @@ def collect(bench, compare: Optional[Callable[[Dict[str, tuple], str], Optional[
     return results
 
 
-def _row(label: str, summary: Dict, arms: List[str]) -> str:
+def table_row(label: str, summary: Dict, arms: List[str]) -> str:
     cells = [_fmt(summary["arms"][a]["success"], summary["arms"][a]["ci"]) for a in arms]
     diff = summary.get("lapa_minus_scratch")
     g = summary.get("gap_closure")
@@ -112,19 +118,19 @@ def markdown(results: Dict, wall_seconds: Optional[float] = None) -> str:
     if results["in_domain"]:
         lines += ["## In-domain few-shot (target tasks)", "", header.replace("| |", "| K |", 1)]
         for k, summary in results["in_domain"].items():
-            lines.append(_row(k, summary, arms) if summary else f"| {k} | " + "pending | " * (len(arms) + 2))
+            lines.append(table_row(k, summary, arms) if summary else f"| {k} | " + "pending | " * (len(arms) + 2))
         lines.append("")
     for group, summary in results["cross_task"].items():
         title = {"video_only": "Cross-task: tasks seen only as unlabelled video",
                  "held_out": "Held out: tasks in neither the video nor the demos"}[group]
         lines += [f"## {title} (K = {c['cross_shots']} demos of the targets)", "", header]
-        lines.append(_row("all", summary, arms) if summary else "| all | pending |")
+        lines.append(table_row("all", summary, arms) if summary else "| all | pending |")
         lines.append("")
     if c["settings"] and "cross-env" in c["settings"]:
         summary = results["cross_env"]
         lines += [f"## Cross-environment: pretraining video from the `{c['view']}` view (K = {c['cross_shots']})",
                   "", header]
-        lines.append(_row("all", summary, arms) if summary else "| all | pending |")
+        lines.append(table_row("all", summary, arms) if summary else "| all | pending |")
         lines.append("")
     lines += ["## Per task", "", "| setting | task | " + " | ".join(ARM_LABELS[a] for a in arms) + " |",
               "|---|---|" + "---|" * len(arms)]

@@ -199,7 +199,7 @@ class Benchmark:
         LAQ and labels (linked, when made the same way and finished there), and its finished scratch
         cells (copied, when made the same way), taking over their step markers."""
         source = source.resolve()
-        parts = dict(reusable_parts(source, self.config))
+        parts = reusable_parts(source, self.config)
         views = self.views() if "lapa" in self.config.arms else []
         # LAQ alone only when the source finished training and labelling for every view: otherwise this
         # run's labelling would write into the source's (linked) video.
