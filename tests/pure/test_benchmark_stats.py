@@ -104,3 +104,21 @@ def test_an_arm_shared_by_every_replicate_counts_once():
 def test_replicates_must_have_the_same_arms():
     with pytest.raises(ValueError, match="arms"):
         summarize_replicates([{"scratch": _arm({"a": 0.5})}, {"lapa": _arm({"a": 0.5})}])
+
+
+def test_pooled_gap_closure_is_that_of_the_pooled_rates_and_covers_disagreeing_replicates():
+    """Replicates with all three arms (each pretraining has its own LAPA and action-pretrained arm):
+    pooled G is G of the pooled means, its interval holds it, and replicates whose G disagree (0.33,
+    0.67, 1.0) give a wider G interval than replicates that agree."""
+    scratch = _arm({"a": 0.2, "b": 0.2}, seed=5)
+    spread = [{"scratch": scratch, "lapa": _arm({"a": r, "b": r}, seed=i), "action": _arm({"a": 0.8, "b": 0.8}, seed=20 + i)}
+              for i, r in enumerate((0.4, 0.6, 0.8))]
+    agree = [{"scratch": scratch, "lapa": _arm({"a": 0.6, "b": 0.6}, seed=i), "action": _arm({"a": 0.8, "b": 0.8}, seed=20 + i)}
+             for i in range(3)]
+    wide, narrow = summarize_replicates(spread), summarize_replicates(agree)
+    assert wide["gap_closure"]["value"] == pytest.approx((0.6 - 0.2) / (0.8 - 0.2))
+    assert [r["gap_closure"]["value"] for r in wide["replicates"]] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    lo, hi = wide["gap_closure"]["ci"]
+    assert lo < 2 / 3 < hi
+    n_lo, n_hi = narrow["gap_closure"]["ci"]
+    assert (hi - lo) > 1.5 * (n_hi - n_lo)
