@@ -165,7 +165,7 @@ def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(qui
     parts = bench.share(out)
     assert parts["laq"] and not parts["pretraining"] and parts["scratch"]
     here = tmp_path / "longer"
-    assert (here / "data").is_symlink() and (here / "pretrain" / "default" / "laq").is_symlink()
+    assert (here / "data" / "video").is_symlink() and (here / "pretrain" / "default" / "laq").is_symlink()
     assert not (here / "pretrain" / "default" / "lapa").exists() and not (here / "pretrain" / "default").is_symlink()
     steps = {p.name for p in (here / "steps").iterdir()}
     assert {"laq-train-default.done", "laq-label-default.done", "laq-train-dusk.done"} <= steps
@@ -173,6 +173,45 @@ def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(qui
     todo = [s.key for s in bench.plan() if not bench.marker(s).is_file()]
     assert todo[0] == "pretrain-lapa-default" and not any(k.startswith("laq-") for k in todo)
     assert _digest(out / "data" / "video" / "latents") == labels_before
+
+
+def test_reuse_takes_over_finished_items_only_and_what_the_source_never_made_runs_here(quick, tmp_path):
+    """A source that never made the cross-env view nor the action pretraining (an earlier run with other
+    settings and arms): its default video, LAQ, labels and LAPA pretraining are linked item by item, while
+    the other view and the action arm run here, in folders of this run, so nothing lands in the source."""
+    import shutil
+
+    from lapa_sim.benchmark.config import BenchmarkConfig
+    from lapa_sim.benchmark.run import Benchmark
+
+    out, _ = quick
+    source = tmp_path / "source"
+    shutil.copytree(out, source, symlinks=True, ignore=shutil.ignore_patterns("logs", "cells"))
+    saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
+    view = saved.view
+    shutil.rmtree(source / "data" / f"video-{view}")
+    shutil.rmtree(source / "pretrain" / view)
+    shutil.rmtree(source / "pretrain" / "default" / "action")
+    for marker in (source / "steps").iterdir():
+        if marker.name.endswith(f"-{view}.done") or marker.name.startswith("pretrain-action-"):
+            marker.unlink()
+    before = sorted(str(p.relative_to(source)) for p in source.rglob("*"))
+
+    bench = Benchmark(saved, tmp_path / "here")
+    parts = bench.share(source)
+    here = tmp_path / "here"
+    assert parts["pretraining"] and parts["laq"]
+    for item in ("data/demos", "data/video", "pretrain/default/laq", "pretrain/default/latents",
+                 "pretrain/default/lapa"):
+        assert (here / item).is_symlink(), item
+    for folder in ("data", "pretrain", "pretrain/default"):
+        assert (here / folder).is_dir() and not (here / folder).is_symlink(), folder
+    assert not (here / "pretrain" / "default" / "action").exists() and not (here / "pretrain" / view).exists()
+    todo = [s.key for s in bench.plan() if not bench.marker(s).is_file()]
+    pretraining = [k for k in todo if k.startswith(("data-", "laq-", "pretrain-"))]
+    assert pretraining == ["pretrain-action-default", f"data-video-{view}", f"laq-train-{view}", f"laq-label-{view}",
+                           f"laq-show-{view}", f"pretrain-lapa-{view}", f"pretrain-action-{view}"]
+    assert sorted(str(p.relative_to(source)) for p in source.rglob("*")) == before
 
 
 def _replicate_of(out: Path, folder: Path, pretrain_seed: int) -> Path:

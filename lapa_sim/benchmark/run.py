@@ -195,47 +195,66 @@ class Benchmark:
 
     # ------------------------------------------------------------------ running
     def share(self, source: Path) -> Dict[str, bool]:
-        """Share ``source``'s data (linked), its pretraining (linked, when made the same way), else its
-        LAQ and labels (linked, when made the same way and finished there), and its finished scratch
-        cells (copied, when made the same way), taking over their step markers."""
+        """Take over what ``source`` finished and this configuration would make the same way, item by item:
+        the demos, and per view its video, LAQ (with its labels and `laq show` renderings) and each policy
+        pretraining (all linked, their step markers copied), and its finished scratch cells (copied).
+
+        Links go to finished items only, never to a folder this run still writes into, so nothing made
+        here lands in ``source`` (a view ``source`` never made, an arm it never pretrained, run here). A
+        view's video is linked only where its labels come with it (the LAQ is shared, or no LAPA arm
+        labels it here); otherwise it is copied without the source's labels and decoded-frame cache,
+        because labelling writes next to the video."""
         source = source.resolve()
         parts = reusable_parts(source, self.config)
-        views = self.views() if "lapa" in self.config.arms else []
-        # LAQ alone only when the source finished training and labelling for every view: otherwise this
-        # run's labelling would write into the source's (linked) video.
-        parts["laq"] = parts["laq"] and not parts["pretraining"] and bool(views) and all(
-            (source / "steps" / f"laq-{stage}-{view}.done").is_file() for view in views for stage in ("train", "label"))
+        arms = self.config.arms
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
-        shared = ["data"] + (["pretrain"] if parts["pretraining"] else [])
-        for name in shared:
-            here = self.out / name
-            if here.exists() or here.is_symlink():
-                continue
-            if name == "data" and not (parts["pretraining"] or parts["laq"]):
-                # Labelling writes next to the video: another LAQ gets its own copy (without the source's
-                # labels and decoded-frame cache), so the source's labels stay as they are.
-                shutil.copytree(source / name, here, ignore=shutil.ignore_patterns("latents", "cache"))
-            else:
-                here.symlink_to(source / name, target_is_directory=True)
-        if parts["laq"]:
-            for view in views:
-                for name in ("laq", "latents"):
-                    here, there = self.pretrain(view) / name, source / "pretrain" / view / name
-                    if there.is_dir() and not (here.exists() or here.is_symlink()):
-                        here.parent.mkdir(parents=True, exist_ok=True)
-                        here.symlink_to(there, target_is_directory=True)
-            shared.append("LAQ")
-        prefixes = ("data-",) + (("laq-", "pretrain-") if parts["pretraining"] else ("laq-",) if parts["laq"] else ())
-        for marker in (source / "steps").glob("*.done"):
-            if marker.name.startswith(prefixes) and not (self.out / "steps" / marker.name).exists():
-                shutil.copy(marker, self.out / "steps" / marker.name)
+
+        def done(*keys: str) -> bool:
+            return all((source / "steps" / f"{key}.done").is_file() for key in keys)
+
+        def take(here: Path, *keys: str, copy: bool = False) -> bool:
+            """Link (or copy) source's counterpart of ``here`` when it finished ``keys``; markers too."""
+            there = source / here.relative_to(self.out)
+            if not (there.is_dir() and done(*keys)):
+                return False
+            if not (here.exists() or here.is_symlink()):
+                here.parent.mkdir(parents=True, exist_ok=True)
+                if copy:
+                    shutil.copytree(there, here, ignore=shutil.ignore_patterns("latents", "cache"))
+                else:
+                    here.symlink_to(there, target_is_directory=True)
+            for key in keys:
+                if not (self.out / "steps" / f"{key}.done").exists():
+                    shutil.copy(source / "steps" / f"{key}.done", self.out / "steps" / f"{key}.done")
+            return True
+
+        taken: List[str] = []
+        if take(self.data("demos"), "data-demos"):
+            taken.append("demos")
+        laq_views: List[str] = []
+        for view in self.views():
+            pre = self.pretrain(view)
+            laq = "lapa" in arms and parts["laq"] and take(pre / "laq", f"laq-train-{view}", f"laq-label-{view}")
+            if laq:
+                laq_views.append(view)
+                take(pre / "latents", f"laq-show-{view}")
+            labels_here = "lapa" in arms and not laq
+            if take(self.video(view), f"data-video-{view}", copy=labels_here):
+                taken.append(f"{view} video" + (" (copied: labelled here)" if labels_here else ""))
+            if laq:
+                taken.append(f"{view} LAQ")
+            if parts["pretraining"]:
+                for arm in arms:
+                    if arm != "scratch" and (arm != "lapa" or laq) and take(pre / arm, f"pretrain-{arm}-{view}"):
+                        taken.append(f"{view} {arm} pretraining")
+        parts["laq"] = bool(laq_views)
         copied = 0
         if parts["scratch"]:
             self.reused = source
             copied = self._share_scratch_cells(source)
-        _say(f"sharing {' and '.join(shared)} with {source}" + (f" (and {copied} finished scratch cells)" if copied else "")
-             + ("" if parts["pretraining"] else "; the policy pretraining differs: it runs here" if parts["laq"]
-                else "; pretraining differs: it runs here"))
+        if copied:
+            taken.append(f"{copied} finished scratch cells")
+        _say(f"taking over from {source}: {', '.join(taken) or 'nothing finished there'}; the rest runs here")
         return parts
 
     def _share_scratch_cells(self, source: Path) -> int:
