@@ -129,10 +129,11 @@ def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_o
     out, _ = quick
     saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
     assert reusable_parts(out, saved.replace(freeze="backbone")) == {"data": True, "laq": True, "pretraining": True,
-                                                                     "scratch": True}
+                                                                     "cells": False, "scratch": True}
     replicate = saved.replace(pretrain_seed=1)
-    assert reusable_parts(out, replicate) == {"data": True, "laq": False, "pretraining": False, "scratch": True}
-    assert reusable_parts(out, saved.replace(lr=1e-4)) == {"data": True, "laq": True, "pretraining": False,
+    assert reusable_parts(out, replicate) == {"data": True, "laq": False, "pretraining": False, "cells": False,
+                                              "scratch": True}
+    assert reusable_parts(out, saved.replace(lr=1e-4)) == {"data": True, "laq": True, "pretraining": False, "cells": False,
                                                            "scratch": False}
     with pytest.raises(BenchmarkConfigError, match=r"its data differ in \['video_episodes'\]"):
         reusable_parts(out, saved.replace(video_episodes=7))
@@ -212,6 +213,27 @@ def test_reuse_takes_over_finished_items_only_and_what_the_source_never_made_run
     assert pretraining == ["pretrain-action-default", f"data-video-{view}", f"laq-train-{view}", f"laq-label-{view}",
                            f"laq-show-{view}", f"pretrain-lapa-{view}", f"pretrain-action-{view}"]
     assert sorted(str(p.relative_to(source)) for p in source.rglob("*")) == before
+
+
+def test_reuse_of_a_finished_run_for_fewer_settings_and_arms_takes_over_every_cell_and_runs_nothing(quick, tmp_path):
+    """Which cells a run makes is not how it makes one: a run of the same recipe for a subset of the
+    settings and arms takes over the finished cells of every arm, the pretrained ones included."""
+    from lapa_sim.benchmark.config import BenchmarkConfig
+    from lapa_sim.benchmark.run import Benchmark
+
+    out, _ = quick
+    saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
+    narrower = saved.replace(settings=("in-domain",), arms=("scratch", "lapa"), threads=1)
+    bench = Benchmark(narrower, tmp_path / "narrower")
+    assert bench.share(out)["cells"]
+    assert [s.key for s in bench.plan() if not bench.marker(s).is_file()] == []
+    cell = tmp_path / "narrower" / "cells" / "in-domain" / "lapa" / "k2" / "seed0" / "eval_targets.json"
+    assert cell.read_text() == (out / "cells" / "in-domain" / "lapa" / "k2" / "seed0" / "eval_targets.json").read_text()
+    # another finetuning recipe takes over the pretraining but makes its own cells of the pretrained arms
+    lever = Benchmark(narrower.replace(freeze="vision"), tmp_path / "lever")
+    assert not lever.share(out)["cells"]
+    todo = [s.key for s in lever.plan() if not lever.marker(s).is_file()]
+    assert todo and all("-lapa-" in k for k in todo)
 
 
 def _replicate_of(out: Path, folder: Path, pretrain_seed: int) -> Path:

@@ -285,13 +285,17 @@ LAQ_FIELDS = DATA_FIELDS + ("laq_config", "laq_steps", "laq_frame_gap", "laq_bat
 FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", "eval_episodes", "eval_seed",
                  "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "action_latents_only",
                  "execution")
+# the finished cells of the pretrained arms when the pretraining and everything but these agree as well
+# (which cells a run makes, not how it makes one),
+SELECTION = ("preset", "settings", "arms", "shots", "cross_shots", "seeds")
 # and the finished scratch cells (which read neither video nor pretraining) when the data and these agree.
 SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "execution", "policy_config",
                 "vision_model", "batch_size", "lr", "augment")
 
 
 def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
-    """What of ``source``'s benchmark folder ``config`` can share: {"data", "laq", "pretraining", "scratch"}
+    """What of ``source``'s benchmark folder ``config`` can share: {"data", "laq", "pretraining", "cells",
+    "scratch"}
     (by configuration; whether ``source`` has finished them is the caller's to check)."""
     path = Path(source) / "benchmark.json"
     if not path.is_file():
@@ -303,7 +307,9 @@ def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
     if data_differs:
         raise BenchmarkConfigError(f"--reuse {source}: its data differ in {data_differs}; nothing can be shared")
     pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES)
-    return {"data": True, "laq": same(LAQ_FIELDS), "pretraining": pretraining, "scratch": same(SCRATCH_SAME)}
+    cells = pretraining and same(k for k in now if k not in SELECTION + RESOURCES)
+    return {"data": True, "laq": same(LAQ_FIELDS), "pretraining": pretraining, "cells": cells,
+            "scratch": same(SCRATCH_SAME)}
 
 
 def task_list(text: str) -> List[str]:

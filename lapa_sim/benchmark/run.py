@@ -197,7 +197,9 @@ class Benchmark:
     def share(self, source: Path) -> Dict[str, bool]:
         """Take over what ``source`` finished and this configuration would make the same way, item by item:
         the demos, and per view its video, LAQ (with its labels and `laq show` renderings) and each policy
-        pretraining (all linked, their step markers copied), and its finished scratch cells (copied).
+        pretraining (all linked, their step markers copied), and its finished cells (copied): those of a
+        pretrained arm when its pretraining was taken over and the finetuning and evaluation agree, the
+        scratch cells whenever their own settings agree.
 
         Links go to finished items only, never to a folder this run still writes into, so nothing made
         here lands in ``source`` (a view ``source`` never made, an arm it never pretrained, run here). A
@@ -229,6 +231,7 @@ class Benchmark:
             return True
 
         taken: List[str] = []
+        pretrained = set()     # (view, arm) whose pretraining is the source's: its finished cells are too
         if take(self.data("demos"), "data-demos"):
             taken.append("demos")
         laq_views: List[str] = []
@@ -247,22 +250,31 @@ class Benchmark:
                 for arm in arms:
                     if arm != "scratch" and (arm != "lapa" or laq) and take(pre / arm, f"pretrain-{arm}-{view}"):
                         taken.append(f"{view} {arm} pretraining")
+                        pretrained.add((view, arm))
         parts["laq"] = bool(laq_views)
-        copied = 0
+        if parts["cells"] and pretrained:
+            copied = self._share_cells(source, lambda arm, view: (view, arm) in pretrained)
+            if copied:
+                taken.append(f"{copied} finished cells of the pretrained arms")
         if parts["scratch"]:
             self.reused = source
             copied = self._share_scratch_cells(source)
-        if copied:
-            taken.append(f"{copied} finished scratch cells")
+            if copied:
+                taken.append(f"{copied} finished scratch cells")
         _say(f"taking over from {source}: {', '.join(taken) or 'nothing finished there'}; the rest runs here")
         return parts
 
     def _share_scratch_cells(self, source: Path) -> int:
         """Copy the scratch cells ``source`` finished with every step this plan has for them."""
+        return self._share_cells(source, lambda arm, view: arm == "scratch")
+
+    def _share_cells(self, source: Path, which: Callable[[str, str], bool]) -> int:
+        """Copy the cells (of arms and views ``which`` accepts) that ``source`` finished with every step
+        this plan has for them."""
         plan = self.plan()
         copied = 0
-        for setting, arm, k, seed, _ in self.cells():
-            if arm != "scratch":
+        for setting, arm, k, seed, view in self.cells():
+            if not which(arm, view):
                 continue
             tag = f"{setting}-{arm}-k{k}-s{seed}"
             keys = [s.key for s in plan if s.key.endswith("-" + tag)]
