@@ -213,6 +213,19 @@ def test_reuse_takes_over_finished_items_only_and_what_the_source_never_made_run
     assert pretraining == ["pretrain-action-default", f"data-video-{view}", f"laq-train-{view}", f"laq-label-{view}",
                            f"laq-show-{view}", f"pretrain-lapa-{view}", f"pretrain-action-{view}"]
     assert sorted(str(p.relative_to(source)) for p in source.rglob("*")) == before
+    # run again (a resumed run): the same items, nothing new
+    assert bench.share(source) == parts and [s.key for s in bench.plan() if not bench.marker(s).is_file()] == todo
+
+    # a LAQ this run began itself (in progress, no marker) stays its own: not marked done on the source's
+    # word, and the LAPA pretraining made from the source's LAQ is not taken over either
+    other = Benchmark(saved, tmp_path / "other")
+    (tmp_path / "other" / "pretrain" / "default" / "laq").mkdir(parents=True)
+    other.share(source)
+    assert not (tmp_path / "other" / "pretrain" / "default" / "laq").is_symlink()
+    assert not (tmp_path / "other" / "pretrain" / "default" / "lapa").exists()
+    todo = [s.key for s in other.plan() if not other.marker(s).is_file()]
+    assert {"laq-train-default", "laq-label-default", "pretrain-lapa-default"} <= set(todo)
+    assert not (tmp_path / "other" / "data" / "video").is_symlink()   # labelled here: its own copy
 
 
 def test_reuse_of_a_finished_run_for_fewer_settings_and_arms_takes_over_every_cell_and_runs_nothing(quick, tmp_path):

@@ -219,7 +219,13 @@ class Benchmark:
             there = source / here.relative_to(self.out)
             if not (there.is_dir() and done(*keys)):
                 return False
-            if not (here.exists() or here.is_symlink()):
+            if here.exists() or here.is_symlink():
+                # taken before (a resumed run), or this run's own, finished or in progress: never marked
+                # done on the source's word
+                mine = all((self.out / "steps" / f"{key}.done").is_file() for key in keys)
+                if not (here.resolve() == there.resolve() if not copy else mine):
+                    return False
+            else:
                 here.parent.mkdir(parents=True, exist_ok=True)
                 if copy:
                     shutil.copytree(there, here, ignore=shutil.ignore_patterns("latents", "cache"))
