@@ -222,8 +222,11 @@ class Benchmark:
             if here.exists() or here.is_symlink():
                 # taken before (a resumed run), or this run's own, finished or in progress: never marked
                 # done on the source's word
-                mine = all((self.out / "steps" / f"{key}.done").is_file() for key in keys)
-                if not (here.resolve() == there.resolve() if not copy else mine):
+                if copy:
+                    ours = all((self.out / "steps" / f"{key}.done").is_file() for key in keys)
+                else:
+                    ours = here.resolve() == there.resolve()
+                if not ours:
                     return False
             else:
                 here.parent.mkdir(parents=True, exist_ok=True)
@@ -240,12 +243,12 @@ class Benchmark:
         pretrained = set()     # (view, arm) whose pretraining is the source's: its finished cells are too
         if take(self.data("demos"), "data-demos"):
             taken.append("demos")
-        laq_views: List[str] = []
+        parts_laq = False
         for view in self.views():
             pre = self.pretrain(view)
             laq = "lapa" in arms and parts["laq"] and take(pre / "laq", f"laq-train-{view}", f"laq-label-{view}")
             if laq:
-                laq_views.append(view)
+                parts_laq = True
                 take(pre / "latents", f"laq-show-{view}")
             labels_here = "lapa" in arms and not laq
             if take(self.video(view), f"data-video-{view}", copy=labels_here):
@@ -257,7 +260,7 @@ class Benchmark:
                     if arm != "scratch" and (arm != "lapa" or laq) and take(pre / arm, f"pretrain-{arm}-{view}"):
                         taken.append(f"{view} {arm} pretraining")
                         pretrained.add((view, arm))
-        parts["laq"] = bool(laq_views)
+        parts["laq"] = parts_laq
         if parts["cells"] and pretrained:
             copied = self._share_cells(source, lambda arm, view: (view, arm) in pretrained)
             if copied:
@@ -398,8 +401,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of config.py (e.g. cotrain_weight=0, freeze=vision, pretrain_steps=5000)")
     p.add_argument("--reuse", default=None, metavar="FOLDER",
-                   help="share the data and pretraining of another benchmark folder (lever studies: only "
-                        "finetuning and evaluation settings may differ)")
+                   help="take over what another benchmark folder finished and this run would make the same way "
+                        "(data, LAQ, pretraining, cells; lever studies and replicates); the rest runs here")
     p.add_argument("--keep-models", action="store_true", help="keep each cell's finetuned weights and ONNX export")
     p.add_argument("--plan", action="store_true", help="print the commands and exit")
     p.add_argument("--pool", nargs="+", default=None, metavar="FOLDER",
