@@ -249,6 +249,43 @@ def test_reuse_of_a_finished_run_for_fewer_settings_and_arms_takes_over_every_ce
     assert todo and all("-lapa-" in k for k in todo)
 
 
+def test_reuse_of_several_folders_assembles_a_run_from_their_parts_and_runs_nothing_they_made(quick, catalogue,
+                                                                                              tmp_path):
+    """`--reuse A --reuse B`: a run split over two folders (one made the LAPA arm, the other the
+    action-pretrained arm, both the scratch cells) is assembled into the full run, each item from the
+    first folder that finished it; the table is the one the single full run wrote."""
+    from lapa_sim.benchmark.config import BenchmarkConfig
+    from lapa_sim.benchmark.run import Benchmark
+
+    out, _ = quick
+    saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
+    halves = {}
+    for name, arms in (("with-lapa", ("scratch", "lapa")), ("with-action", ("scratch", "action"))):
+        config = saved.replace(arms=arms)
+        half = Benchmark(config, tmp_path / name)
+        half.share(out)
+        assert [s.key for s in half.plan() if not half.marker(s).is_file()] == []
+        (tmp_path / name / "benchmark.json").write_text(json.dumps(config.to_dict()))
+        halves[name] = tmp_path / name
+
+    # one folder alone leaves the other arm to run
+    alone = Benchmark(saved, tmp_path / "alone")
+    alone.share(halves["with-lapa"])
+    todo = [s.key for s in alone.plan() if not alone.marker(s).is_file()]
+    assert todo and all("action" in k for k in todo)
+
+    here = tmp_path / "here"
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", here, *TASK_ARGS,
+                   "--reuse", halves["with-lapa"], "--reuse", halves["with-action"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already done" in result.stderr and "lapa policy" not in result.stderr   # no step ran here
+    assert (here / "pretrain" / "default" / "lapa").resolve() == (out / "pretrain" / "default" / "lapa").resolve()
+    assert (here / "pretrain" / "default" / "action").resolve() == (out / "pretrain" / "default" / "action").resolve()
+    ours, full = (json.loads((folder / "results" / "results.json").read_text()) for folder in (here, out))
+    for part in ("in_domain", "cross_task", "cross_env"):
+        assert ours[part] == full[part], part
+
+
 def _replicate_of(out: Path, folder: Path, pretrain_seed: int) -> Path:
     """A copy of the quick folder standing for another pretraining: its benchmark.json says
     pretrain_seed, and its LAPA cells' episodes are flipped (real result files; the pooling is what is

@@ -60,7 +60,7 @@ class Benchmark:
         self.config = config
         self.out = Path(out)
         self.keep_models = keep_models
-        self.reused: Optional[Path] = None     # the folder whose scratch cells this run takes over (--reuse)
+        self.reused: List[Path] = []     # the folders whose scratch cells this run takes over (--reuse)
 
     # ------------------------------------------------------------------ paths
     def data(self, name: str) -> Path:
@@ -265,8 +265,8 @@ class Benchmark:
             copied = self._share_cells(source, lambda arm, view: (view, arm) in pretrained)
             if copied:
                 taken.append(f"{copied} finished cells of the pretrained arms")
-        if parts["scratch"]:
-            self.reused = source
+        if parts["scratch"] and source not in self.reused:
+            self.reused.append(source)
             copied = self._share_scratch_cells(source)
             if copied:
                 taken.append(f"{copied} finished scratch cells")
@@ -301,7 +301,7 @@ class Benchmark:
         """The plan in running order: a run that takes over another folder's scratch cells (--reuse) runs
         its own scratch steps last, so that cells the other run is still making are taken over when it
         has finished them rather than made twice."""
-        if self.reused is None:
+        if not self.reused:
             return steps
         return [s for s in steps if "-scratch-" not in s.key] + [s for s in steps if "-scratch-" in s.key]
 
@@ -320,10 +320,11 @@ class Benchmark:
              + (f"; catalogue {catalogue_file}" if catalogue_file else ""))
         t0 = time.monotonic()
         for i, step in enumerate(steps, 1):
-            if self.reused is not None and "-scratch-" in step.key and not self.marker(step).is_file():
-                # the reused run may have finished this scratch cell since this run started
-                if self._share_scratch_cells(self.reused):
-                    _say(f"took over scratch cells finished meanwhile in {self.reused}")
+            if "-scratch-" in step.key and not self.marker(step).is_file():
+                # a reused run may have finished this scratch cell since this run started
+                for source in self.reused:
+                    if self._share_scratch_cells(source):
+                        _say(f"took over scratch cells finished meanwhile in {source}")
             if self.marker(step).is_file():
                 continue
             prefix = f"LAPA_TASKS_FILE={shlex.quote(catalogue_file)} " if catalogue_file else ""
@@ -400,9 +401,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalogue", default=None, help="a tasks.yaml to use instead of lapa_sim/tasks.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of config.py (e.g. cotrain_weight=0, freeze=vision, pretrain_steps=5000)")
-    p.add_argument("--reuse", default=None, metavar="FOLDER",
+    p.add_argument("--reuse", action="append", default=None, metavar="FOLDER",
                    help="take over what another benchmark folder finished and this run would make the same way "
-                        "(data, LAQ, pretraining, cells; lever studies and replicates); the rest runs here")
+                        "(data, LAQ, pretraining, cells; lever studies and replicates); the rest runs here. "
+                        "Repeat it to take from several folders: each item from the first that finished it")
     p.add_argument("--keep-models", action="store_true", help="keep each cell's finetuned weights and ONNX export")
     p.add_argument("--plan", action="store_true", help="print the commands and exit")
     p.add_argument("--pool", nargs="+", default=None, metavar="FOLDER",
@@ -467,11 +469,13 @@ def main(args: argparse.Namespace) -> int:
         config = validate(build_config(args), load_catalogue())
         out = Path(args.out)
         check_folder(out, config)
-        if args.reuse:
-            reusable_parts(Path(args.reuse), config)   # fails before anything is written
+        sources = [Path(folder) for folder in args.reuse or []]
+        for source in sources:
+            reusable_parts(source, config)   # fails before anything is written
         bench = Benchmark(config, out, keep_models=args.keep_models)
-        if args.reuse and not args.plan:
-            bench.share(Path(args.reuse))
+        if not args.plan:
+            for source in sources:
+                bench.share(source)
         if args.plan:
             try:
                 for step in bench.plan():
