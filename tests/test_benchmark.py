@@ -285,6 +285,21 @@ def test_reuse_of_several_folders_assembles_a_run_from_their_parts_and_runs_noth
     for part in ("in_domain", "cross_task", "cross_env"):
         assert ours[part] == full[part], part
 
+    # the labels live next to the video: a folder whose LAQ agrees does not lend it over a video taken
+    # unlabelled from an earlier folder (another pretraining's data), or the LAQ would have no labels
+    import shutil
+
+    other = tmp_path / "other-pretraining"
+    shutil.copytree(out, other, symlinks=True, ignore=shutil.ignore_patterns("cells", "logs", "pretrain"))
+    (other / "benchmark.json").write_text(json.dumps(saved.replace(pretrain_seed=7).to_dict()))
+    mixed = Benchmark(saved, tmp_path / "mixed")
+    mixed.share(other)
+    mixed.share(out)
+    assert not (tmp_path / "mixed" / "data" / "video").is_symlink()
+    assert not (tmp_path / "mixed" / "pretrain" / "default" / "laq").exists()
+    todo = [s.key for s in mixed.plan() if not mixed.marker(s).is_file()]
+    assert {"laq-train-default", "laq-label-default", "pretrain-lapa-default"} <= set(todo)
+
 
 def _replicate_of(out: Path, folder: Path, pretrain_seed: int) -> Path:
     """A copy of the quick folder standing for another pretraining: its benchmark.json says

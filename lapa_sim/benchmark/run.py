@@ -205,7 +205,10 @@ class Benchmark:
         here lands in ``source`` (a view ``source`` never made, an arm it never pretrained, run here). A
         view's video is linked only where its labels come with it (the LAQ is shared, or no LAPA arm
         labels it here); otherwise it is copied without the source's labels and decoded-frame cache,
-        because labelling writes next to the video."""
+        because labelling writes next to the video.
+
+        Several ``--reuse`` folders: called once per folder, in order; an item already here (taken from an
+        earlier folder, or this run's own) stays, and a LAQ comes only with its own folder's video."""
         source = source.resolve()
         parts = reusable_parts(source, self.config)
         arms = self.config.arms
@@ -214,8 +217,11 @@ class Benchmark:
         def done(*keys: str) -> bool:
             return all((source / "steps" / f"{key}.done").is_file() for key in keys)
 
-        def take(here: Path, *keys: str, copy: bool = False) -> bool:
-            """Link (or copy) source's counterpart of ``here`` when it finished ``keys``; markers too."""
+        taken: List[str] = []  # what this source gave (not what an earlier --reuse folder or run did)
+
+        def take(here: Path, *keys: str, copy: bool = False, what: str = "") -> bool:
+            """Link (or copy) source's counterpart of ``here`` when it finished ``keys``; markers too. True
+            also when ``here`` is that item already (taken before); ``what`` is reported when taken now."""
             there = source / here.relative_to(self.out)
             if not (there.is_dir() and done(*keys)):
                 return False
@@ -234,31 +240,34 @@ class Benchmark:
                     shutil.copytree(there, here, ignore=shutil.ignore_patterns("latents", "cache"))
                 else:
                     here.symlink_to(there, target_is_directory=True)
+                if what:
+                    taken.append(what)
             for key in keys:
                 if not (self.out / "steps" / f"{key}.done").exists():
                     shutil.copy(source / "steps" / f"{key}.done", self.out / "steps" / f"{key}.done")
             return True
 
-        taken: List[str] = []
         pretrained = set()     # (view, arm) whose pretraining is the source's: its finished cells are too
-        if take(self.data("demos"), "data-demos"):
-            taken.append("demos")
+        take(self.data("demos"), "data-demos", what="demos")
         parts_laq = False
         for view in self.views():
-            pre = self.pretrain(view)
-            laq = "lapa" in arms and parts["laq"] and take(pre / "laq", f"laq-train-{view}", f"laq-label-{view}")
+            pre, video = self.pretrain(view), self.video(view)
+            # the labels live next to the video: a LAQ comes only with its source's video (not over a video
+            # an earlier --reuse folder gave or this run made)
+            video_free = not (video.exists() or video.is_symlink()) or \
+                video.resolve() == (source / video.relative_to(self.out)).resolve()
+            laq = "lapa" in arms and parts["laq"] and video_free and \
+                take(pre / "laq", f"laq-train-{view}", f"laq-label-{view}", what=f"{view} LAQ")
             if laq:
                 parts_laq = True
                 take(pre / "latents", f"laq-show-{view}")
             labels_here = "lapa" in arms and not laq
-            if take(self.video(view), f"data-video-{view}", copy=labels_here):
-                taken.append(f"{view} video" + (" (copied: labelled here)" if labels_here else ""))
-            if laq:
-                taken.append(f"{view} LAQ")
+            take(video, f"data-video-{view}", copy=labels_here,
+                 what=f"{view} video" + (" (copied: labelled here)" if labels_here else ""))
             if parts["pretraining"]:
                 for arm in arms:
-                    if arm != "scratch" and (arm != "lapa" or laq) and take(pre / arm, f"pretrain-{arm}-{view}"):
-                        taken.append(f"{view} {arm} pretraining")
+                    if arm != "scratch" and (arm != "lapa" or laq) and \
+                            take(pre / arm, f"pretrain-{arm}-{view}", what=f"{view} {arm} pretraining"):
                         pretrained.add((view, arm))
         parts["laq"] = parts_laq
         if parts["cells"] and pretrained:
