@@ -171,6 +171,7 @@ def plot(results: Dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks(ks or [1])
     ax.set_xticklabels([str(k) for k in ks] or ["1"])
+    ax.set_xticks([], minor=True)   # a log axis labels its minor ticks (6x10^0) between the chosen K
     ax.set_xlabel("labelled demos per target task (K)")
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(-2, 102)
