@@ -219,13 +219,19 @@ class Benchmark:
 
         taken: List[str] = []  # what this source gave (not what an earlier --reuse folder or run did)
 
+        def theirs(here: Path) -> Path:
+            return source / here.relative_to(self.out)
+
+        def present(here: Path) -> bool:
+            return here.exists() or here.is_symlink()
+
         def take(here: Path, *keys: str, copy: bool = False, what: str = "") -> bool:
             """Link (or copy) source's counterpart of ``here`` when it finished ``keys``; markers too. True
             also when ``here`` is that item already (taken before); ``what`` is reported when taken now."""
-            there = source / here.relative_to(self.out)
+            there = theirs(here)
             if not (there.is_dir() and done(*keys)):
                 return False
-            if here.exists() or here.is_symlink():
+            if present(here):
                 # taken before (a resumed run), or this run's own, finished or in progress: never marked
                 # done on the source's word
                 if copy:
@@ -254,8 +260,7 @@ class Benchmark:
             pre, video = self.pretrain(view), self.video(view)
             # the labels live next to the video: a LAQ comes only with its source's video (not over a video
             # an earlier --reuse folder gave or this run made)
-            video_free = not (video.exists() or video.is_symlink()) or \
-                video.resolve() == (source / video.relative_to(self.out)).resolve()
+            video_free = not present(video) or video.resolve() == theirs(video).resolve()
             laq = "lapa" in arms and parts["laq"] and video_free and \
                 take(pre / "laq", f"laq-train-{view}", f"laq-label-{view}", what=f"{view} LAQ")
             if laq:
@@ -482,9 +487,6 @@ def main(args: argparse.Namespace) -> int:
         for source in sources:
             reusable_parts(source, config)   # fails before anything is written
         bench = Benchmark(config, out, keep_models=args.keep_models)
-        if not args.plan:
-            for source in sources:
-                bench.share(source)
         if args.plan:
             try:
                 for step in bench.plan():
@@ -492,6 +494,8 @@ def main(args: argparse.Namespace) -> int:
             except BrokenPipeError:   # `--plan | head`
                 sys.stderr.close()
             return 0
+        for source in sources:
+            bench.share(source)
         bench.run()
     except (BenchmarkConfigError, ValueError, FileNotFoundError, StepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
