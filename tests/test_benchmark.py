@@ -153,16 +153,19 @@ def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_o
     assert first_scratch > max(i for i, k in enumerate(order) if "-scratch-" not in k)
 
 
-def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(quick, tmp_path):
-    """A lever on the policy's pretraining (its steps) keeps the LAQ: the video, the LAQ and its labels
-    are linked, their steps taken over, and only the two policy pretrainings run here."""
+@pytest.mark.parametrize("lever", ["pretrain_steps", "latent_horizon"])
+def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(quick, tmp_path, lever):
+    """A lever on the policy's pretraining (its steps, how many latent actions it predicts) keeps the LAQ:
+    the video, the LAQ and its labels are linked, their steps taken over, and only the two policy
+    pretrainings run here."""
     from lapa_sim.benchmark.config import BenchmarkConfig
     from lapa_sim.benchmark.run import Benchmark
 
     out, _ = quick
     saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
     labels_before = _digest(out / "data" / "video" / "latents")
-    bench = Benchmark(saved.replace(pretrain_steps=saved.pretrain_steps + 5), tmp_path / "longer")
+    bench = Benchmark(saved.replace(**{lever: getattr(saved, lever) + (5 if lever == "pretrain_steps" else 1)}),
+                      tmp_path / "longer")
     parts = bench.share(out)
     assert parts["laq"] and not parts["pretraining"] and parts["scratch"]
     here = tmp_path / "longer"
@@ -173,6 +176,8 @@ def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(qui
     assert not any(s.startswith("pretrain-") for s in steps)
     todo = [s.key for s in bench.plan() if not bench.marker(s).is_file()]
     assert todo[0] == "pretrain-lapa-default" and not any(k.startswith("laq-") for k in todo)
+    command = next(s for s in bench.plan() if s.key == "pretrain-lapa-default").command()
+    assert ("--latent-horizon 2" in command) == (lever == "latent_horizon")
     assert _digest(out / "data" / "video" / "latents") == labels_before
 
 

@@ -28,7 +28,7 @@ from lapa_models.policy import finetune, pretrain  # noqa: E402
 from lapa_models.policy.augmentation import ImageAugmentation  # noqa: E402
 from lapa_models.policy.configuration import PolicyConfig, get_config  # noqa: E402
 from lapa_models.policy.data import (ActionChunkSamples, InstructionTable, LatentSamples, align_latents,  # noqa: E402
-                                     load_latent_labels, split_episodes)
+                                     load_latent_labels, split_episodes, stack_latents)
 from lapa_models.policy.modeling import LapaPolicy  # noqa: E402
 from lapa_models.policy.towers import MissingWeightsError  # noqa: E402
 from lapa_models.policy.normalization import NormalizationStats  # noqa: E402
@@ -222,6 +222,49 @@ def test_latent_samples_skip_frames_without_a_successor(sim_data, laq_labels):
     assert len(samples) == int(sum(max(0, n - gap) for n in store.lengths))
     batch = samples.__getitems__(list(range(len(samples))))
     assert int(batch["latent_tokens"].min()) >= 0
+
+
+def test_a_latent_horizon_stacks_the_following_latent_actions_and_masks_those_past_the_episode(sim_data, laq_labels):
+    from lapa_models.data.frames import FrameStore
+
+    store = FrameStore(sim_data, progress=False)
+    labels = load_latent_labels(sim_data, "laq")
+    tokens = align_latents(store, labels)
+    gap, t = int(labels.info["frame_gap"]), labels.num_tokens
+    stacked = stack_latents(store, tokens, 3, gap)
+    assert stacked.shape == (len(store), 3 * t) and np.array_equal(stacked[:, :t], tokens)
+    assert stack_latents(store, tokens, 1, gap) is tokens
+    start, n = int(store.starts[1]), int(store.lengths[1])
+    assert np.array_equal(stacked[start, t:2 * t], tokens[start + gap])
+    assert np.array_equal(stacked[start, 2 * t:], tokens[start + 2 * gap])
+    # The last labelled frame has no following latent action in its episode: masked, never the next episode's.
+    last_labelled = start + n - gap - 1
+    assert (stacked[last_labelled, :t] >= 0).all() and (stacked[last_labelled, t:] == -1).all()
+    samples = LatentSamples(store, stacked, range(store.num_episodes), InstructionTable([store]).index[0])
+    assert len(samples) == int(sum(max(0, m - gap) for m in store.lengths))   # the first latent decides
+    with pytest.raises(ValueError, match="horizon"):
+        stack_latents(store, tokens, 0, gap)
+
+
+def test_masked_latent_targets_do_not_count_in_the_loss_or_the_accuracy():
+    model = LapaPolicy(get_config("tiny").replace(latent_num_tokens=8, latent_horizon=2, action_dim=0,
+                                                  state_dim=0)).eval()
+    image = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
+    batch = {"image": image, "instruction_embedding": torch.zeros(2, model.config.instruction_dim)}
+    with torch.no_grad():
+        queries = model.fuse(model.prepare_images(image), batch["instruction_embedding"], None, require_state=False)
+        predicted = model.latent_logits(queries).argmax(-1)
+    wrong = (predicted + 1) % model.config.latent_codebook_size
+    target = predicted.clone()
+    target[:, 4:] = -1                                     # second latent action past the episode's end
+    with torch.no_grad():
+        masked = model({**batch, "latent_tokens": target})
+        target[:, 4:] = wrong[:, 4:]
+        counted = model({**batch, "latent_tokens": target})
+    assert float(masked["latent_accuracy"]) == 1.0 and float(counted["latent_accuracy"]) == 0.5
+    assert float(masked["latent_loss"]) < float(counted["latent_loss"])
+    with pytest.raises(ValueError, match="whole number of latent actions"):
+        get_config("tiny").replace(latent_num_tokens=6, latent_horizon=4)
 
 
 def test_latent_reader_names_the_bad_file(tmp_path):
@@ -559,6 +602,25 @@ def test_cotraining_keeps_the_latent_objective_and_a_latent_reading_head_exports
     chunk = runtime.act(image, INSTRUCTION, np.zeros(4, np.float32))
     expected = model.predict_action_chunk(image, INSTRUCTION, np.zeros(4, np.float32))[0].numpy()
     np.testing.assert_allclose(chunk, expected, atol=1e-4)
+
+
+def test_pretraining_with_a_latent_horizon_predicts_several_latent_actions_and_finetuning_cotrains_on_them(
+        sim_data, laq_labels, pretrained, tmp_path):
+    """--latent-horizon 2: the head predicts 2 x T tokens (the latent counterpart of an action chunk), the
+    cotraining loss while finetuning reads the same stacked targets; a checkpoint keeps its horizon."""
+    out = tmp_path / "pre"
+    _run(pretrain, ["--data", sim_data, "--out", out, "--steps", 10, "--latent-horizon", 2, *TRAIN_ARGS])
+    config = PolicyConfig.load(out / "final" / "config.json")
+    assert config.latent_horizon == 2 and config.latent_num_tokens == 2 * load_latent_labels(sim_data).num_tokens
+    summary = _run(finetune, ["--data", sim_data, "--init", out / "final", "--out", tmp_path / "ft", "--steps", 6,
+                              "--cotrain-data", sim_data, "--cotrain-weight", 0.5, "--val-fraction", 0, *TRAIN_ARGS])
+    assert summary["cotrain"]["target"] == "latents" and _train_losses(tmp_path / "ft", "train/aux_latent_accuracy")
+    parser = argparse.ArgumentParser()
+    pretrain.add_arguments(parser)
+    args = parser.parse_args([str(a) for a in ["--data", sim_data, "--out", tmp_path / "again", "--steps", 2,
+                                               "--init", pretrained / "final", "--latent-horizon", 2, *TRAIN_ARGS]])
+    with pytest.raises(ValueError, match="keeps its horizon"):
+        pretrain.build(args)
 
 
 def test_a_head_reading_only_the_latent_actions_learns_from_them_alone_and_exports(sim_data, pretrained, tmp_path):

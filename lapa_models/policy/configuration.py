@@ -85,6 +85,8 @@ class PolicyConfig:
     latent_num_tokens: int = 4
     latent_codebook_size: int = 8
     latent_labels: Optional[Dict[str, Any]] = None   # the LAQ labels' info.json it was pretrained on
+    latent_horizon: int = 1                          # consecutive latent actions predicted (t -> t+k, t+k -> t+2k,
+                                                     #   ...); latent_num_tokens counts the tokens of all of them
 
     # --- action head (stage 3): small MLP from the query outputs to a chunk of H actions
     action_head: str = "continuous"                  # "continuous" (L1, normalized) or "bins" (256 quantile bins)
@@ -121,9 +123,12 @@ class PolicyConfig:
             raise ValueError(f"action_normalization must be 'mean_std' or 'min_max', got {self.action_normalization!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        for field in ("chunk_size", "latent_num_tokens", "num_bins", "max_instruction_tokens"):
+        for field in ("chunk_size", "latent_num_tokens", "latent_horizon", "num_bins", "max_instruction_tokens"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.latent_num_tokens % self.latent_horizon:
+            raise ValueError(f"latent_num_tokens {self.latent_num_tokens} is not a whole number of latent actions "
+                             f"(latent_horizon {self.latent_horizon})")
         if not (self.action_reads_queries or self.action_reads_latents):
             raise ValueError("the action head must read the query outputs, the latent actions or both "
                              "(action_reads_queries or action_reads_latents)")

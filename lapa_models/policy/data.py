@@ -59,11 +59,14 @@ def load_latent_labels(dataset_root: str | Path, name: str = "laq") -> LatentLab
 
 
 def check_latents_fit(labels: LatentLabels, config, where: str) -> None:
-    """The labels' (tokens, codebook) must be what a policy config's latent head predicts."""
+    """The labels' (tokens, codebook) must be what a policy config's latent head predicts (its tokens are
+    ``latent_horizon`` latent actions of the labels' T tokens each)."""
+    horizon = int(getattr(config, "latent_horizon", 1))
     own = (config.latent_num_tokens, config.latent_codebook_size)
-    if (labels.num_tokens, labels.codebook_size) != own:
-        raise ValueError(f"{where}: predicts {own[0]} tokens over {own[1]} codes, labels have "
-                         f"{labels.num_tokens} over {labels.codebook_size}")
+    if (labels.num_tokens * horizon, labels.codebook_size) != own:
+        per_step = f" ({horizon} latent actions)" if horizon > 1 else ""
+        raise ValueError(f"{where}: predicts {own[0]} tokens{per_step} over {own[1]} codes, labels have "
+                         f"{labels.num_tokens} per latent action over {labels.codebook_size}")
 
 
 def align_latents(store: EpisodeFrames, labels: LatentLabels) -> np.ndarray:
@@ -81,6 +84,26 @@ def align_latents(store: EpisodeFrames, labels: LatentLabels) -> np.ndarray:
                                      f"the episode has {n} frames")
         out[store.starts[e]: store.starts[e] + n] = tokens
     return out
+
+
+def stack_latents(store: EpisodeFrames, tokens: np.ndarray, horizon: int, frame_gap: int) -> np.ndarray:
+    """(F, T) aligned tokens -> (F, horizon * T): frame i's row holds the latent actions of i -> i+k,
+    i+k -> i+2k, ... (k = the labels' frame gap), the latent counterpart of an action chunk. Steps past
+    the episode's last label are -1 (the loss ignores them); horizon 1 returns ``tokens`` unchanged."""
+    if horizon < 1 or frame_gap < 1:
+        raise ValueError(f"latent horizon and frame gap must be >= 1, got {horizon} and {frame_gap}")
+    if horizon == 1:
+        return tokens
+    frames = np.arange(len(tokens))
+    last = (store.starts + store.lengths - 1)[store.episode_of(frames)]
+    steps = []
+    for j in range(horizon):
+        at = frames + j * frame_gap
+        inside = at <= last
+        step = np.full_like(tokens, -1)
+        step[inside] = tokens[at[inside]]
+        steps.append(step)
+    return np.concatenate(steps, axis=1)
 
 
 # ============================================================================ episodes and instructions
@@ -144,13 +167,14 @@ class _FrameSamples(torch.utils.data.Dataset):
 
 
 class LatentSamples(_FrameSamples):
-    """(image_t, instruction, LAQ tokens of t -> t+k) for every labelled frame of the chosen episodes."""
+    """(image_t, instruction, LAQ tokens of t -> t+k [, t+k -> t+2k, ...]) for every frame of the chosen
+    episodes whose first latent action is labelled (later ones, past the episode's end, are -1)."""
 
     def __init__(self, store: EpisodeFrames, latents: np.ndarray, episodes: Sequence[int],
                  instruction_ids: np.ndarray):
         chosen = np.zeros(store.num_episodes, bool)
         chosen[list(episodes)] = True
-        labelled = np.all(latents >= 0, axis=1) & chosen[store.episode_of(np.arange(len(store)))]
+        labelled = (latents[:, 0] >= 0) & chosen[store.episode_of(np.arange(len(store)))]
         super().__init__(store, np.flatnonzero(labelled), instruction_ids)
         self.latents = latents
 

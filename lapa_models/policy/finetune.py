@@ -26,7 +26,7 @@ import numpy as np
 
 from .configuration import get_config
 from .data import (ActionChunkSamples, ConcatSamples, InstructionTable, LatentSamples, align_latents,
-                   check_latents_fit, load_latent_labels, split_episodes)
+                   check_latents_fit, load_latent_labels, split_episodes, stack_latents)
 from .modeling import LapaPolicy, policy_from_checkpoint_for_finetuning
 from .normalization import NormalizationStats
 from .training import (add_common_arguments, checked_frame_size, config_overrides, describe_model, open_training_stores,
@@ -190,7 +190,9 @@ def build(args: argparse.Namespace):
             if args.cotrain_target == "latents":
                 labels = load_latent_labels(store.source.root, args.cotrain_latents)
                 check_latents_fit(labels, model.config, f"{args.init} on {store.source.root}")
-                aux_parts.append(LatentSamples(store, align_latents(store, labels), episodes, ids))
+                tokens = stack_latents(store, align_latents(store, labels), model.config.latent_horizon,
+                                       int(labels.info.get("frame_gap") or 1))
+                aux_parts.append(LatentSamples(store, tokens, episodes, ids))
             else:
                 aux_parts.append(ActionChunkSamples(store, model.config.chunk_size, episodes, ids, use_state))
         aux = (ConcatSamples(aux_parts), float(args.cotrain_weight))

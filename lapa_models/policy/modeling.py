@@ -341,8 +341,12 @@ class LapaPolicy(nn.Module):
         if "latent_tokens" in batch:
             logits = self.latent_logits(queries)
             target = batch["latent_tokens"].to(torch.int64)
-            out["latent_loss"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-            out["latent_accuracy"] = (logits.argmax(-1) == target).float().mean()
+            # -1: a later latent action of a horizon that runs past the episode's end (not a target)
+            out["latent_loss"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                 ignore_index=-1)
+            labelled = target >= 0
+            out["latent_accuracy"] = ((logits.argmax(-1) == target) & labelled).float().sum() / \
+                labelled.float().sum().clamp(min=1.0)
             losses.append(out["latent_loss"])
         if "actions" in batch:
             outputs = self.action_outputs(queries)

@@ -63,6 +63,8 @@ class BenchmarkConfig:
     policy_config: str = "small"
     vision_model: str = "config:siglip-mini"
     pretrain_steps: int = 3000
+    latent_horizon: int = 1                # latent actions predicted per frame in latent pretraining (t -> t+k,
+                                           #   t+k -> t+2k, ...: the counterpart of the action chunk)
     finetune_steps: int = 600
     batch_size: int = 32
     lr: float = 3e-4
@@ -240,7 +242,8 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
         raise BenchmarkConfigError(f"freeze must be none, vision or backbone, got {config.freeze!r}")
     if config.augment not in ("color", "crop+color", "none"):
         raise BenchmarkConfigError(f"augment must be color, crop+color or none, got {config.augment!r}")
-    for field in ("laq_steps", "pretrain_steps", "finetune_steps", "batch_size", "video_episodes", "image_size"):
+    for field in ("laq_steps", "pretrain_steps", "latent_horizon", "finetune_steps", "batch_size", "video_episodes",
+                  "image_size"):
         if getattr(config, field) < 1:
             raise BenchmarkConfigError(f"{field} must be >= 1")
     return config

@@ -133,7 +133,8 @@ class Benchmark:
                                "--out", pre / "latents"]))
             steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"],
                               ["--data", video, *policy_arch, "--steps", c.pretrain_steps, "--out", pre / "lapa",
-                               "--val-fraction", 0.05, "--seed", c.pretrain_seed, *common]))
+                               "--val-fraction", 0.05, "--seed", c.pretrain_seed, *common]
+                              + (["--latent-horizon", c.latent_horizon] if c.latent_horizon != 1 else [])))
         if "action" in c.arms:
             steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"],
                               ["--data", video, "--init", "scratch", *policy_arch, "--steps", c.pretrain_steps,
