@@ -128,13 +128,19 @@ def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_o
 
     out, _ = quick
     saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
+    none = {"action_pretraining": False, "action_cells": False}
     assert reusable_parts(out, saved.replace(freeze="backbone")) == {"data": True, "laq": True, "pretraining": True,
-                                                                     "cells": False, "scratch": True}
+                                                                     "cells": False, "action_pretraining": True,
+                                                                     "action_cells": False, "scratch": True}
     replicate = saved.replace(pretrain_seed=1)
     assert reusable_parts(out, replicate) == {"data": True, "laq": False, "pretraining": False, "cells": False,
-                                              "scratch": True}
+                                              **none, "scratch": True}
     assert reusable_parts(out, saved.replace(lr=1e-4)) == {"data": True, "laq": True, "pretraining": False, "cells": False,
-                                                           "scratch": False}
+                                                           **none, "scratch": False}
+    # a lever on the LAPA arm alone (its LAQ, its latent targets) leaves the action arm's work shareable
+    assert reusable_parts(out, saved.replace(laq_frame_gap=2, latent_horizon=2)) == {
+        "data": True, "laq": False, "pretraining": False, "cells": False, "action_pretraining": True,
+        "action_cells": True, "scratch": True}
     with pytest.raises(BenchmarkConfigError, match=r"its data differ in \['video_episodes'\]"):
         reusable_parts(out, saved.replace(video_episodes=7))
     labels_before = _digest(out / "data" / "video" / "latents")
@@ -156,8 +162,8 @@ def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_o
 @pytest.mark.parametrize("lever", ["pretrain_steps", "latent_horizon"])
 def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(quick, tmp_path, lever):
     """A lever on the policy's pretraining (its steps, how many latent actions it predicts) keeps the LAQ:
-    the video, the LAQ and its labels are linked, their steps taken over, and only the two policy
-    pretrainings run here."""
+    the video, the LAQ and its labels are linked, their steps taken over, and only the policy pretrainings
+    it changes run here (a LAPA-only lever keeps the action arm's pretraining and finished cells too)."""
     from lapa_sim.benchmark.config import BenchmarkConfig
     from lapa_sim.benchmark.run import Benchmark
 
@@ -173,9 +179,14 @@ def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(qui
     assert not (here / "pretrain" / "default" / "lapa").exists() and not (here / "pretrain" / "default").is_symlink()
     steps = {p.name for p in (here / "steps").iterdir()}
     assert {"laq-train-default.done", "laq-label-default.done", "laq-train-dusk.done"} <= steps
-    assert not any(s.startswith("pretrain-") for s in steps)
+    lapa_only = lever == "latent_horizon"
+    assert {s for s in steps if s.startswith("pretrain-")} == (
+        {"pretrain-action-default.done", "pretrain-action-dusk.done"} if lapa_only else set())
+    assert any("-action-" in s and s.startswith("eval-") for s in steps) == lapa_only
+    assert not any("-lapa-" in s and s.startswith(("finetune-", "eval-")) for s in steps)
     todo = [s.key for s in bench.plan() if not bench.marker(s).is_file()]
     assert todo[0] == "pretrain-lapa-default" and not any(k.startswith("laq-") for k in todo)
+    assert any(k.startswith("pretrain-action-") for k in todo) != lapa_only
     command = next(s for s in bench.plan() if s.key == "pretrain-lapa-default").command()
     assert ("--latent-horizon 2" in command) == (lever == "latent_horizon")
     assert _digest(out / "data" / "video" / "latents") == labels_before

@@ -291,6 +291,10 @@ FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", 
 # the finished cells of the pretrained arms when the pretraining and everything but these agree as well
 # (which cells a run makes, not how it makes one),
 SELECTION = ("preset", "settings", "arms", "shots", "cross_shots", "seeds")
+# the action-pretrained arm's pretraining and cells also when only these differ: the LAPA arm's own
+# settings (its LAQ, its latent targets, its action head), which no step of the action arm reads,
+LAPA_ONLY = ("laq_config", "laq_steps", "laq_frame_gap", "laq_batch_size", "latent_horizon", "action_reads_latents",
+             "action_latents_only")
 # and the finished scratch cells (which read neither video nor pretraining) when the data and these agree.
 SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "execution", "policy_config",
                 "vision_model", "batch_size", "lr", "augment")
@@ -298,8 +302,8 @@ SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "exe
 
 def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
     """What of ``source``'s benchmark folder ``config`` can share: {"data", "laq", "pretraining", "cells",
-    "scratch"}
-    (by configuration; whether ``source`` has finished them is the caller's to check)."""
+    "action_pretraining", "action_cells", "scratch"} (by configuration; whether ``source`` has finished
+    them is the caller's to check)."""
     path = Path(source) / "benchmark.json"
     if not path.is_file():
         raise BenchmarkConfigError(f"--reuse {source}: not a benchmark folder (no benchmark.json)")
@@ -311,8 +315,10 @@ def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
         raise BenchmarkConfigError(f"--reuse {source}: its data differ in {data_differs}; nothing can be shared")
     pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES)
     cells = pretraining and same(k for k in now if k not in SELECTION + RESOURCES)
+    action_pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES + LAPA_ONLY)
+    action_cells = action_pretraining and same(k for k in now if k not in SELECTION + RESOURCES + LAPA_ONLY)
     return {"data": True, "laq": same(LAQ_FIELDS), "pretraining": pretraining, "cells": cells,
-            "scratch": same(SCRATCH_SAME)}
+            "action_pretraining": action_pretraining, "action_cells": action_cells, "scratch": same(SCRATCH_SAME)}
 
 
 def task_list(text: str) -> List[str]:

@@ -200,7 +200,8 @@ class Benchmark:
         the demos, and per view its video, LAQ (with its labels and `laq show` renderings) and each policy
         pretraining (all linked, their step markers copied), and its finished cells (copied): those of a
         pretrained arm when its pretraining was taken over and the finetuning and evaluation agree, the
-        scratch cells whenever their own settings agree.
+        scratch cells whenever their own settings agree. The action-pretrained arm's pretraining and
+        cells are taken over also when only the LAPA arm's own settings differ (config.LAPA_ONLY).
 
         Links go to finished items only, never to a folder this run still writes into, so nothing made
         here lands in ``source`` (a view ``source`` never made, an arm it never pretrained, run here). A
@@ -270,14 +271,17 @@ class Benchmark:
             labels_here = "lapa" in arms and not laq
             take(video, f"data-video-{view}", copy=labels_here,
                  what=f"{view} video" + (" (copied: labelled here)" if labels_here else ""))
-            if parts["pretraining"]:
-                for arm in arms:
-                    if arm != "scratch" and (arm != "lapa" or laq) and \
-                            take(pre / arm, f"pretrain-{arm}-{view}", what=f"{view} {arm} pretraining"):
-                        pretrained.add((view, arm))
+            for arm in arms:
+                # the action arm reads none of the LAPA arm's settings: a LAPA lever keeps its pretraining
+                same = parts["pretraining"] or (arm == "action" and parts["action_pretraining"])
+                if arm != "scratch" and same and (arm != "lapa" or laq) and \
+                        take(pre / arm, f"pretrain-{arm}-{view}", what=f"{view} {arm} pretraining"):
+                    pretrained.add((view, arm))
         parts["laq"] = parts_laq
-        if parts["cells"] and pretrained:
-            copied = self._share_cells(source, lambda arm, view: (view, arm) in pretrained)
+        cells_too = lambda arm, view: (view, arm) in pretrained and (  # noqa: E731
+            parts["cells"] or (arm == "action" and parts["action_cells"]))
+        if pretrained:
+            copied = self._share_cells(source, cells_too)
             if copied:
                 taken.append(f"{copied} finished cells of the pretrained arms")
         if parts["scratch"] and source not in self.reused:
