@@ -79,6 +79,7 @@ def test_quick_preset_writes_tables_plot_and_per_cell_results(quick):
     # Every step was printed as the public command it runs; the latent actions were rendered.
     assert "lapa laq train --data" in result.stderr and "lapa policy finetune" in result.stderr
     assert "--cotrain-target latents" in result.stderr and "--view dusk" in result.stderr
+    assert "--latent-horizon 3" in result.stderr   # the preset's latent pretraining predicts 3 latent actions
     latents = out / "pretrain" / "default" / "latents"
     assert (latents / "latents.mp4").is_file() and (latents / "frame_00.png").is_file()
     # The evaluation used the catalogue's instructions of the renamed tasks, on seeds unseen in training.
@@ -188,7 +189,7 @@ def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(qui
     assert todo[0] == "pretrain-lapa-default" and not any(k.startswith("laq-") for k in todo)
     assert any(k.startswith("pretrain-action-") for k in todo) != lapa_only
     command = next(s for s in bench.plan() if s.key == "pretrain-lapa-default").command()
-    assert ("--latent-horizon 2" in command) == (lever == "latent_horizon")
+    assert (f"--latent-horizon {saved.latent_horizon + 1}" in command) == (lever == "latent_horizon")
     assert _digest(out / "data" / "video" / "latents") == labels_before
 
 

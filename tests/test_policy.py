@@ -623,6 +623,23 @@ def test_pretraining_with_a_latent_horizon_predicts_several_latent_actions_and_f
         pretrain.build(args)
 
 
+def test_scratch_takes_the_query_token_count_of_a_pretrained_model_and_a_pretrained_one_keeps_its_own(
+        sim_data, pretrained, tmp_path):
+    """--query-tokens: a scratch model built with as many query tokens as a latent-horizon model has, so
+    the two compare at the same architecture; a pretrained --init keeps its own."""
+    _run(finetune, ["--data", sim_data, "--init", "scratch", "--query-tokens", 12, "--out", tmp_path / "s",
+                    "--steps", 2, "--val-fraction", 0, *TRAIN_ARGS])
+    model = LapaPolicy.from_pretrained(tmp_path / "s" / "final")
+    assert model.queries.shape[0] == 12 and model.latent_head is None
+    assert model.action_head.mlp[0].in_features == 12 * model.config.hidden_size
+    parser = argparse.ArgumentParser()
+    finetune.add_arguments(parser)
+    args = parser.parse_args([str(a) for a in ["--data", sim_data, "--init", pretrained / "final", "--query-tokens",
+                                               12, "--out", tmp_path / "p", "--steps", 2, *TRAIN_ARGS]])
+    with pytest.raises(ValueError, match="only for --init scratch"):
+        finetune.build(args)
+
+
 def test_a_head_reading_only_the_latent_actions_learns_from_them_alone_and_exports(sim_data, pretrained, tmp_path):
     """--action-latents-only: the head's only input is the predicted latent actions (no query outputs, no
     state token in the fusion); no action gradient reaches the backbone, and the graph exports."""

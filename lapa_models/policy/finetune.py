@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action-head", choices=["continuous", "bins"], default="continuous",
                    help="continuous: L1 on normalized actions; bins: the paper's 256 quantile bins")
     p.add_argument("--chunk-size", type=int, default=None, help="actions per prediction (default: the config's)")
+    p.add_argument("--query-tokens", type=int, default=None,
+                   help="--init scratch: learned query tokens the action head reads (default: the config's "
+                        "latent_num_tokens); give a latent-pretrained model's count (x its latent horizon) to "
+                        "compare the two at the same architecture")
     p.add_argument("--n-action-steps", type=int, default=None, help="actions select_action executes per chunk")
     p.add_argument("--all-episodes", action="store_true", help="also train on unsuccessful episodes")
     p.add_argument("--no-state", action="store_true", help="do not feed the robot state")
@@ -162,7 +166,13 @@ def build(args: argparse.Namespace):
         changes["action_reads_latents"] = True
     if latents_only:
         changes["action_reads_queries"] = False
+    queries = getattr(args, "query_tokens", None)
+    if queries is not None and (args.init != "scratch" or queries < 1):
+        raise ValueError(f"--query-tokens {queries}: only for --init scratch, and >= 1 (a pretrained model keeps "
+                         "its own)")
     if args.init == "scratch":
+        if queries is not None:
+            base = base.replace(latent_num_tokens=queries, latent_horizon=1)
         model = LapaPolicy(base.replace(latent_head=False, **{k: v for k, v in changes.items() if v is not None}),
                            stats)
     else:

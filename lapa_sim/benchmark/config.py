@@ -65,6 +65,9 @@ class BenchmarkConfig:
     pretrain_steps: int = 3000
     latent_horizon: int = 1                # latent actions predicted per frame in latent pretraining (t -> t+k,
                                            #   t+k -> t+2k, ...: the counterpart of the action chunk)
+    query_tokens: int = 0                  # query tokens of the models built from scratch (the scratch cells, the
+                                           #   action arm's pretraining); 0: the LAPA model's (its LAQ's tokens x
+                                           #   latent_horizon), so that every arm has the same architecture
     finetune_steps: int = 600
     batch_size: int = 32
     lr: float = 3e-4
@@ -116,12 +119,14 @@ _QUICK = dict(
     preset="quick", targets=("reach", "drawer-close"), video_only=("button-press-topdown",), extra_video=(),
     held_out=("door-close",), shots=(2,), cross_shots=2, seeds=(0, 1), eval_episodes=2,
     image_size=32, video_episodes=3, demo_pool=3, laq_config="tiny", laq_steps=30, laq_batch_size=8,
-    policy_config="tiny", vision_model="config:siglip-tiny", pretrain_steps=20, finetune_steps=12, batch_size=8,
-    threads=0)
+    policy_config="tiny", vision_model="config:siglip-tiny", pretrain_steps=20, latent_horizon=3, finetune_steps=12,
+    batch_size=8, threads=0)
 # About 2.5 hours on 2 CPU cores (2.38 h of steps measured: docs/benchmark/cpu). Targets are tasks
 # where the scratch arm at K = 10 is neither at the floor nor the ceiling (measured: push ~5% and
 # drawer-open, door-open 100% for every arm, which can show no difference); 100 video episodes per task
-# (25 gave latent pretraining 0.69 held-out token accuracy, 100 gave 0.88).
+# (25 gave latent pretraining 0.69 held-out token accuracy, 100 gave 0.88). Latent pretraining predicts
+# 3 consecutive latent actions (frames t .. t+9, about the span of the 8-action chunk): LAPA at K = 10
+# 63.8 -> 72.9 for one pretraining, pooled over three in docs/benchmark/levers/latent-horizon-3-pooled-k10.
 _CPU = dict(
     preset="cpu",
     targets=("window-open", "button-press", "reach", "plate-slide"),
@@ -129,7 +134,7 @@ _CPU = dict(
     extra_video=("drawer-open", "drawer-close", "door-close", "coffee-button"),
     held_out=(), shots=(5, 10, 25), cross_shots=10, seeds=(0, 1, 2), eval_episodes=20, image_size=64,
     video_episodes=100, demo_pool=30, laq_config="tiny", laq_steps=3000, policy_config="small",
-    vision_model="config:siglip-mini", pretrain_steps=3000, finetune_steps=600, batch_size=32)
+    vision_model="config:siglip-mini", pretrain_steps=3000, latent_horizon=3, finetune_steps=600, batch_size=32)
 # Paper-like scale for a GPU: more video, a larger LAQ, the SigLIP-base policy at 224 px.
 _GPU = dict(
     preset="gpu",
@@ -139,7 +144,7 @@ _GPU = dict(
                  "push-back"),
     held_out=(), shots=(5, 10, 25), cross_shots=10, seeds=(0, 1, 2, 3, 4), eval_episodes=50, image_size=224,
     video_episodes=200, demo_pool=30, laq_config="small", laq_steps=30000, laq_batch_size=64,
-    policy_config="siglip-base", vision_model="google/siglip-base-patch16-224", pretrain_steps=20000,
+    policy_config="siglip-base", vision_model="google/siglip-base-patch16-224", pretrain_steps=20000, latent_horizon=3,
     finetune_steps=3000, batch_size=64, lr=1e-4)
 PRESETS: Dict[str, Dict[str, Any]] = {"quick": _QUICK, "cpu": _CPU, "gpu": _GPU}
 
@@ -246,7 +251,33 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
                   "image_size"):
         if getattr(config, field) < 1:
             raise BenchmarkConfigError(f"{field} must be >= 1")
+    if config.query_tokens < 0:
+        raise BenchmarkConfigError(f"query_tokens must be >= 0 (0: the LAPA model's), got {config.query_tokens}")
+    built_queries(config)   # an unreadable LAQ or policy config fails here, before any work
     return config
+
+
+def policy_queries(config: BenchmarkConfig) -> int:
+    """Query tokens the policy config builds by default (what a scratch model had before ``query_tokens``)."""
+    from lapa_models.policy.configuration import get_config
+
+    try:
+        return int(get_config(config.policy_config).latent_num_tokens)
+    except (ValueError, OSError) as e:
+        raise BenchmarkConfigError(f"policy_config {config.policy_config!r}: {e}") from e
+
+
+def built_queries(config: BenchmarkConfig) -> int:
+    """Query tokens of the models built from scratch: ``query_tokens``, or (0) the LAPA model's, its LAQ's
+    tokens x ``latent_horizon`` (the same for every selection of arms, so runs with other arms share)."""
+    if config.query_tokens:
+        return int(config.query_tokens)
+    from lapa_models.laq.configuration import ConfigError, get_config
+
+    try:
+        return int(get_config(config.laq_config).num_latent_tokens) * int(config.latent_horizon)
+    except (ConfigError, ValueError, OSError) as e:
+        raise BenchmarkConfigError(f"laq_config {config.laq_config!r}: {e}") from e
 
 
 # How a run uses the machine, not what it measures: a folder may be resumed with other values.
@@ -294,7 +325,7 @@ SELECTION = ("preset", "settings", "arms", "shots", "cross_shots", "seeds")
 # the action-pretrained arm's pretraining and cells also when only these differ: the LAPA arm's own
 # settings (its LAQ, its latent targets, its action head), which no step of the action arm reads,
 LAPA_ONLY = ("laq_config", "laq_steps", "laq_frame_gap", "laq_batch_size", "latent_horizon", "action_reads_latents",
-             "action_latents_only")
+             "action_latents_only", "query_tokens")   # (the action arm's query tokens are compared as built)
 # and the finished scratch cells (which read neither video nor pretraining) when the data and these agree.
 SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "execution", "policy_config",
                 "vision_model", "batch_size", "lr", "augment")
@@ -307,18 +338,25 @@ def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
     path = Path(source) / "benchmark.json"
     if not path.is_file():
         raise BenchmarkConfigError(f"--reuse {source}: not a benchmark folder (no benchmark.json)")
-    saved = _with_defaults(json.loads(path.read_text()))
+    raw = json.loads(path.read_text())
+    saved = _with_defaults(raw)
     now = config.to_dict()
+    # the scratch-built models' query tokens (a folder from before ``query_tokens`` built the policy
+    # config's default whatever its LAQ and latent horizon)
+    saved_config = BenchmarkConfig.from_dict(saved)
+    saved_queries = built_queries(saved_config) if "query_tokens" in raw else policy_queries(saved_config)
+    queries_same = saved_queries == built_queries(config)
     same = lambda fields: all(saved.get(k) == now.get(k) for k in fields)  # noqa: E731
     data_differs = [k for k in DATA_FIELDS if saved.get(k) != now.get(k)]
     if data_differs:
         raise BenchmarkConfigError(f"--reuse {source}: its data differ in {data_differs}; nothing can be shared")
     pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES)
     cells = pretraining and same(k for k in now if k not in SELECTION + RESOURCES)
-    action_pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES + LAPA_ONLY)
+    action_pretraining = queries_same and same(k for k in now if k not in FINETUNE_ONLY + RESOURCES + LAPA_ONLY)
     action_cells = action_pretraining and same(k for k in now if k not in SELECTION + RESOURCES + LAPA_ONLY)
     return {"data": True, "laq": same(LAQ_FIELDS), "pretraining": pretraining, "cells": cells,
-            "action_pretraining": action_pretraining, "action_cells": action_cells, "scratch": same(SCRATCH_SAME)}
+            "action_pretraining": action_pretraining, "action_cells": action_cells,
+            "scratch": queries_same and same(SCRATCH_SAME)}
 
 
 def task_list(text: str) -> List[str]:

@@ -38,8 +38,8 @@ from typing import Callable, Dict, List, Optional
 from lapa_models.commands import command_line, find, run_in_process
 
 from .report import write_report
-from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, check_folder, parse_assignment, preset,
-                     reusable_parts, task_list, validate)
+from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, built_queries, check_folder, parse_assignment,
+                     policy_queries, preset, reusable_parts, task_list, validate)
 
 
 @dataclasses.dataclass
@@ -137,7 +137,8 @@ class Benchmark:
                               + (["--latent-horizon", c.latent_horizon] if c.latent_horizon != 1 else [])))
         if "action" in c.arms:
             steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"],
-                              ["--data", video, "--init", "scratch", *policy_arch, "--steps", c.pretrain_steps,
+                              ["--data", video, "--init", "scratch", *policy_arch, *self._scratch_queries(),
+                               "--steps", c.pretrain_steps,
                                "--out", pre / "action", "--val-fraction", 0.05, "--seed", c.pretrain_seed, *common]))
         return steps
 
@@ -155,6 +156,12 @@ class Benchmark:
                     for seed in c.seeds:
                         yield "cross-env", arm, c.cross_shots, seed, c.view
 
+    def _scratch_queries(self) -> List:
+        """``--query-tokens`` of the models built from scratch, where the policy config's default would
+        give them another architecture than the LAPA model's (config.built_queries)."""
+        n = built_queries(self.config)
+        return [] if n == policy_queries(self.config) else ["--query-tokens", n]
+
     def _cell_steps(self, setting, arm, k, seed, view, policy_arch, common) -> List[Step]:
         c = self.config
         cell = self.cell(setting, arm, k, seed)
@@ -162,7 +169,7 @@ class Benchmark:
         argv = ["--data", self.data("demos"), "--demos-per-task", k, "--demo-seed", seed, "--seed", seed,
                 "--steps", c.finetune_steps, "--val-fraction", 0, "--out", cell / "finetune", "--eval-every", 0, *common]
         if arm == "scratch":
-            argv = argv[:2] + ["--init", "scratch", *policy_arch] + argv[2:]
+            argv = argv[:2] + ["--init", "scratch", *policy_arch, *self._scratch_queries()] + argv[2:]
         else:
             pre = self.pretrain(view)
             argv = argv[:2] + ["--init", pre / arm / "final"] + argv[2:]
@@ -273,13 +280,13 @@ class Benchmark:
                  what=f"{view} video" + (" (copied: labelled here)" if labels_here else ""))
             for arm in arms:
                 # the action arm reads none of the LAPA arm's settings: a LAPA lever keeps its pretraining
-                same = parts["pretraining"] or (arm == "action" and parts["action_pretraining"])
+                same = parts["action_pretraining"] if arm == "action" else parts["pretraining"]
                 if arm != "scratch" and same and (arm != "lapa" or laq) and \
                         take(pre / arm, f"pretrain-{arm}-{view}", what=f"{view} {arm} pretraining"):
                     pretrained.add((view, arm))
         parts["laq"] = parts_laq
         cells_too = lambda arm, view: (view, arm) in pretrained and (  # noqa: E731
-            parts["cells"] or (arm == "action" and parts["action_cells"]))
+            parts["action_cells"] if arm == "action" else parts["cells"])
         if pretrained:
             copied = self._share_cells(source, cells_too)
             if copied:
