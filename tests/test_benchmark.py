@@ -80,6 +80,7 @@ def test_quick_preset_writes_tables_plot_and_per_cell_results(quick):
     assert "lapa laq train --data" in result.stderr and "lapa policy finetune" in result.stderr
     assert "--cotrain-target latents" in result.stderr and "--view dusk" in result.stderr
     assert "--latent-horizon 3" in result.stderr   # the preset's latent pretraining predicts 3 latent actions
+    assert "--init scratch --config tiny --vision-model config:siglip-tiny --query-tokens 12" in result.stderr
     latents = out / "pretrain" / "default" / "latents"
     assert (latents / "latents.mp4").is_file() and (latents / "frame_00.png").is_file()
     # The evaluation used the catalogue's instructions of the renamed tasks, on seeds unseen in training.
@@ -124,7 +125,7 @@ def test_lever_run_reuses_pretraining_and_scratch_cells_and_runs_only_the_change
 def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_own_copy(quick, tmp_path):
     """A pretraining replicate (pretrain_seed) reuses the generated data and the scratch cells but not the
     pretraining; the video is copied without the source's labels, so labelling cannot overwrite them."""
-    from lapa_sim.benchmark.config import BenchmarkConfig, BenchmarkConfigError, reusable_parts
+    from lapa_sim.benchmark.config import BenchmarkConfig, BenchmarkConfigError, built_queries, reusable_parts
     from lapa_sim.benchmark.run import Benchmark
 
     out, _ = quick
@@ -138,10 +139,20 @@ def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_o
                                               **none, "scratch": True}
     assert reusable_parts(out, saved.replace(lr=1e-4)) == {"data": True, "laq": True, "pretraining": False, "cells": False,
                                                            **none, "scratch": False}
-    # a lever on the LAPA arm alone (its LAQ, its latent targets) leaves the action arm's work shareable
-    assert reusable_parts(out, saved.replace(laq_frame_gap=2, latent_horizon=2)) == {
+    # a lever on the LAPA arm alone (its LAQ, its latent targets) leaves the action arm's work shareable,
+    # unless it changes the query tokens every arm is built with (LAQ tokens x latent horizon)
+    assert reusable_parts(out, saved.replace(laq_frame_gap=2)) == {
         "data": True, "laq": False, "pretraining": False, "cells": False, "action_pretraining": True,
         "action_cells": True, "scratch": True}
+    assert reusable_parts(out, saved.replace(latent_horizon=2)) == {"data": True, "laq": True, "pretraining": False,
+                                                                    "cells": False, **none, "scratch": False}
+    pinned = saved.replace(latent_horizon=2, query_tokens=built_queries(saved))
+    assert reusable_parts(out, pinned)["action_cells"] and reusable_parts(out, pinned)["scratch"]
+    # a folder from before query_tokens built its scratch models with the policy config's default
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "benchmark.json").write_text(json.dumps({k: v for k, v in saved.to_dict().items() if k != "query_tokens"}))
+    assert not reusable_parts(older, saved)["scratch"] and reusable_parts(older, saved)["pretraining"]
     with pytest.raises(BenchmarkConfigError, match=r"its data differ in \['video_episodes'\]"):
         reusable_parts(out, saved.replace(video_episodes=7))
     labels_before = _digest(out / "data" / "video" / "latents")
@@ -165,14 +176,16 @@ def test_reuse_with_another_policy_pretraining_shares_the_laq_and_its_labels(qui
     """A lever on the policy's pretraining (its steps, how many latent actions it predicts) keeps the LAQ:
     the video, the LAQ and its labels are linked, their steps taken over, and only the policy pretrainings
     it changes run here (a LAPA-only lever keeps the action arm's pretraining and finished cells too)."""
-    from lapa_sim.benchmark.config import BenchmarkConfig
+    from lapa_sim.benchmark.config import BenchmarkConfig, built_queries
     from lapa_sim.benchmark.run import Benchmark
 
     out, _ = quick
     saved = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
     labels_before = _digest(out / "data" / "video" / "latents")
-    bench = Benchmark(saved.replace(**{lever: getattr(saved, lever) + (5 if lever == "pretrain_steps" else 1)}),
-                      tmp_path / "longer")
+    # latent_horizon with the query tokens pinned: the scratch-built arms keep their architecture
+    change = {"pretrain_steps": saved.pretrain_steps + 5} if lever == "pretrain_steps" else \
+        {"latent_horizon": saved.latent_horizon + 1, "query_tokens": built_queries(saved)}
+    bench = Benchmark(saved.replace(**change), tmp_path / "longer")
     parts = bench.share(out)
     assert parts["laq"] and not parts["pretraining"] and parts["scratch"]
     here = tmp_path / "longer"
