@@ -394,7 +394,8 @@ class LapaPolicy(nn.Module):
 
     @torch.no_grad()
     def predict_latents(self, images: ImageInput, instructions, state=None) -> torch.Tensor:
-        """(B, T) most likely LAQ latent tokens for (image, instruction)."""
+        """(B, T) most likely LAQ latent tokens for (image, instruction); T = latent_num_tokens (latent_horizon
+        consecutive latent actions, in order)."""
         pixels = self.prepare_images(images)
         b = pixels.shape[0]
         queries = self.fuse(pixels, self._embedding(instructions, b), self._state(state, b))
