@@ -45,6 +45,10 @@ class LatentLabels:
     def codebook_size(self) -> int:
         return int(self.info["codebook_size"])
 
+    @property
+    def frame_gap(self) -> int:
+        return int(self.info["frame_gap"])
+
 
 def load_latent_labels(dataset_root: str | Path, name: str = "laq") -> LatentLabels:
     """LAQ labels through the LAQ stage's own reader (lapa_models.laq.label.load_latents), which
@@ -61,7 +65,7 @@ def load_latent_labels(dataset_root: str | Path, name: str = "laq") -> LatentLab
 def check_latents_fit(labels: LatentLabels, config, where: str) -> None:
     """The labels' (tokens, codebook) must be what a policy config's latent head predicts (its tokens are
     ``latent_horizon`` latent actions of the labels' T tokens each)."""
-    horizon = int(getattr(config, "latent_horizon", 1))
+    horizon = config.latent_horizon
     own = (config.latent_num_tokens, config.latent_codebook_size)
     if (labels.num_tokens * horizon, labels.codebook_size) != own:
         per_step = f" ({horizon} latent actions)" if horizon > 1 else ""

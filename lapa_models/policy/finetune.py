@@ -201,7 +201,7 @@ def build(args: argparse.Namespace):
                 labels = load_latent_labels(store.source.root, args.cotrain_latents)
                 check_latents_fit(labels, model.config, f"{args.init} on {store.source.root}")
                 tokens = stack_latents(store, align_latents(store, labels), model.config.latent_horizon,
-                                       int(labels.info.get("frame_gap") or 1))
+                                       labels.frame_gap)
                 aux_parts.append(LatentSamples(store, tokens, episodes, ids))
             else:
                 aux_parts.append(ActionChunkSamples(store, model.config.chunk_size, episodes, ids, use_state))

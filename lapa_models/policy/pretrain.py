@@ -44,12 +44,12 @@ def build(args: argparse.Namespace):
     if len(shapes) > 1:
         raise ValueError(f"datasets carry LAQ labels of different shapes (tokens, codebook) {sorted(shapes)}")
     num_tokens, codebook = shapes.pop()
-    gaps = {lab.info.get("frame_gap") for lab in labels}
+    gaps = {lab.frame_gap for lab in labels}
     if len(gaps) > 1:
-        raise ValueError(f"datasets carry LAQ labels of different frame gaps {sorted(gaps, key=str)}")
-    gap = int(gaps.pop() or 1)
+        raise ValueError(f"datasets carry LAQ labels of different frame gaps {sorted(gaps)}")
+    gap = gaps.pop()
     table = InstructionTable(stores)
-    horizon = getattr(args, "latent_horizon", None)
+    horizon = args.latent_horizon           # None: 1, or the --init checkpoint's
     if horizon is not None and horizon < 1:
         raise ValueError(f"--latent-horizon must be >= 1, got {horizon}")
     if args.init:
@@ -60,8 +60,9 @@ def build(args: argparse.Namespace):
         check_latents_fit(labels[0], model.config, args.init)
         model.config = model.config.replace(**checked_frame_size(stores, args, model.config))
     else:
+        horizon = horizon or 1
         config = get_config(args.config, **config_overrides(args)).replace(
-            latent_head=True, latent_num_tokens=num_tokens * (horizon or 1), latent_horizon=horizon or 1,
+            latent_head=True, latent_num_tokens=num_tokens * horizon, latent_horizon=horizon,
             latent_codebook_size=codebook, action_dim=0,
             state_dim=0, latent_labels={k: v for k, v in labels[0].info.items()},
             **checked_frame_size(stores, args))

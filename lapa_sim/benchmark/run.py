@@ -89,6 +89,10 @@ class Benchmark:
         headline numbers already."""
         c = self.config
         policy_arch = ["--config", c.policy_config, "--vision-model", c.vision_model]
+        # models built from scratch (scratch cells, the action arm's pretraining) take the LAPA model's query
+        # tokens, where the policy config's default would give them another architecture
+        queries = built_queries(c)
+        scratch_arch = policy_arch + ([] if queries == policy_queries(c) else ["--query-tokens", queries])
         common = ["--batch-size", c.batch_size, "--lr", c.lr, "--augment", c.augment, "--no-progress",
                   "--save-every", 0, *(["--threads", c.threads] if c.threads else [])]
         views = self.views()
@@ -100,12 +104,12 @@ class Benchmark:
                            "--image-size", c.image_size, c.image_size, "--workers", _workers(),
                            "--out", self.data("demos")]))
         if "default" in views:
-            steps.extend(self._pretrain_steps("default", policy_arch, common))
+            steps.extend(self._pretrain_steps("default", policy_arch, scratch_arch, common))
         for setting, arm, k, seed, view in self.cells():
             if setting == "cross-env" and not any(s.key == f"data-video-{view}" for s in steps):
                 steps.append(self._video_step(view))
-                steps.extend(self._pretrain_steps(view, policy_arch, common))
-            steps.extend(self._cell_steps(setting, arm, k, seed, view, policy_arch, common))
+                steps.extend(self._pretrain_steps(view, policy_arch, scratch_arch, common))
+            steps.extend(self._cell_steps(setting, arm, k, seed, view, scratch_arch, common))
         return steps
 
     def _video_step(self, view: str) -> Step:
@@ -115,7 +119,7 @@ class Benchmark:
                      "--seed", c.video_seed, "--image-size", c.image_size, c.image_size, "--workers", _workers(),
                      "--out", self.video(view)] + ([] if view == "default" else ["--view", view]))
 
-    def _pretrain_steps(self, view: str, policy_arch: List, common: List) -> List[Step]:
+    def _pretrain_steps(self, view: str, policy_arch: List, scratch_arch: List, common: List) -> List[Step]:
         c = self.config
         threads = ["--threads", c.threads] if c.threads else []
         video, pre = self.video(view), self.pretrain(view)
@@ -137,8 +141,7 @@ class Benchmark:
                               + (["--latent-horizon", c.latent_horizon] if c.latent_horizon != 1 else [])))
         if "action" in c.arms:
             steps.append(Step(f"pretrain-action-{view}", ["policy", "finetune"],
-                              ["--data", video, "--init", "scratch", *policy_arch, *self._scratch_queries(),
-                               "--steps", c.pretrain_steps,
+                              ["--data", video, "--init", "scratch", *scratch_arch, "--steps", c.pretrain_steps,
                                "--out", pre / "action", "--val-fraction", 0.05, "--seed", c.pretrain_seed, *common]))
         return steps
 
@@ -156,20 +159,14 @@ class Benchmark:
                     for seed in c.seeds:
                         yield "cross-env", arm, c.cross_shots, seed, c.view
 
-    def _scratch_queries(self) -> List:
-        """``--query-tokens`` of the models built from scratch, where the policy config's default would
-        give them another architecture than the LAPA model's (config.built_queries)."""
-        n = built_queries(self.config)
-        return [] if n == policy_queries(self.config) else ["--query-tokens", n]
-
-    def _cell_steps(self, setting, arm, k, seed, view, policy_arch, common) -> List[Step]:
+    def _cell_steps(self, setting, arm, k, seed, view, scratch_arch, common) -> List[Step]:
         c = self.config
         cell = self.cell(setting, arm, k, seed)
         tag = f"{setting}-{arm}-k{k}-s{seed}"
         argv = ["--data", self.data("demos"), "--demos-per-task", k, "--demo-seed", seed, "--seed", seed,
                 "--steps", c.finetune_steps, "--val-fraction", 0, "--out", cell / "finetune", "--eval-every", 0, *common]
         if arm == "scratch":
-            argv = argv[:2] + ["--init", "scratch", *policy_arch, *self._scratch_queries()] + argv[2:]
+            argv = argv[:2] + ["--init", "scratch", *scratch_arch] + argv[2:]
         else:
             pre = self.pretrain(view)
             argv = argv[:2] + ["--init", pre / arm / "final"] + argv[2:]
