@@ -121,12 +121,13 @@ _QUICK = dict(
     image_size=32, video_episodes=3, demo_pool=3, laq_config="tiny", laq_steps=30, laq_batch_size=8,
     policy_config="tiny", vision_model="config:siglip-tiny", pretrain_steps=20, latent_horizon=3, finetune_steps=12,
     batch_size=8, threads=0)
-# About 2.5 hours on 2 CPU cores (2.38 h of steps measured: docs/benchmark/cpu). Targets are tasks
-# where the scratch arm at K = 10 is neither at the floor nor the ceiling (measured: push ~5% and
-# drawer-open, door-open 100% for every arm, which can show no difference); 100 video episodes per task
-# (25 gave latent pretraining 0.69 held-out token accuracy, 100 gave 0.88). Latent pretraining predicts
-# 3 consecutive latent actions (frames t .. t+9, about the span of the 8-action chunk): LAPA at K = 10
-# 63.8 -> 72.9 for one pretraining, pooled over three in docs/benchmark/levers/latent-horizon-3-pooled-k10.
+# About 3 hours on 2 CPU cores (3.24 h of steps measured, mostly two jobs side by side:
+# docs/benchmark/cpu). Targets are tasks where the scratch arm at K = 10 is neither at the floor nor the
+# ceiling (measured: push ~5% and drawer-open, door-open 100% for every arm, which can show no
+# difference); 100 video episodes per task (25 gave latent pretraining 0.69 held-out token accuracy, 100
+# gave 0.88). Latent pretraining predicts 3 consecutive latent actions (frames t .. t+9, about the span
+# of the 8-action chunk): LAPA at K = 10 63.8 -> 72.9 for one pretraining, pooled over three in
+# docs/benchmark/cpu-k10/pooled-with-action.
 _CPU = dict(
     preset="cpu",
     targets=("window-open", "button-press", "reach", "plate-slide"),

@@ -2,7 +2,7 @@
 as one resumable command on the simulated tasks.
 
     lapa benchmark --preset quick --out runs/benchmark/quick        # minutes: a smoke run (tests run it)
-    lapa benchmark --preset cpu --out runs/benchmark/cpu            # about 2.5 hours on 2 CPU cores
+    lapa benchmark --preset cpu --out runs/benchmark/cpu            # about 3 hours on 2 CPU cores
     lapa benchmark --preset gpu --out runs/benchmark/gpu            # paper-like scale, for a GPU
     lapa benchmark --preset cpu --targets push,reach --video-only door-open --out ...   # your own tasks
     lapa benchmark --preset cpu --set cotrain_weight=0 --out ...    # one lever changed
@@ -407,7 +407,7 @@ def _clock(seconds: float) -> str:
 # ---------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                   help="quick (minutes, tiny models), cpu (~2.5 h on 2 cores), gpu (paper-like scale)")
+                   help="quick (minutes, tiny models), cpu (~3 h on 2 cores), gpu (paper-like scale)")
     p.add_argument("--out", required=True, help="results folder (resumed when it exists with the same configuration)")
     p.add_argument("--targets", default=None, help="tasks/sets given K labelled demos (and in the video)")
     p.add_argument("--video-only", default=None, help="tasks/sets in the video only (cross-task); 'none' for none")
