@@ -96,6 +96,11 @@ def _bench_policy():
     return bench.add_arguments, bench.main
 
 
+def _bench_train():
+    from .policy import bench
+    return bench.add_training_arguments, bench.main_training
+
+
 def _bench_import():
     from .data import import_videos
     return import_videos.add_bench_arguments, import_videos.bench_main
@@ -116,6 +121,8 @@ MODEL_COMMANDS: List[Command] = [
     Command(("policy", "export"), "export a finetuned policy to ONNX (fp32 + fp16) with its model card", _policy_export),
     Command(("bench", "laq"), "benchmark: LAQ training and labelling throughput (frame pairs/s)", _bench_laq),
     Command(("bench", "policy"), "benchmark: per-frame latency, PyTorch eager vs ONNX Runtime", _bench_policy),
+    Command(("bench", "train"), "benchmark: policy training step throughput, synthetic batches (JSON)",
+            _bench_train),
     Command(("bench", "import"), "benchmark: video import clips/s per worker count (JSON)", _bench_import),
 ]
 

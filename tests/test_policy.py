@@ -688,3 +688,28 @@ def test_scratch_cannot_cotrain_on_latents_or_read_them(sim_data, tmp_path, caps
                                                 "--steps", 1, "--action-reads-latents", *TRAIN_ARGS]])
     assert finetune.main(args) == 2
     assert "need a latent-pretrained --init" in capsys.readouterr().err
+
+
+def test_training_step_benchmark_times_real_steps_and_refuses_bad_settings(tmp_path, capsys):
+    from lapa_models.policy import bench
+
+    pre = bench.benchmark_training("tiny", 4, 2, 1, "cpu", "fp32", "pretrain", latent_horizon=3)
+    fine = bench.benchmark_training("tiny", 4, 2, 1, "cpu", "fp32", "finetune", latent_horizon=1)
+    assert pre["latent_tokens"] == 12 and fine["latent_tokens"] == 4
+    for r in (pre, fine):
+        assert r["samples_per_s"] > 0 and r["step_ms"] > 0
+        assert 0 < r["trainable_parameters"] < r["parameters"]   # the tiny config's text tower is frozen
+    assert fine["trainable_parameters"] > pre["trainable_parameters"]   # the action head trains too
+    with pytest.raises(ValueError, match="phase must be"):
+        bench.benchmark_training("tiny", 4, 1, 0, "cpu", "fp32", "pretraining")
+    parser = argparse.ArgumentParser()
+    bench.add_training_arguments(parser)
+    out = tmp_path / "train.json"
+    assert bench.main_training(parser.parse_args(["--config", "tiny", "--batch-sizes", "4", "--steps", "1",
+                                                  "--warmup", "0", "--out", str(out)])) == 0
+    assert json.loads(out.read_text())["results"][0]["batch_size"] == 4
+    assert bench.main_training(parser.parse_args(["--config", "tiny", "--batch-sizes", "four"])) == 2
+    assert "expected comma separated integers" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert bench.main_training(parser.parse_args(["--config", "tiny", "--device", "cuda"])) == 2
+        assert "sees no CUDA device" in capsys.readouterr().err
