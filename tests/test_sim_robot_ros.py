@@ -7,6 +7,8 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Float64
+from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from lapa_ros.bringup.graph import build_graph, sim_robot_node
@@ -88,6 +90,30 @@ def test_twist_moves_the_end_effector_in_the_commanded_direction_and_nan_holds(r
                                              "camera_link"), 0.5)
     assert np.linalg.norm(_position(poses[-1]) - p2) < 0.005
     assert "camera_link" in graph.log("sim_robot")
+
+
+def test_a_reset_opens_the_gripper_and_forgets_the_last_episodes_gripper_command(ros, start_graph):
+    """In-process episodes start with the gripper open until the policy's first command; so must ROS ones."""
+    graph = start_graph([sim_robot_node("reach", real_time=True)])
+    _wait_ready(ros, graph)
+    joints = []
+    ros.node.create_subscription(JointState, "joint_states", joints.append, COMMAND_QOS)
+    ros.wait_for(lambda: len(joints) > 2, 5, "joint_states")
+
+    def finger() -> float:
+        msg = joints[-1]
+        return float(msg.position[list(msg.name).index("r_close")])
+
+    open_position = finger()
+    pub = ros.node.create_publisher(Float64, "gripper/command", COMMAND_QOS)
+    _publish_for(ros, pub, lambda: Float64(data=1.0), 1.0)
+    closed_position = finger()
+    assert closed_position > open_position + 0.01, (open_position, closed_position)
+    reset = ros.call(ros.node.create_client(Trigger, "sim/reset"), Trigger.Request())
+    assert reset.success
+    time.sleep(1.0)   # twenty steps with no command: the gripper stays as the reset left it
+    assert abs(finger() - open_position) < 0.005, (open_position, closed_position, finger())
+    graph.check_alive()
 
 
 def test_unknown_task_is_refused_with_the_list_of_valid_tasks(ros, start_graph):

@@ -134,6 +134,9 @@ class SimRobotNode(SimulatedArmNode):
         with self._lock:
             self._velocity = np.zeros(3)
             self._velocity_time = -math.inf
+            # The world resets with the gripper open; the last episode's gripper command must not close it
+            # again in the steps before this episode's first command arrives.
+            self._gripper = 0.0
         return {"task": self.world.task.name, "seed": seed}
 
     # ------------------------------------------------------------------ loop
