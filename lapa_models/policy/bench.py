@@ -97,7 +97,6 @@ def _bench_model(config_name: str, sizes: List[str], threads: int, iterations: i
                  providers: tuple = ("cpu",), text_model: str = "", tokenizer: str = "") -> Dict:
     import torch
 
-    from .configuration import get_config
     from .export import PerFrameGraph, export_policy
     from .modeling import LapaPolicy
     from .normalization import NormalizationStats
