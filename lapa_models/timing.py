@@ -21,3 +21,11 @@ def rate_hz(times_s: Sequence[float], digits: int = 2) -> float:
     """Events per second over the span of their timestamps [s] (0 with fewer than two distinct times)."""
     t = list(times_s)
     return round((len(t) - 1) / (t[-1] - t[0]), digits) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+
+def sync_device(device) -> None:
+    """Wait for a CUDA device's queued work before reading a timer (no-op on a CPU)."""
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)

@@ -34,14 +34,10 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..timing import sync_device
 from .configuration import get_config
 from .modeling import LAQModel
 from .train import ADAM_BETAS, GRAD_CLIP
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def benchmark(config_name: str = "tiny", batch_size: int = 0, label_batch_size: int = 256, steps: int = 20,
@@ -62,7 +58,7 @@ def benchmark(config_name: str = "tiny", batch_size: int = 0, label_batch_size: 
     model.train()
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(device)
+            sync_device(device)
             start = time.perf_counter()
         with autocast:
             loss = model(frames_t, frames_tk).loss
@@ -70,7 +66,7 @@ def benchmark(config_name: str = "tiny", batch_size: int = 0, label_batch_size: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync(device)
+    sync_device(device)
     train_seconds = time.perf_counter() - start
 
     model.eval()
@@ -78,11 +74,11 @@ def benchmark(config_name: str = "tiny", batch_size: int = 0, label_batch_size: 
     label_rounds = max(2, steps // 4)
     for i in range(1 + label_rounds):
         if i == 1:
-            _sync(device)
+            sync_device(device)
             start = time.perf_counter()
         with autocast:
             model.encode(label_t, label_tk)
-    _sync(device)
+    sync_device(device)
     label_seconds = time.perf_counter() - start
 
     return {"benchmark": "laq", "config": config_name, "parameters": model.num_parameters(),

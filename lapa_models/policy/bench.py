@@ -37,7 +37,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from ..timing import latency_summary
+from ..timing import latency_summary, sync_device
 
 
 def _percentiles(fn: Callable[[], object], iterations: int, warmup: int) -> Dict[str, float]:
@@ -85,11 +85,35 @@ def _resolve_vision(config_name: str, text_model: str = "", tokenizer: str = "")
     return config, note
 
 
-def _sync(device) -> None:
+def _synthetic_stats(rng: np.random.Generator):
+    """Normalization statistics of 4-D actions and states (the benchmarks' action head and state token)."""
+    from .normalization import NormalizationStats
+
+    return NormalizationStats.from_data(rng.uniform(-0.8, 0.8, (2000, 4)), rng.normal(0.5, 0.1, (2000, 4)))
+
+
+def _add_tower_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-model", default="", help="replace the config's text tower (a folder, hub id or "
+                                                    "config:{JSON} architecture with random weights)")
+    p.add_argument("--tokenizer", default="", help="replace the config's tokenizer (a folder or hub id)")
+
+
+def _no_cuda(device) -> bool:
+    """True (after saying so) when ``device`` is a CUDA device this PyTorch cannot see."""
     import torch
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device {device}: this PyTorch sees no CUDA device", file=sys.stderr)
+        return True
+    return False
+
+
+def _emit(report: Dict, out) -> int:
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text)
+    return 0
 
 
 def _bench_model(config_name: str, sizes: List[str], threads: int, iterations: int, warmup: int,
@@ -99,12 +123,11 @@ def _bench_model(config_name: str, sizes: List[str], threads: int, iterations: i
 
     from .export import PerFrameGraph, export_policy
     from .modeling import LapaPolicy
-    from .normalization import NormalizationStats
     from .runtime import PolicyRuntime
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
-    stats = NormalizationStats.from_data(rng.uniform(-0.8, 0.8, (2000, 4)), rng.normal(0.5, 0.1, (2000, 4)))
+    stats = _synthetic_stats(rng)
     config, note = _resolve_vision(config_name, text_model, tokenizer)
     config = config.replace(latent_head=False)
     t0 = time.perf_counter()
@@ -166,9 +189,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precisions", default="fp32,fp16", help="ONNX Runtime precisions to time")
     p.add_argument("--sizes", default="model,480x640", help="image sizes: 'model' and/or HxW")
     p.add_argument("--device", default="cpu", help="where PyTorch eager runs: cpu or cuda[:N]")
-    p.add_argument("--text-model", default="", help="replace the config's text tower (a folder, hub id or "
-                                                    "config:{JSON} architecture with random weights)")
-    p.add_argument("--tokenizer", default="", help="replace the config's tokenizer (a folder or hub id)")
+    _add_tower_arguments(p)
     p.add_argument("--providers", default="cpu",
                    help="ONNX Runtime execution providers in order of preference: cpu, cuda, tensorrt")
     p.add_argument("--out", default=None, help="also write the JSON here")
@@ -182,8 +203,7 @@ def main(args: argparse.Namespace) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: --device {args.device}: this PyTorch sees no CUDA device", file=sys.stderr)
+    if _no_cuda(device):
         return 2
     report: Dict = {"benchmark": "lapa policy per-frame latency, batch 1",
                     "machine": {"cpu_count": os.cpu_count(), "threads": args.threads,
@@ -202,11 +222,7 @@ def main(args: argparse.Namespace) -> int:
                                                   precisions, Path(tmp), device=args.device, providers=providers,
                                                   text_model=args.text_model, tokenizer=args.tokenizer))
     report["machine"]["load_average_after"] = list(os.getloadavg())
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return _emit(report, args.out)
 
 
 # ============================================================================ training step (lapa bench train)
@@ -218,7 +234,6 @@ def benchmark_training(config_name: str, batch_size: int, steps: int, warmup: in
     import torch
 
     from .modeling import LapaPolicy
-    from .normalization import NormalizationStats
 
     if phase not in ("pretrain", "finetune"):
         raise ValueError(f"phase must be 'pretrain' or 'finetune', got {phase!r}")
@@ -232,10 +247,7 @@ def benchmark_training(config_name: str, batch_size: int, steps: int, warmup: in
     config, note = _resolve_vision(config_name, text_model, tokenizer)
     config = config.replace(latent_horizon=latent_horizon, latent_num_tokens=latent_horizon * tokens_per_latent,
                             latent_codebook_size=codebook_size)
-    stats = None
-    if phase == "finetune":
-        stats = NormalizationStats.from_data(rng.uniform(-0.8, 0.8, (2000, 4)), rng.normal(0.5, 0.1, (2000, 4)))
-    model = LapaPolicy(config, stats)
+    model = LapaPolicy(config, _synthetic_stats(rng) if phase == "finetune" else None)
     config = model.config
     with torch.no_grad():
         embeddings = model.eval().encode_instructions([f"task number {i}" for i in range(16)])
@@ -265,7 +277,7 @@ def benchmark_training(config_name: str, batch_size: int, steps: int, warmup: in
     start = 0.0
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(dev)
+            sync_device(dev)
             start = time.perf_counter()
         inputs = {k: v.to(dev, non_blocking=True) for k, v in batches[i % len(batches)].items()}
         inputs["pixels"] = model.prepare_images(inputs.pop("image"))
@@ -275,7 +287,7 @@ def benchmark_training(config_name: str, batch_size: int, steps: int, warmup: in
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync(dev)
+    sync_device(dev)
     seconds = time.perf_counter() - start
     final_loss = float(loss.detach())
     if not math.isfinite(final_loss):
@@ -304,9 +316,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latent-horizon", type=int, default=3, help="latent actions predicted (the presets' 3)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    p.add_argument("--text-model", default="", help="replace the config's text tower (a folder, hub id or "
-                                                    "config:{JSON} architecture with random weights)")
-    p.add_argument("--tokenizer", default="", help="replace the config's tokenizer (a folder or hub id)")
+    _add_tower_arguments(p)
     p.add_argument("--out", default=None, help="also write the JSON here")
 
 
@@ -315,8 +325,7 @@ def main_training(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: --device {args.device}: this PyTorch sees no CUDA device", file=sys.stderr)
+    if _no_cuda(device):
         return 2
     try:
         sizes = [int(v) for v in args.batch_sizes.split(",") if v.strip()]
@@ -343,8 +352,4 @@ def main_training(args: argparse.Namespace) -> int:
             except ValueError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return _emit(report, args.out)
