@@ -291,3 +291,73 @@ def test_the_nodes_commands_are_the_shared_chunk_blender_applied_to_its_chunks(r
             mismatched.append((t, got.tolist(), [None if c is None else c[:3].tolist() for c in candidates]))
     assert checked >= 50 and not mismatched, mismatched[:3]
     assert len({round(float(twist_to_arrays(m)[0][0]), 6) for k, m in events if k == "cmd"}) > 5  # not constant
+
+
+def test_each_new_chunk_is_acted_on_at_once_not_at_the_next_control_tick(ros, start_graph, tiny_exports):
+    """With a control timer far slower than the camera (1 Hz here), every chunk's first action still goes out as
+    the chunk arrives: a timer alone, ticking at a phase fixed at start-up, would send it up to a period late."""
+    from lapa_models.policy.chunking import ChunkBlender
+    from lapa_ros.interfaces.messages import stamp_to_sec
+
+    start_graph([policy_node(str(tiny_exports["no_state"]), sim=False, control_rate=1.0)])
+    events = []   # (kind, receive time, message)
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd",
+                                 lambda m: events.append(("cmd", time.monotonic(), m)), COMMAND_QOS)
+    ros.node.create_subscription(JointTrajectory, "policy/action_chunk",
+                                 lambda m: events.append(("chunk", time.monotonic(), m)), COMMAND_QOS)
+    images = ros.node.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+    ros.node.create_publisher(String, "instruction", LATCHED_QOS).publish(String(data="push the block"))
+    rng = np.random.default_rng(5)
+
+    def frame():
+        images.publish(image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+                                 ros.node.get_clock().now().to_msg(), "cam"))
+        time.sleep(0.2)
+
+    deadline = time.monotonic() + 90
+    while sum(k == "chunk" for k, _, _ in events) < 3:   # the node is up and acting
+        assert time.monotonic() < deadline, "the policy never acted"
+        frame()
+    n = len(events)
+    for _ in range(10):   # 10 frames in 2 s: two ticks of the 1 Hz timer
+        frame()
+    time.sleep(0.3)
+    window = events[n:]
+    chunks = [(t, m) for k, t, m in window if k == "chunk"]
+    commands = [(t, m) for k, t, m in window if k == "cmd"]
+    assert len(chunks) >= 6, f"only {len(chunks)} chunks for 10 frames"
+    received = [m for k, _, m in events[:n] if k == "chunk"]
+    for t_chunk, chunk in chunks:
+        received.append(chunk)
+        stamp = stamp_to_sec(chunk.header.stamp)
+        # its command: stamped within a period of the chunk's frame, received within 0.15 s of the chunk
+        sent = [m for t, m in commands if abs(t - t_chunk) < 0.15 and 0.0 <= stamp_to_sec(m.header.stamp) - stamp < 0.05]
+        assert sent, f"no command went out with the chunk stamped {stamp:.3f} (commands: {len(commands)})"
+        blender = ChunkBlender(4, 0.05, 1.0, "ensemble", 0.01)   # the node's settings (policy.yaml, the card's rate)
+        for c in received:
+            blender.add(stamp_to_sec(c.header.stamp), np.array([p.positions for p in c.points]))
+        expected = blender.action_at(stamp_to_sec(sent[0].header.stamp))
+        np.testing.assert_allclose(twist_to_arrays(sent[0])[0], expected[:3], atol=1e-5)
+
+
+def test_a_lockstep_episode_repeats(ros, start_graph, tiny_exports):
+    """On the simulated clock each step waits for the policy's command for its frame: the policy's control tick
+    does not race its chunk, and the controller's own holds (no command yet, a stale one) do not answer in the
+    policy's place. So the same lockstep episode run twice moves the arm the same way, frame for frame (up to
+    the last digits: the gripper command travels on its own topic)."""
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
+
+    graph = start_graph(build_graph("sim_policy", {"model": str(tiny_exports["no_state"]), "task": "reach",
+                                                   "real_time": "false", "lockstep": "true"}))
+    runner = EpisodeRunner(context=ros.context).start()
+    try:
+        runner.wait_until_ready(timeout=120, graph=graph)
+        runner.arm()
+        a, b = (runner.run_episode("reach", "reach the goal", 40, 0.05, seed=7).frames for _ in range(2))
+    finally:
+        runner.stop()
+    assert len(a) == len(b) > 20
+    assert not np.array_equal(a[0], a[-1]), "the arm did not move: nothing to compare"
+    differences = [float(np.abs(fa.astype(float) - fb).mean()) for fa, fb in zip(a, b)]
+    parted = [i for i, d in enumerate(differences) if d > 0.5]   # one step of arm motion: > 3 (of 255)
+    assert not parted, f"the two runs part at frame {parted[0]}: {[round(d, 2) for d in differences[:12]]}"

@@ -16,10 +16,20 @@ at the control rate, so evaluating a policy in process predicts what it does thr
               m is `ensemble_decay`.
   "average"   uniform mean of the covering chunks (ensemble with m = 0).
 
-Between two steps of a chunk the action is interpolated linearly (t = t0 + 2.5 dt gives the mean of
-actions 2 and 3); the chunk covers [t0, t0 + (H - 1) dt], nothing before or after. A chunk counts
-only while t - t0 <= max_chunk_age. `action_at` returns None when no chunk qualifies: the caller then
-holds (sends zero velocity / the last safe target), it does not extrapolate.
+Between two steps of a chunk (``interpolation``):
+
+  "hold"    (default) action k holds over its whole control period [t0 + k dt, t0 + (k + 1) dt), as
+            it did when the demonstration was recorded (the command held until the next frame); the
+            chunk covers [t0, t0 + H dt). A controller ticking at any phase of the camera's period
+            then sends the action of the period it is in: the same one a lockstep or in-process run
+            sends. Measured on the simulated Sawyer in real time (the policy timer free-running
+            against the simulator's 20 Hz): "linear" sent up to one step ahead of the frame, by a
+            phase that changes from run to run (see the README's demo policy section).
+  "linear"  action k is a sample at t0 + k dt and times between are interpolated (t0 + 2.5 dt gives
+            the mean of actions 2 and 3); the chunk covers [t0, t0 + (H - 1) dt].
+
+A chunk counts only while t - t0 <= max_chunk_age. `action_at` returns None when no chunk qualifies:
+the caller then holds (sends zero velocity / the last safe target), it does not extrapolate.
 
 Chunks are kept sorted by t0 and discarded once they can no longer cover any future query, so each
 call costs O(live chunks) and memory is bounded (at most `max_chunks` chunks are kept).
@@ -34,6 +44,7 @@ from typing import List, Optional
 import numpy as np
 
 MODES = ("latest", "ensemble", "average")
+INTERPOLATIONS = ("hold", "linear")
 
 
 class ChunkBlender:
@@ -43,10 +54,11 @@ class ChunkBlender:
     max_chunk_age: a chunk stops contributing once t - t0 exceeds this [s].
     mode: "latest" | "ensemble" | "average". ensemble_decay: m in w_i = exp(-m * i) (ensemble mode).
     max_chunks: hard cap on stored chunks (the oldest are dropped first).
+    interpolation: "hold" | "linear", what a chunk gives between its steps (module docstring).
     """
 
     def __init__(self, action_dim: int, period: float, max_chunk_age: float, mode: str = "ensemble",
-                 ensemble_decay: float = 0.01, max_chunks: int = 64):
+                 ensemble_decay: float = 0.01, max_chunks: int = 64, interpolation: str = "hold"):
         if int(action_dim) != action_dim or action_dim < 1:
             raise ValueError(f"action_dim must be a positive integer, got {action_dim!r}")
         if not (period > 0 and math.isfinite(period)):
@@ -55,6 +67,8 @@ class ChunkBlender:
             raise ValueError(f"max_chunk_age must be a positive number of seconds, got {max_chunk_age!r}")
         if mode not in MODES:
             raise ValueError(f"unknown chunk blending mode '{mode}'; one of: {', '.join(MODES)}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation '{interpolation}'; one of: {', '.join(INTERPOLATIONS)}")
         if not math.isfinite(ensemble_decay):
             raise ValueError(f"ensemble_decay must be finite, got {ensemble_decay!r}")
         if int(max_chunks) != max_chunks or max_chunks < 1:
@@ -65,6 +79,8 @@ class ChunkBlender:
         self.mode = mode
         self.ensemble_decay = float(ensemble_decay)
         self.max_chunks = int(max_chunks)
+        self.interpolation = interpolation
+        self._hold = interpolation == "hold"
         self._t0: List[float] = []
         self._chunks: List[np.ndarray] = []
         self._latest_query = -math.inf
@@ -80,12 +96,18 @@ class ChunkBlender:
             self._chunks.clear()
             self._latest_query = -math.inf
 
+    def _span(self, chunk_len: int) -> float:
+        """How long after its stamp a chunk of chunk_len steps covers [s] (the end is excluded for "hold")."""
+        return (chunk_len if self._hold else chunk_len - 1) * self.period
+
     def _end(self, i: int) -> float:
-        return self._t0[i] + (len(self._chunks[i]) - 1) * self.period
+        return self._t0[i] + self._span(len(self._chunks[i]))
 
     def _usable_after(self, t0: float, chunk_len: int, t: float) -> bool:
         """Can a chunk still cover some time >= t?"""
-        return t0 + (chunk_len - 1) * self.period >= t - 1e-9 and t - t0 <= self.max_chunk_age
+        end = t0 + self._span(chunk_len)
+        covers = end > t + 1e-9 if self._hold else end >= t - 1e-9   # a held chunk's end is excluded
+        return covers and t - t0 <= self.max_chunk_age
 
     def add(self, t0: float, chunk) -> bool:
         """Store the chunk predicted from the frame stamped t0 [s]; shape (H, action_dim), H >= 1.
@@ -132,6 +154,10 @@ class ChunkBlender:
         x = (t - t0) / self.period
         last = len(chunk) - 1
         tol = 1e-6  # in steps: float error in t - t0 must not uncover a chunk's first or last step
+        if self._hold:
+            # the period that t is in; a t a rounding error before a period's start counts as in it
+            k = int(math.floor(x + tol))
+            return chunk[k].copy() if 0 <= k <= last else None
         if x < -tol or x > last + tol:
             return None
         x = min(max(x, 0.0), float(last))

@@ -6,6 +6,7 @@ whatever drives the arm (scripted expert, teleop, the policy) is a separate proc
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -52,6 +53,7 @@ class EpisodeRunner(Node):
         self._episode_start: Optional[float] = None
         self._frames: List[np.ndarray] = []
         self._frame_count = 0
+        self._waiting: collections.deque = collections.deque(maxlen=8)   # frames seen between episodes
         self._success = False
         self._last_image_time = 0.0
         self.pub_instruction = self.create_publisher(String, "instruction", LATCHED_QOS)
@@ -89,8 +91,16 @@ class EpisodeRunner(Node):
     def _on_image(self, msg: Image) -> None:
         self._last_image_time = time.monotonic()
         with self._lock:
-            if self._episode_start is None or stamp_to_sec(msg.header.stamp) < self._episode_start - 1e-6:
+            if self._episode_start is None:
+                # The first frame of an episode is published before the reset is answered: keep the latest few
+                # until the episode's start stamp is known (run_episode takes those at or after it).
+                self._waiting.append(msg)
                 return
+            self._take_frame(msg)
+
+    def _take_frame(self, msg: Image) -> None:
+        """Count (and record) a frame of the running episode (call with self._lock held)."""
+        if stamp_to_sec(msg.header.stamp) >= self._episode_start - 1e-6:
             self._frame_count += 1
             if self.record_frames:
                 try:
@@ -220,6 +230,9 @@ class EpisodeRunner(Node):
         with self._lock:
             self._frames, self._frame_count, self._success = [], 0, False
             self._episode_start = float(info["stamp"])
+            waiting, self._waiting = list(self._waiting), collections.deque(maxlen=8)
+            for msg in waiting:   # the reset's own frame, and any after it that came before the answer
+                self._take_frame(msg)
         self.set_policy_active(True)
         if on_start is not None:
             on_start()

@@ -108,6 +108,7 @@ class ArmControllerNode(Node):
         super().__init__("arm_controller", **kwargs)
         self.p = declare_params(self, PARAMS)
         self.period = 1.0 / self.p.control_rate
+        self._sim_clock = bool(self.get_parameter("use_sim_time").value)
         try:
             limits = SafetyLimits(max_linear_speed=self.p.max_linear_speed, max_angular_speed=self.p.max_angular_speed,
                                   workspace_min=tuple(self.p.workspace_min), workspace_max=tuple(self.p.workspace_max),
@@ -296,7 +297,10 @@ class ArmControllerNode(Node):
         self._report(cmd.reasons, forward, cmd.hold)
         if cmd.hold:
             self._q_target = None
-            self._send_hold()
+            # On a simulated clock a hold of the gate's own (no command yet, a stale or refused one) carries the
+            # stamp of the command it replaces: a lockstep simulator takes a twist stamped at or after its newest
+            # frame as the answer to that frame, and the gate's timer must not answer in the policy's place.
+            self._send_hold((stamp or 0.0) if self._sim_clock else None)
             return
         if self.pub_twist is not None:
             if self.p.backend == "servo":
@@ -323,10 +327,11 @@ class ArmControllerNode(Node):
             self._q_target = np.array(safe.positions)
             self._send_joints(safe.positions)
 
-    def _send_hold(self) -> None:
+    def _send_hold(self, stamp: Optional[float] = None) -> None:
+        """Stop the arm. stamp: the twist's stamp [s], default now."""
         if self.pub_twist is not None:
-            self.pub_twist.publish(twist_msg(np.zeros(3), self.get_clock().now().to_msg(), self.p.base_frame,
-                                             np.zeros(3)))
+            when = self.get_clock().now().to_msg() if stamp is None else sec_to_stamp(stamp)
+            self.pub_twist.publish(twist_msg(np.zeros(3), when, self.p.base_frame, np.zeros(3)))
             return
         q = self._current_q()
         if q is not None:

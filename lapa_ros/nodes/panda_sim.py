@@ -58,7 +58,8 @@ from lapa_sim.tasks import CameraSpec
 from lapa_ros.core.events import EventLog, suffix
 from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec
 from lapa_ros.interfaces.ros_common import COMMAND_QOS, Param, StartupError, run_node
-from lapa_ros.nodes.sim_common import CAMERA_FRAME, IMAGE_HEIGHT, IMAGE_WIDTH, SEED, SimulatedArmNode
+from lapa_ros.nodes.sim_common import (CAMERA_FRAME, IMAGE_HEIGHT, IMAGE_WIDTH, RESET_CLOCK_GAP, SEED,
+                                       SimulatedArmNode)
 
 MODEL_CAMERAS = {"scene": SCENE_CAMERA["fovy"], "wrist": WRIST_FOVY}   # name -> vertical field of view [deg]
 
@@ -279,7 +280,7 @@ class PandaSimNode(SimulatedArmNode):
         self._publish_frame(self._origin)
 
     def _do_reset(self) -> dict:
-        self._next_origin = self._origin + self.world.time + 1.0 / self.p.update_rate
+        self._next_origin = self._origin + self.world.time + max(1.0 / self.p.update_rate, RESET_CLOCK_GAP)
         seed = self._reset_world()
         self._begin_episode()
         return {"task": self.world.task.name, "seed": seed, "stamp": self._episode_stamp}

@@ -13,7 +13,8 @@ Subscribes:
   instruction               std_msgs/String, reliable + transient local (a late start still gets it)
   ee_pose, joint_states     robot state, when the policy takes state (see the model card)
 Publishes:
-  arm_controller/twist_cmd     geometry_msgs/TwistStamped at `control_rate`, stamped at publish time
+  arm_controller/twist_cmd     geometry_msgs/TwistStamped as each chunk arrives and at `control_rate`
+                               between chunks (on a simulated clock only per chunk), stamped at publish time
   arm_controller/gripper_cmd   std_msgs/Float64
   policy/action_chunk          trajectory_msgs/JointTrajectory: the raw chunk of each inference,
                                joint_names = action names, header stamp = the camera frame's stamp
@@ -23,7 +24,8 @@ Each inference uses the newest frame only (frames that arrive meanwhile are drop
 and only when the frame and the state are younger than `max_input_age` and not stamped more than
 `future_tolerance` ahead of this computer's clock (a camera whose clock runs ahead is refused and
 reported, never queued until the clock catches up: see lapa_ros.core.clock). Chunks are blended by
-lapa_models.policy.chunking at the control rate (the evaluator blends the same way); when no chunk covers "now" nothing is published and the
+lapa_models.policy.chunking (each action held for its control period, as recorded) and sent as each chunk arrives
+and at the control rate (the evaluator blends the same way); when no chunk covers "now" nothing is published and the
 controller holds the arm. A bad frame, an empty or over-long instruction, or NaN in the policy
 output is logged, counted and skipped: the arm holds, nothing crashes. Every such event writes a
 log line the first time and then at most one per `log_throttle` seconds (with the count), and all
@@ -49,7 +51,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from lapa_ros.core.actions import ActionLayout
 from lapa_ros.core.alignment import StampedBuffer
-from lapa_models.policy.chunking import MODES, ChunkBlender
+from lapa_models.policy.chunking import INTERPOLATIONS, MODES, ChunkBlender
 from lapa_ros.core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
 from lapa_ros.core.events import EventLog, suffix
 from lapa_ros.core.images import ImageConversionError
@@ -78,6 +80,9 @@ PARAMS = (
     Param("state_tolerance", 0.05, "The robot state used with a frame is the sample nearest its stamp, within this [s] "
                                    "(the bag converter aligns training data the same way).", range=(0.001, 10.0)),
     Param("blend", "ensemble", "How overlapping chunks are blended.", choices=MODES),
+    Param("interpolation", "hold", "Between a chunk's steps: 'hold' sends action k for its whole control period "
+                                   "(as recorded), 'linear' interpolates actions k and k+1.",
+          read_only=True, choices=INTERPOLATIONS),
     Param("ensemble_decay", 0.01, "Temporal ensembling weight exp(-m*i), i = 0 for the oldest chunk.",
           range=(-10.0, 10.0)),
     Param("max_chunk_age", 1.0, "A chunk is used at most this long [s] after its frame.", range=(0.0, 60.0)),
@@ -109,6 +114,10 @@ class PolicyNode(LifecycleNode):
         self._timers: list = []
         self._lock = threading.Lock()
         self._frame_ready = threading.Condition(self._lock)
+        self._send_lock = threading.Lock()   # commands go out from the control timer and the inference thread
+        self._sim_time = bool(self.get_parameter("use_sim_time").value)
+        self._last_command = -float("inf")
+        self._acting_since = -float("inf")   # frames stamped before the last activation are not acted on
         self._worker: Optional[threading.Thread] = None
         self._running = False
         self.events = EventLog(self.p.log_throttle)
@@ -163,7 +172,7 @@ class PolicyNode(LifecycleNode):
                 self.runtime = None
                 return TransitionCallbackReturn.FAILURE
         self.blender = ChunkBlender(self.runtime.action_dim, self.period, self.p.max_chunk_age, self.p.blend,
-                                    self.p.ensemble_decay)
+                                    self.p.ensemble_decay, interpolation=self.p.interpolation)
         self._frame = None          # (rgb or msg, stamp)
         self._instruction: Optional[str] = None
         self._embedding = None
@@ -224,6 +233,7 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self.blender.reset()
             self._active = True
+            self._acting_since = self._now()
             self._frame_ready.notify()
         self.get_logger().info("active")
         return TransitionCallbackReturn.SUCCESS
@@ -233,10 +243,11 @@ class PolicyNode(LifecycleNode):
 
         An evaluation deactivates the policy around each reset, so that nothing computed for the
         previous episode (or its instruction) moves the arm in the next one."""
-        with self._lock:
-            self._active = False
-            self.blender.reset()
-        self._publish_hold()                    # while the publishers are still enabled
+        with self._send_lock:                   # no command from the inference thread after the hold
+            with self._lock:
+                self._active = False
+                self.blender.reset()
+            self._publish_hold()                # while the publishers are still enabled
         self.get_logger().info("inactive: holding")
         return super().on_deactivate(state)     # disables them
 
@@ -291,6 +302,12 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _clock_at_least(self, stamp: float) -> float:
+        """Now; on a simulated clock at least the frame's stamp: the simulator stamps each frame with the time it
+        publishes on /clock, and that message may arrive after the frame (another topic)."""
+        now = self._now()
+        return max(now, stamp) if self._sim_time else now
 
     def _event(self, key: str, message: str, level: str = "warning") -> None:
         """Count ``key``; log ``message`` the first time and then at most once per log_throttle."""
@@ -379,14 +396,19 @@ class PolicyNode(LifecycleNode):
     def _inference_loop(self) -> None:
         while self._running:
             with self._lock:
-                # While inactive the newest frame waits in the slot: activation starts from it.
                 self._frame_ready.wait_for(lambda: (self._frame is not None and self._active) or not self._running,
                                            timeout=0.5)
                 if not self._active:
                     continue
                 msg, self._frame = self._frame, None
                 embedding = self._embedding
+                since = self._acting_since
             if msg is None or not self._running:
+                continue
+            if stamp_to_sec(msg.header.stamp) < since:
+                # Taken before activation (the arm may have been moved, or the world reset, since): the first
+                # chunk comes from the first frame after it.
+                self.counts["frames_before_activation"] += 1
                 continue
             try:
                 self._infer(msg, embedding)
@@ -403,7 +425,7 @@ class PolicyNode(LifecycleNode):
                                           "the arm holds", "info")
             return
         stamp = stamp_to_sec(msg.header.stamp)
-        now = self._now()
+        now = self._clock_at_least(stamp)
         problem = input_age_problem(now, stamp, self.p.max_input_age, self.p.future_tolerance)
         if problem is not None:
             limit = (f"more than {self.p.future_tolerance} s ahead of this computer's clock" if problem == FROM_FUTURE
@@ -448,10 +470,15 @@ class PolicyNode(LifecycleNode):
             if self._embedding is not embedding or not self._active:
                 return  # the instruction changed, or the node was deactivated, during inference
             self.blender.add(stamp, chunk)
-        done = self._now()
+        done = self._clock_at_least(stamp)
         self.latencies.append((done - stamp) * 1e3)
         self.inference_times.append(done)
         self._publish_chunk(msg.header.stamp, chunk)
+        # Act on a new chunk at once. A timer alone ticks at an arbitrary phase of the camera's period, fixed at
+        # start-up: it would send the chunk's first action up to a period late, so a robot (or the simulated arm,
+        # which reads the newest command at each of its steps) would act on the previous frame by an amount that
+        # changes from one start to the next.
+        self._send_command(done)
 
     def _publish_chunk(self, stamp, chunk: np.ndarray) -> None:
         traj = JointTrajectory(joint_names=list(self.runtime.action_names or []))
@@ -469,18 +496,33 @@ class PolicyNode(LifecycleNode):
     def _on_control_tick(self) -> None:
         if not self._active:
             return
-        now = self._now()
-        with self._lock:
-            action = self.blender.action_at(now)
-        if action is None:
-            self.counts["no_chunk"] += 1
+        if self._sim_time:
+            # On a simulated clock each command answers one chunk: the clock advances as the simulator steps, so a
+            # tick at a new step would race the chunk of that step's frame (and a lockstep simulator would take
+            # whichever came first).
             return
-        linear, angular, gripper = self.layout.to_command(action, self.period)
-        stamp = sec_to_stamp(now)   # the time the blend was taken for (the controller's watchdog reads its age)
-        if gripper is not None:
-            self.pub_gripper.publish(Float64(data=float(gripper)))
-        self.pub_twist.publish(twist_msg(linear, stamp, self.p.base_frame, angular))
-        self.publish_times.append(now)
+        now = self._now()
+        if 0.0 <= now - self._last_command < 0.99 / self.p.control_rate:
+            return   # a new chunk's command went out within this control period
+        self._send_command(now)
+
+    def _send_command(self, now: float) -> None:
+        """Publish the blended action for time now (from the control timer, and as each new chunk arrives)."""
+        with self._send_lock:
+            with self._lock:
+                if not self._active:
+                    return
+                action = self.blender.action_at(now)
+            if action is None:
+                self.counts["no_chunk"] += 1
+                return
+            linear, angular, gripper = self.layout.to_command(action, self.period)
+            stamp = sec_to_stamp(now)   # the time the blend was taken for (the controller's watchdog reads its age)
+            if gripper is not None:
+                self.pub_gripper.publish(Float64(data=float(gripper)))
+            self.pub_twist.publish(twist_msg(linear, stamp, self.p.base_frame, angular))
+            self._last_command = now
+            self.publish_times.append(now)
 
     def _publish_diagnostics(self) -> None:
         def rate(times):

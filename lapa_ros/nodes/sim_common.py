@@ -33,6 +33,11 @@ from lapa_sim.tasks import UnknownTaskError, get_task, task_names
 from lapa_ros.interfaces.messages import image_msg, pinhole_camera_info, pose_msg, stamp_to_sec
 from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, StartupError, declare_params
 
+# How long a reset takes on the simulated clock (real_time false) [s]. Longer than any policy's chunk and frame age
+# limits, so nothing computed before a reset (a chunk, a frame still in flight) counts in the next episode:
+# without it a lockstep episode's first steps would depend on which message arrived first.
+RESET_CLOCK_GAP = 1.0
+
 # The parameters both simulated arms declare alike (each node's PARAMS places them in its order).
 SEED = Param("seed", 0, "Seed of the next episode's object layout; each reset then adds 1.", range=(0, 2**31 - 1))
 IMAGE_WIDTH = Param("image_width", 128, "Camera image width [px].", read_only=True, range=(16, 1920))

@@ -25,7 +25,8 @@ Timing: with real_time true the arm steps at its control rate (20 Hz by default)
 With real_time false it steps as fast as the machine allows, publishes /clock, and stamps everything
 in simulated time (run the other nodes with use_sim_time). With lockstep true (and real_time false)
 each step waits, up to lockstep_timeout, for a command stamped at or after the latest image: a slow
-policy then slows the simulation instead of falling behind it.
+policy then slows the simulation instead of falling behind it. A reset advances the simulated clock by
+RESET_CLOCK_GAP (1 s), so nothing computed before it counts in the new episode.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ from std_msgs.msg import Bool, Float64
 
 from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec, twist_to_arrays
 from lapa_ros.interfaces.ros_common import COMMAND_QOS, Param, run_node
-from lapa_ros.nodes.sim_common import CAMERA_FRAME, IMAGE_HEIGHT, IMAGE_WIDTH, SEED, SimulatedArmNode
+from lapa_ros.nodes.sim_common import (CAMERA_FRAME, IMAGE_HEIGHT, IMAGE_WIDTH, RESET_CLOCK_GAP, SEED,
+                                       SimulatedArmNode)
 
 PARAMS = (
     Param("task", "push", "Simulated task (see lapa_sim/tasks.yaml). Takes effect at the next sim/reset."),
@@ -170,7 +172,7 @@ class SimRobotNode(SimulatedArmNode):
                 self.world.step(velocity, self._gripper)
                 self._sim_time += self._period
             elif not self.p.real_time:
-                self._sim_time += self._period
+                self._sim_time += RESET_CLOCK_GAP if resets else self._period
             try:
                 self._publish_state()
             except Exception as e:  # publishing after shutdown started

@@ -1,4 +1,4 @@
-"""ChunkBlender: coverage, interpolation, latest / ensemble / average blending, ageing and bad chunks."""
+"""ChunkBlender: coverage, hold / linear interpolation, latest / ensemble / average blending, ageing and bad chunks."""
 import math
 import threading
 
@@ -31,18 +31,37 @@ def test_action_k_is_for_t0_plus_k_periods():
         np.testing.assert_allclose(b.action_at(1.0 + k * DT), [k, k])
 
 
-def test_chunk_does_not_cover_before_its_stamp_or_after_its_last_step():
+def test_chunk_does_not_cover_before_its_stamp_or_after_its_last_period():
     b = blender("latest")
     b.add(1.0, ramp(0.0, 5))
     assert b.action_at(0.99) is None
-    assert b.action_at(1.0 + 4 * DT + 0.01) is None
+    np.testing.assert_allclose(b.action_at(1.0 + 4.9 * DT), [4.0, 4.0])   # the last action holds its period
+    assert b.action_at(1.0 + 5 * DT) is None
 
 
-def test_between_steps_the_action_is_interpolated_linearly():
+def test_by_default_each_action_holds_for_its_whole_period():
     b = blender("latest")
+    b.add(0.0, ramp(0.0, 4))
+    for t, k in [(0.0, 0), (0.04, 0), (0.099, 0), (0.1, 1), (2.5 * DT, 2), (2.9 * DT, 2), (3.99 * DT, 3)]:
+        np.testing.assert_allclose(b.action_at(t), [k, k])
+
+
+def test_held_actions_do_not_depend_on_the_phase_of_the_query():
+    # A controller ticking at any phase of the frame period sends, from the newest chunk, the action of the
+    # period it is in: with linear interpolation a tick late in the period would send the next action.
+    for phase in (0.0, 0.3, 0.7, 0.999):
+        b = blender("latest")
+        for frame in range(5):
+            b.add(frame * DT, ramp(10.0 * frame, 8))
+            np.testing.assert_allclose(b.action_at((frame + phase) * DT), [10.0 * frame, 10.0 * frame])
+
+
+def test_with_linear_interpolation_actions_between_steps_are_interpolated():
+    b = blender("latest", interpolation="linear")
     b.add(0.0, ramp(0.0, 4))
     np.testing.assert_allclose(b.action_at(2.5 * DT), [2.5, 2.5])
     np.testing.assert_allclose(b.action_at(2.9 * DT), [2.9, 2.9])
+    assert b.action_at(3 * DT + 0.01) is None   # a linear chunk ends at its last step
 
 
 def test_float_rounding_does_not_uncover_the_last_step():
@@ -186,14 +205,21 @@ def test_covered_until_is_the_end_of_the_last_chunk():
     b = blender()
     b.add(0.0, ramp(0.0, 5))
     b.add(0.2, ramp(0.0, 2))
-    assert b.covered_until() == pytest.approx(0.4)
+    assert b.covered_until() == pytest.approx(0.5)      # the last action's period ends at 5 periods
+    linear = blender(interpolation="linear")
+    linear.add(0.0, ramp(0.0, 5))
+    assert linear.covered_until() == pytest.approx(0.4)  # a linear chunk ends at its last step
 
 
-def test_single_step_chunk_covers_only_its_stamp():
+def test_single_step_chunk_covers_one_period_or_with_linear_only_its_stamp():
     b = blender("latest")
     b.add(1.0, np.array([[3.0, 4.0]]))
-    np.testing.assert_allclose(b.action_at(1.0), [3.0, 4.0])
-    assert b.action_at(1.05) is None
+    np.testing.assert_allclose(b.action_at(1.05), [3.0, 4.0])
+    assert b.action_at(1.1) is None
+    linear = blender("latest", interpolation="linear")
+    linear.add(1.0, np.array([[3.0, 4.0]]))
+    np.testing.assert_allclose(linear.action_at(1.0), [3.0, 4.0])
+    assert linear.action_at(1.05) is None
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
@@ -231,6 +257,7 @@ def test_non_finite_times_are_rejected():
     (dict(mode="median"), "unknown chunk blending mode 'median'; one of: latest, ensemble, average"),
     (dict(ensemble_decay=math.nan), "ensemble_decay"),
     (dict(max_chunks=0), "max_chunks"),
+    (dict(interpolation="cubic"), "unknown interpolation 'cubic'; one of: hold, linear"),
 ])
 def test_invalid_configuration_is_refused(kwargs, match):
     args = dict(action_dim=2, period=0.1, max_chunk_age=1.0)
