@@ -1,15 +1,17 @@
 """The demo policy: trained by this project's own LAPA pipeline on simulated data, shipped small.
 
-    lapa demo-policy train        # the whole pipeline below, ~40 min on a 2-core CPU, resumable
+    lapa demo-policy train        # the whole pipeline below, ~35 min on a 2-core CPU, resumable
     lapa demo-policy export       # models/demo_policy -> artifacts/demo_policy/export (ONNX)
 
-The pipeline (each step is the public command it names, with these arguments):
+The pipeline (each step is the public command it names, with these arguments; the benchmark's recipe):
   1. video     lapa data generate --no-actions: unlabelled video of MT10 + the demo tasks
   2. laq       lapa laq train (tiny, frame gap 3) on that video, then lapa laq label
-  3. pretrain  lapa policy pretrain (small): predict the LAQ latent actions from (image, instruction)
+  3. pretrain  lapa policy pretrain (small, --latent-horizon 3): predict 3 consecutive LAQ latent actions
+               from (image, instruction)
   4. demos     lapa data generate: 50 expert demonstrations per demo task, with actions
-  5. finetune  lapa policy finetune --init <pretrain>: action chunks from (image, instruction, state)
-  6. ship      a slim checkpoint (frozen MiniLM left out: ~8 MB) into models/demo_policy
+  5. finetune  lapa policy finetune --init <pretrain>: action chunks from (image, instruction, state),
+               the latent loss on the video kept as an auxiliary (--cotrain-target latents, weight 0.5)
+  6. ship      a slim checkpoint (frozen MiniLM left out: ~10 MB) into models/demo_policy
 `lapa demo` exports models/demo_policy to ONNX on first use (a minute) and caches it in
 artifacts/demo_policy/export; with no shipped checkpoint it runs the pipeline first.
 """
@@ -62,12 +64,14 @@ def train(work: Path, quick: bool = False) -> Path:
         _run(["laq", "label"], ["--checkpoint", work / "laq" / "final", "--data", video])
     if not (work / "pretrain" / "final" / "config.json").is_file():
         _run(["policy", "pretrain"], ["--data", video, "--config", "small", "--out", work / "pretrain",
-                                      "--steps", n(1000), "--augment", "color", "--save-every", 500])
+                                      "--steps", n(3000), "--augment", "color", "--save-every", 500,
+                                      "--latent-horizon", 3, "--batch-size", 32])
     _run(["data", "generate"], ["--tasks", DEMO_TASKS, "--episodes-per-task", n(50), "--out", demos,
                                 "--seed", 0])
     if not (work / "finetune" / "final" / "config.json").is_file():
         _run(["policy", "finetune"], ["--data", demos, "--init", work / "pretrain" / "final",
                                       "--out", work / "finetune", "--steps", n(1500), "--augment", "color",
+                                      "--cotrain-data", video, "--cotrain-target", "latents", "--cotrain-weight", 0.5,
                                       "--save-every", 500])
     from lapa_models.policy.modeling import LapaPolicy
 
@@ -109,7 +113,7 @@ def ensure_demo_policy() -> Path:
     out = ARTIFACTS / "export"
     checkpoint = SHIPPED if (SHIPPED / "config.json").is_file() else None
     if checkpoint is None:
-        _log("no shipped demo policy in models/demo_policy: training one (about 40 minutes on 2 cores)")
+        _log("no shipped demo policy in models/demo_policy: training one (about 35 minutes on 2 cores)")
         checkpoint = train(ARTIFACTS / "train")
     if (out / "SOURCE").is_file() and (out / "SOURCE").read_text() == _fingerprint(checkpoint):
         try:
