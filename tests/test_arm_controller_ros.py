@@ -216,3 +216,24 @@ def test_controller_with_a_missing_robot_description_exits_with_a_clear_error(st
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert graph.dead()["arm_controller"] == 1 and "robot.urdf" in graph.log("arm_controller")
+
+
+def test_on_a_simulated_clock_the_controllers_own_holds_do_not_answer_a_lockstep_step(ros, start_graph):
+    """A lockstep simulator steps when a twist stamped at or after its newest frame arrives. The controller's idle
+    holds (no command yet, a stale one) carry the stamp of the command they replace, so they stop the arm without
+    answering in the policy's place: with no command the simulator only steps on its own lockstep_timeout (1 s).
+    Stamped "now", they made it step at the controller's rate, and an episode began with zero steps."""
+    from rosgraph_msgs.msg import Clock
+
+    start_graph([sim_robot_node("reach", real_time=False, lockstep=True), arm_controller_node(sim=True, real_time=False)])
+    clock, holds = [], []
+    ros.node.create_subscription(Clock, "/clock", lambda m: clock.append(stamp_to_sec(m.clock)), 10)
+    ros.node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", holds.append, COMMAND_QOS)
+    ros.wait_for(lambda: clock, 60, "the simulated clock")
+    assert _trigger(ros, "arm").success
+    ros.wait_for(lambda: holds, 10, "the controller's hold")
+    t0 = clock[-1]
+    time.sleep(3.0)
+    steps = round((clock[-1] - t0) / PERIOD)
+    assert steps <= 5, f"{steps} simulated steps in 3 s with no command: the controller's holds answered them"
+    assert all(np.allclose(twist_to_arrays(m)[0], 0) and stamp_to_sec(m.header.stamp) == 0.0 for m in holds)
