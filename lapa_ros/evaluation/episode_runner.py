@@ -230,9 +230,9 @@ class EpisodeRunner(Node):
         with self._lock:
             self._frames, self._frame_count, self._success = [], 0, False
             self._episode_start = float(info["stamp"])
-            waiting, self._waiting = list(self._waiting), collections.deque(maxlen=8)
-            for msg in waiting:   # the reset's own frame, and any after it that came before the answer
+            for msg in self._waiting:   # the reset's own frame, and any after it that came before the answer
                 self._take_frame(msg)
+            self._waiting.clear()
         self.set_policy_active(True)
         if on_start is not None:
             on_start()

@@ -196,8 +196,12 @@ class PolicyNode(LifecycleNode):
         self.pub_gripper = self.create_lifecycle_publisher(Float64, "arm_controller/gripper_cmd", COMMAND_QOS)
         self.pub_chunk = self.create_lifecycle_publisher(JointTrajectory, "policy/action_chunk", COMMAND_QOS)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
-        self._timers = [self.create_timer(1.0 / self.p.control_rate, self._on_control_tick),
-                        self.create_timer(1.0, self._publish_diagnostics)]
+        self._timers = [self.create_timer(1.0, self._publish_diagnostics)]
+        if not self._sim_time:
+            # On a simulated clock each command answers one chunk: the clock advances as the simulator steps, so a
+            # tick at a new step would race the chunk of that step's frame (and a lockstep simulator would take
+            # whichever came first). There the control timer is not made at all.
+            self._timers.append(self.create_timer(1.0 / self.p.control_rate, self._on_control_tick))
         self._running = True
         self._worker = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._worker.start()
@@ -495,11 +499,6 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ output
     def _on_control_tick(self) -> None:
         if not self._active:
-            return
-        if self._sim_time:
-            # On a simulated clock each command answers one chunk: the clock advances as the simulator steps, so a
-            # tick at a new step would race the chunk of that step's frame (and a lockstep simulator would take
-            # whichever came first).
             return
         now = self._now()
         if 0.0 <= now - self._last_command < 0.99 / self.p.control_rate:
