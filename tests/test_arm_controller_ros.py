@@ -237,3 +237,33 @@ def test_on_a_simulated_clock_the_controllers_own_holds_do_not_answer_a_lockstep
     steps = round((clock[-1] - t0) / PERIOD)
     assert steps <= 5, f"{steps} simulated steps in 3 s with no command: the controller's holds answered them"
     assert all(np.allclose(twist_to_arrays(m)[0], 0) and stamp_to_sec(m.header.stamp) == 0.0 for m in holds)
+
+
+def test_a_commands_gripper_value_goes_out_before_its_twist(ros, start_graph):
+    """The policy sends each command's gripper value, then its twist. The controller must forward them in that
+    order even when both wait for it at once, or a simulator (lockstep: it steps as the twist arrives) moves with
+    the twist of one command and the gripper of the one before. Checked on the DDS source timestamps of what
+    the controller publishes, pair by pair."""
+    from std_msgs.msg import Float64
+
+    graph, poses, _ = _sim_with_controller(ros, start_graph)
+    out_gripper, out_twist = {}, {}
+    ros.node.create_subscription(Float64, "gripper/command",
+                                 lambda m, info: out_gripper.setdefault(round(m.data, 4), info["source_timestamp"]),
+                                 COMMAND_QOS)
+    ros.node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds",
+                                 lambda m, info: out_twist.setdefault(round(m.twist.linear.y, 4),
+                                                                      info["source_timestamp"]), COMMAND_QOS)
+    assert _trigger(ros, "arm").success
+    gripper_pub = ros.node.create_publisher(Float64, "arm_controller/gripper_cmd", COMMAND_QOS)
+    twist_pub = ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+    time.sleep(0.5)   # both publishers matched
+    pairs = [(round(0.2 + 0.02 * k, 4), round(0.01 + 0.001 * k, 4)) for k in range(40)]
+    for gripper, vy in pairs:
+        gripper_pub.publish(Float64(data=gripper))
+        twist_pub.publish(twist_msg(np.array([0.0, vy, 0.0]), ros.node.get_clock().now().to_msg(), "world"))
+        time.sleep(0.03)
+    ros.wait_for(lambda: all(g in out_gripper and v in out_twist for g, v in pairs), 10, "every forwarded pair")
+    late = [(g, v) for g, v in pairs if out_gripper[g] > out_twist[v]]
+    assert not late, f"{len(late)} of {len(pairs)} gripper values went out after their twist: {late[:5]}"
+    graph.check_alive()

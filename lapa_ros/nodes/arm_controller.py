@@ -156,8 +156,11 @@ class ArmControllerNode(Node):
         self.pub_gripper = self.create_publisher(Float64, "gripper/command", COMMAND_QOS)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
 
-        self.create_subscription(TwistStamped, "arm_controller/twist_cmd", self._on_twist, COMMAND_QOS)
+        # The gripper first: the policy sends each command's gripper value before its twist, and when both wait
+        # at once the executor takes them in the order the subscriptions were made; forwarded in that order,
+        # a lockstep simulator steps with the gripper of the same command as the twist.
         self.create_subscription(Float64, "arm_controller/gripper_cmd", self._on_gripper, COMMAND_QOS)
+        self.create_subscription(TwistStamped, "arm_controller/twist_cmd", self._on_twist, COMMAND_QOS)
         self.create_subscription(Bool, "arm_controller/estop", self._on_estop, COMMAND_QOS)
         self.create_service(Trigger, "arm_controller/arm", self._srv(lambda: self.gate.arm(self._now())))
         self.create_service(Trigger, "arm_controller/disarm", self._srv(self.gate.disarm))

@@ -122,11 +122,12 @@ class PandaSimNode(SimulatedArmNode):
                           frame_rate=self.p.camera_rate)
 
     def _create_inputs(self) -> None:
+        # The gripper first (see sim_robot): taken before an arm command that waits with it.
+        self.create_subscription(Float64, "gripper/command", self._on_gripper, COMMAND_QOS)
         self.create_subscription(JointTrajectory, "joint_trajectory_controller/joint_trajectory", self._on_trajectory,
                                  COMMAND_QOS)
         self.create_subscription(Float64MultiArray, "forward_position_controller/commands", self._on_positions,
                                  COMMAND_QOS)
-        self.create_subscription(Float64, "gripper/command", self._on_gripper, COMMAND_QOS)
 
     def _startup_message(self, mode: str) -> str:
         return (f"Panda, task '{self.world.task.name}': physics {self.p.timestep * 1e3:g} ms, "

@@ -85,8 +85,11 @@ class SimRobotNode(SimulatedArmNode):
         return world
 
     def _create_inputs(self) -> None:
-        self.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", self._on_twist, COMMAND_QOS)
+        # The gripper first: a command's gripper value goes out before its twist, and when both wait at once the
+        # executor takes them in the order the subscriptions were made, so a lockstep step never moves with the
+        # twist of one command and the gripper of the one before.
         self.create_subscription(Float64, "gripper/command", self._on_gripper, COMMAND_QOS)
+        self.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", self._on_twist, COMMAND_QOS)
 
     def _startup_message(self, mode: str) -> str:
         return (f"task '{self.world.task.name}', {1.0 / self._period:.1f} Hz, "
