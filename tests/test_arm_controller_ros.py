@@ -267,3 +267,21 @@ def test_a_commands_gripper_value_goes_out_before_its_twist(ros, start_graph):
     late = [(g, v) for g, v in pairs if out_gripper[g] > out_twist[v]]
     assert not late, f"{len(late)} of {len(pairs)} gripper values went out after their twist: {late[:5]}"
     graph.check_alive()
+
+
+def test_a_twist_in_the_wrong_frame_holds_the_arm_at_once_not_at_the_watchdog(ros, start_graph):
+    """A refused command replaces the last good one (as a NaN does): the controller sends a hold as it refuses
+    it, instead of letting the simulated arm run on the previous command until the watchdog."""
+    graph, poses, outputs = _sim_with_controller(ros, start_graph)
+    assert _trigger(ros, "arm").success
+    cmd = Commander(ros, [0.0, 0.05, 0.0])
+    ros.wait_for(lambda: any(np.linalg.norm(twist_to_arrays(m)[0]) > 0 for _, m in outputs[-3:]), 10, "motion")
+    cmd.stop()
+    pub = ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+    ros.wait_for(lambda: pub.get_subscription_count() > 0, 10, "controller subscription")
+    sent = time.monotonic()
+    pub.publish(twist_msg(np.array([0.0, 0.05, 0.0]), ros.node.get_clock().now().to_msg(), "camera_link"))
+    time.sleep(0.5)
+    holds = [t - sent for t, m in outputs if t > sent and np.allclose(twist_to_arrays(m)[0], 0)]
+    assert holds and holds[0] < 0.12, f"first hold {holds[:1]} s after the refused command (watchdog: 0.25 s)"
+    assert "twist in frame 'camera_link' refused" in graph.log("arm_controller")

@@ -46,9 +46,10 @@ def _diag(diags, name):
 class Streamer:
     """Publishes camera frames, ee_pose and joint_states at 20 Hz, stamped now + ``offset`` seconds."""
 
-    def __init__(self, ros, offset=0.0, make_frame=None, gripper_joint="r_close"):   # conftest's export's
+    def __init__(self, ros, offset=0.0, make_frame=None, gripper_joint="r_close", positions=(0.0,)):
         self.ros, self.offset, self.running = ros, offset, True
-        self.joints_name = gripper_joint
+        self.joints_name = gripper_joint   # conftest's export's
+        self.positions = list(positions)
         self.make_frame = make_frame or (lambda stamp: image_msg(RGB, stamp, "cam"))
         self.images = ros.node.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
         self.pose = ros.node.create_publisher(PoseStamped, "ee_pose", COMMAND_QOS)
@@ -62,7 +63,7 @@ class Streamer:
             pose = PoseStamped()
             pose.header.stamp = stamp
             pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.0, 0.6, 0.2
-            joints = JointState(name=[self.joints_name], position=[0.0])
+            joints = JointState(name=[self.joints_name], position=self.positions)
             joints.header.stamp = stamp
             try:
                 self.pose.publish(pose)
@@ -250,6 +251,25 @@ def test_a_state_policy_without_a_gripper_mapping_fails_configure_and_a_missing_
     stream.stop()
     assert not chunks
     assert "joint_states has no joint 'r_close'" in graph.log("policy")
+
+
+def test_a_gripper_joint_without_a_position_or_with_inf_holds_and_the_node_lives_on(ros, start_graph, tiny_exports):
+    """joint_states may list a joint with its effort only (fewer positions than names), and a driver may send
+    inf: the state is refused (logged, the arm holds), the node does not crash, and good states work after."""
+    graph, chunks, twists, diags, instruction = _policy(ros, start_graph, tiny_exports)
+    instruction.publish(String(data="open the drawer"))
+    for positions, line in (((), "without a position"), ((float("inf"),), "position inf")):
+        stream = Streamer(ros, positions=positions)
+        time.sleep(2.0)
+        stream.stop()
+        graph.check_alive()
+        assert not chunks and not _moving(twists), positions
+        assert line in graph.log("policy"), graph.log("policy")
+    stream = Streamer(ros)
+    try:
+        _wait(graph, lambda: chunks, 20, "a chunk once the joint state is usable")
+    finally:
+        stream.stop()
 
 
 def _own_nodes(domain):

@@ -8,7 +8,7 @@ a sentence saying what is wrong.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +20,9 @@ ENCODINGS = {
     "rgb16": (np.uint16, 3), "bgr16": (np.uint16, 3),
 }
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4", "mono16", "rgb16", "bgr16")
+# Single-channel encodings to_rgb8 repeats into three channels: a grey or infrared camera. A policy trained on
+# colour must not act on them unless told to (mono_problem).
+MONO_ENCODINGS = ("mono8", "8UC1", "mono16")
 MAX_IMAGE_PIXELS = 8192 * 8192
 
 
@@ -80,6 +83,16 @@ def decode(height: int, width: int, encoding: str, step: int, data, is_bigendian
     if not wire.isnative:
         arr = arr.astype(wire.newbyteorder("="))
     return arr[:, :, 0] if channels == 1 else arr
+
+
+def mono_problem(encoding: str, accept_mono: bool) -> Optional[str]:
+    """Why a frame of ``encoding`` must not reach a colour policy, or None. Single-channel frames (a grey
+    or infrared stream, often the wrong topic: camera/infra1/image_rect_raw is mono8) are refused unless
+    ``accept_mono`` (a policy trained on grey frames repeated into RGB)."""
+    if encoding in MONO_ENCODINGS and not accept_mono:
+        return (f"encoding '{encoding}' has one channel (a grey or infrared image) but the policy takes colour; "
+                f"subscribe to the colour stream, or set accept_mono to feed grey frames as RGB")
+    return None
 
 
 def to_rgb8(image: np.ndarray, encoding: str) -> np.ndarray:

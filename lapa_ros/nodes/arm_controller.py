@@ -206,11 +206,17 @@ class ArmControllerNode(Node):
 
     def _on_twist(self, msg: TwistStamped) -> None:
         linear, angular = twist_to_arrays(msg)
+        stamp = stamp_to_sec(msg.header.stamp)
         if msg.header.frame_id not in ("", self.p.base_frame):
             self._event("wrong_frame", f"twist in frame '{printable(msg.header.frame_id, 80)}' refused (expects "
                                        f"'{self.p.base_frame}'): holding")
+            # The refused command replaces the last one, as a NaN does: the arm holds now, not only when the
+            # watchdog finds the last good command too old.
+            with self._lock:
+                self._twist = None
+            self._q_target = None
+            self._send_hold(stamp if self._sim_clock else None)
             return
-        stamp = stamp_to_sec(msg.header.stamp)
         self._watch_clock(stamp)
         with self._lock:
             self._twist = (linear, angular, stamp)

@@ -54,7 +54,7 @@ from lapa_ros.core.alignment import StampedBuffer
 from lapa_models.policy.chunking import INTERPOLATIONS, MODES, ChunkBlender
 from lapa_ros.core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
 from lapa_ros.core.events import EventLog, suffix
-from lapa_ros.core.images import ImageConversionError
+from lapa_ros.core.images import ImageConversionError, mono_problem
 from lapa_models.data.robot_state import GripperMapping, assemble_state
 from lapa_models.text import printable
 
@@ -86,6 +86,8 @@ PARAMS = (
     Param("ensemble_decay", 0.01, "Temporal ensembling weight exp(-m*i), i = 0 for the oldest chunk.",
           range=(-10.0, 10.0)),
     Param("max_chunk_age", 1.0, "A chunk is used at most this long [s] after its frame.", range=(0.0, 60.0)),
+    Param("accept_mono", False, "Act on single-channel frames (mono8, 8UC1, mono16: grey or infrared) as RGB; "
+                                "false: refused, as a colour policy would act on the wrong stream.", read_only=True),
     Param("image_transport", "raw", "Subscribe to camera/image_raw (raw) or its /compressed topic.",
           read_only=True, choices=("raw", "compressed")),
     Param("base_frame", "panda_link0", "frame_id of published twists (the controller's base frame).", read_only=True),
@@ -386,6 +388,13 @@ class PolicyNode(LifecycleNode):
             return
         try:
             i = list(msg.name).index(self.gripper.joint)
+            position = float(msg.position[i])
+        except IndexError:   # legal in ROS: a joint listed with its effort or velocity only
+            self._event("gripper_joint_no_position", f"joint_states lists '{printable(self.gripper.joint)}' (the "
+                                                     f"gripper joint) without a position ({len(msg.name)} names, "
+                                                     f"{len(msg.position)} positions): no state, the arm holds",
+                        "error")
+            return
         except ValueError:
             self._event("gripper_joint_missing", f"joint_states has no joint '{printable(self.gripper.joint)}' (the "
                                                  f"gripper joint of the model card; joints: "
@@ -394,7 +403,11 @@ class PolicyNode(LifecycleNode):
         stamp = stamp_to_sec(msg.header.stamp)
         if not self._state_stamp_ok(stamp, "joint_states"):
             return
-        self._grippers.push(stamp, self.gripper.state(msg.position[i]))
+        if not np.isfinite(position):
+            self._event("gripper_joint_non_finite", f"joint_states gives '{printable(self.gripper.joint)}' the "
+                                                    f"position {position}: no state, the arm holds", "error")
+            return
+        self._grippers.push(stamp, self.gripper.state(position))
 
     # ------------------------------------------------------------------ inference
     def _inference_loop(self) -> None:
@@ -436,6 +449,10 @@ class PolicyNode(LifecycleNode):
                      else f"older than max_input_age {self.p.max_input_age} s")
             self._event(f"{problem}_frame", f"frame refused: stamped {stamp - now:+.3f} s from now, {limit}; "
                                             f"the arm holds")
+            return
+        problem = None if isinstance(msg, CompressedImage) else mono_problem(msg.encoding, self.p.accept_mono)
+        if problem:
+            self._event("mono_image", f"frame refused: {printable(problem)}; the arm holds")
             return
         try:
             rgb = rgb_from_compressed_msg(msg, self.p.max_image_pixels) if isinstance(msg, CompressedImage) \

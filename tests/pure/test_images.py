@@ -4,6 +4,7 @@ import array
 import numpy as np
 import pytest
 
+from lapa_ros.core import images
 from lapa_ros.core.images import ENCODINGS, ImageConversionError, decode, encode, to_rgb8
 
 H, W = 3, 5
@@ -150,3 +151,15 @@ def test_encode_refuses_wrong_dtype_or_channels(image, encoding):
 
 def test_image_conversion_error_is_a_value_error():
     assert issubclass(ImageConversionError, ValueError)
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "8UC1", "mono16"])
+def test_single_channel_frames_are_refused_for_a_colour_policy_unless_accepted(encoding):
+    problem = images.mono_problem(encoding, accept_mono=False)
+    assert problem and f"'{encoding}' has one channel" in problem and "accept_mono" in problem
+    assert images.mono_problem(encoding, accept_mono=True) is None
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "rgb16"])
+def test_colour_frames_are_never_refused_as_mono(encoding):
+    assert images.mono_problem(encoding, accept_mono=False) is None
