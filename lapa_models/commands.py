@@ -175,6 +175,17 @@ def run_program(commands: Sequence[Command], prog: str, description: str,
         return int(main(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as e:
+        # Bad input (an unknown task, a corrupt model file, a missing folder) that a command did not report
+        # itself: one line naming it, not a traceback. LAPA_TRACEBACK=1 shows where it came from.
+        import os
+
+        if os.environ.get("LAPA_TRACEBACK"):
+            raise
+        from .text import printable
+
+        print(f"error: {printable(e, limit=4000)} (LAPA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 def report_input_errors(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -50,3 +50,18 @@ def test_record_convert_finetune_export_evaluate(ros_env, tmp_path):
     # (latency is in simulated time here, which stands still during inference in lockstep: 0 is right.)
     assert float(diag["inference_rate_hz"]) > 0 and float(diag["command_rate_hz"]) > 0, diag
     assert float(diag["inference_ms_p50"]) > 0, diag
+
+
+def test_eval_refuses_bad_input_in_one_line_before_starting_any_node(lapa, tmp_path):
+    """An unknown task, a folder that is not an export, a corrupt graph, zero episodes: one "error:" line,
+    exit code 2, nothing written (before, the nodes started and the run failed later with a traceback)."""
+    not_export = tmp_path / "not_export"
+    not_export.mkdir()
+    cases = [(["--policy", not_export, "--tasks", "reach"], "model card is missing"),
+             (["--policy", not_export, "--tasks", "no-such-task"], "unknown task 'no-such-task'"),
+             (["--policy", not_export, "--tasks", "reach", "--episodes-per-task", 0], "at least 1")]
+    for i, (argv, message) in enumerate(cases):
+        out = tmp_path / f"eval{i}"
+        code, _, err = lapa("eval", *argv, "--out", out)
+        assert code == 2 and message in err and err.startswith("error:"), err
+        assert not out.exists()

@@ -183,6 +183,12 @@ def evaluate_sim(policy_dir: Optional[str], tasks: str, episodes_per_task: int, 
     from lapa_ros.bringup.graph import build_graph
 
     specs_tasks = load_catalogue().resolve(tasks)
+    if episodes_per_task < 1:
+        raise ValueError(f"episodes per task must be at least 1, got {episodes_per_task}")
+    if policy_dir is not None:
+        from lapa_models.policy.runtime import load_card
+
+        load_card(policy_dir)   # a missing or corrupt export fails here, in one line, before any node starts
     graph_args = {"task": specs_tasks[0].name, "real_time": str(real_time).lower(),
                   "lockstep": str(not real_time).lower()}
     if policy_dir is None:
