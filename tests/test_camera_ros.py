@@ -47,6 +47,10 @@ def test_video_file_plays_at_its_own_frame_rate_and_loops(ros, start_graph, tmp_
     ({"backend": "realsense"}, "no RealSense camera found"),
     ({"backend": "realsense", "serial": "123456789"}, "no RealSense camera"),
     ({"backend": "v4l2", "device": "/dev/video42"}, "cannot open video device '/dev/video42'"),
+    # Numbers for text parameters (`-p serial:=123456789`, a launch argument: both are read as YAML) are read
+    # as text, not refused as the wrong type.
+    ({"backend": "realsense", "serial": 123456789}, "no RealSense camera"),
+    ({"backend": "v4l2", "device": 42}, "cannot open video device '42'"),
     ({"backend": "video", "video_path": "/nonexistent/clip.mp4"}, "video file not found"),
     ({"backend": "gopro"}, "must be one of realsense, v4l2, video"),
 ])

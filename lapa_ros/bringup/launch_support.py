@@ -11,6 +11,19 @@ import os
 from lapa_ros.bringup.graph import GRAPHS, build_graph
 
 
+def _typed(spec) -> dict:
+    """The node's parameters for launch_ros, text parameters marked as text: launch_ros reads a value as YAML,
+    so a RealSense serial "017322071306" would reach the node as a number (and lose its leading zero)."""
+    import importlib
+
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    table = {p.name: p for p in getattr(importlib.import_module(spec.module), "PARAMS", ())}
+    return {name: ParameterValue(str(value), value_type=str)
+            if name in table and isinstance(table[name].default, str) and isinstance(value, str) else value
+            for name, value in spec.parameters.items()}
+
+
 def launch_description_for(graph: str):
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
@@ -22,7 +35,7 @@ def launch_description_for(graph: str):
     def nodes(context, *args, **kwargs):
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
         return [Node(package="lapa_ros", executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
-                     parameters=[str(p) for p in spec.config_paths()] + ([dict(spec.parameters)] if spec.parameters else []),
+                     parameters=[str(p) for p in spec.config_paths()] + ([_typed(spec)] if spec.parameters else []),
                      remappings=list(spec.remappings), output="screen", emulate_tty=True,
                      respawn=spec.respawn, respawn_delay=spec.respawn_delay,
                      # a node that is not respawned brings the graph down, as `lapa bringup` does

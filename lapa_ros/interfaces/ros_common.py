@@ -57,6 +57,10 @@ class Param:
         if self.choices:
             text += f" One of: {', '.join(self.choices)}."
         d = ParameterDescriptor(name=self.name, description=text, read_only=self.read_only)
+        if isinstance(self.default, str) and self.read_only:
+            # Text set once at start may come typed as a number: a RealSense serial or a device index from
+            # `-p serial:=123` or a launch argument (both parse values as YAML). declare_params reads it as text.
+            d.dynamic_typing = True
         if self.range is not None:
             lo, hi = self.range
             if isinstance(self.default, bool):
@@ -80,6 +84,14 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
         except ParameterException as e:  # wrong type or out of range, from a YAML file or -p
             raise StartupError(f"{node.get_name()}: bad value for parameter '{p.name}' "
                                f"(expected {type(p.default).__name__}, e.g. {p.default!r}): {e}") from e
+        if isinstance(p.default, str) and not isinstance(values[p.name], str):
+            value = values[p.name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise StartupError(f"{node.get_name()}: bad value for parameter '{p.name}' (expected text, e.g. "
+                                   f"{p.default!r}): {value!r}")
+            values[p.name] = str(value)
+            node.get_logger().warning(f"parameter '{p.name}' came as the number {value!r}, read as the text "
+                                      f"'{value}' (quote it, e.g. {p.name}:=\"'{value}'\", to keep leading zeros)")
         if p.choices and values[p.name] not in p.choices:
             raise StartupError(f"{node.get_name()}: parameter '{p.name}' = {values[p.name]!r}; "
                                f"must be one of {', '.join(p.choices)}")
