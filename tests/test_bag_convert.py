@@ -21,8 +21,9 @@ GRIPPER = {"joint": "r_close", "open_position": 0.0, "closed_position": 0.04}   
 
 
 def write_episode_bag(path: Path, n=12, t0=100.0, outcome="success", skip_topics=(), state_clock_offset=0.0,
-                      encoding="rgb8", size=(24, 32), gripper=GRIPPER):
-    """A synthetic teleop episode: frame k shows k in its pixels; the hand moves +y at 0.1 m/s."""
+                      encoding="rgb8", size=(24, 32), gripper=GRIPPER, joint_state=None):
+    """A synthetic teleop episode: frame k shows k in its pixels; the hand moves +y at 0.1 m/s.
+    joint_state(k, gripper_position) -> JointState replaces the joint_states message of frame k."""
     w = EpisodeBagWriter(path, EpisodeInfo(instruction="slide right", operator="t", outcome=outcome, task="demo",
                                            gripper=gripper))
     topics = {"/camera/image_raw": "sensor_msgs/msg/Image", "/ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -47,7 +48,9 @@ def write_episode_bag(path: Path, n=12, t0=100.0, outcome="success", skip_topics
             pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.3, 0.1 * k * PERIOD, 0.2
             w.write("/ee_pose", recv, serialize_message(pose))
         if "/joint_states" not in skip_topics:
-            js = JointState(name=["r_close", "l_close"], position=[0.04 if k >= n // 2 else 0.0, 0.0])
+            grip = 0.04 if k >= n // 2 else 0.0
+            js = JointState(name=["r_close", "l_close"], position=[grip, 0.0]) if joint_state is None \
+                else joint_state(k, grip)
             js.header.stamp = ts
             w.write("/joint_states", recv, serialize_message(js))
         # The operator answers frame k 10 ms after it.
@@ -112,15 +115,30 @@ def test_failed_discarded_and_broken_bags_are_reported_and_the_others_converted(
 
 
 @pytest.mark.parametrize("killed", [True, False], ids=["recorder-killed", "file-truncated-later"])
-def test_truncated_bag_is_recovered_before_conversion(tmp_path, killed):
+def test_truncated_bag_is_refused_untouched_and_converts_marked_recovered_once_recovered(tmp_path, killed):
+    from lapa_ros.recording.bags import recover_bag
+
     bag = write_episode_bag(tmp_path / "bags" / "ep_cut", n=60, size=(240, 320))  # ~5 frames per 1 MiB chunk
     if killed:
         (bag / "metadata.yaml").unlink()
     mcap = next(bag.glob("*.mcap"))
     mcap.write_bytes(mcap.read_bytes()[: int(mcap.stat().st_size * 0.7)])
+    before = {p.name: p.read_bytes() for p in bag.iterdir()}
+    summary = convert_bags(tmp_path / "bags", tmp_path / "ds", ConversionConfig(), progress=False)
+    assert summary["converted"] == 0
+    [failed] = summary["failed"]
+    assert "truncated recording: ep_cut.mcap" in failed["error"] and "lapa bags recover" in failed["error"]
+    assert "/camera/image_raw" in failed["error"]
+    assert {p.name: p.read_bytes() for p in bag.iterdir()} == before   # the recording is left as it was
+    # Recovered on the user's request: converted, marked recovered, with a warning.
+    recover_bag(bag)
+    assert sorted(p.name for p in bag.iterdir()) == ["ep_cut.mcap", "ep_cut.mcap.damaged", "lapa_episode.json",
+                                                     "metadata.yaml"]
     summary = convert_bags(tmp_path / "bags", tmp_path / "ds", ConversionConfig(), progress=False)
     assert summary["converted"] == 1, summary["failed"]
-    assert 5 <= len(EpisodeDataset(tmp_path / "ds")[0]) < 60
+    [ep] = EpisodeDataset(tmp_path / "ds")
+    assert 5 <= len(ep) < 60 and ep.metadata["recovered"] is True
+    assert [w["bag"] for w in summary["warnings"]] == [str(bag)] and "recovered" in summary["warnings"][0]["warning"]
 
 
 def test_the_gripper_mapping_comes_from_each_bag_or_from_the_user_never_from_a_guess(tmp_path):

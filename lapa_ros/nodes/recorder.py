@@ -12,7 +12,7 @@ Publishes /diagnostics: state, bag, per-topic counts, drops, queue depth.
 The instruction (from the `instruction` topic), `operator`, the outcome and the gripper mapping
 (`gripper_*`: which joint_states joint gives the gripper state, for the converter) go in the bag's metadata.
 A full disk stops the episode with a clear error and keeps what was written; a recorder killed
-mid-episode leaves a bag that `lapa bags recover` (or the converter) completes.
+mid-episode leaves a bag that the converter refuses and `lapa bags recover` completes (marked recovered).
 """
 from __future__ import annotations
 

@@ -16,11 +16,18 @@ bags' receive times and the median offset between the frames' receive times and 
 A bag is a rosbag2 folder or a single .mcap file; SRC is one bag or a folder of them (each subfolder
 and each .mcap file in it is a bag of its own; other files are reported and left alone).
 Bags whose outcome is not "success" are skipped (--include-failures keeps them), discarded ones are
-never converted. Each bag succeeds or fails on its own: one that cannot be converted (corrupt,
-truncated, an empty folder, a required topic missing, timestamps that do not match) gets one line
-with its name and the reason, adds nothing to the dataset, and the others are still converted; the
-exit code is then 2 (1 when nothing could be started: SRC missing or without bags). Incomplete bags
-(recorder killed) are recovered first.
+never converted; each skipped bag gets one line with its name and the reason. Each bag succeeds or
+fails on its own: one that cannot be converted (corrupt, truncated, an empty folder, a required topic
+missing, timestamps that do not match, changed since it was converted into this dataset) gets one
+line with its name and the reason, adds nothing to the dataset, and the others are still converted;
+the exit code is then 2 (1 when nothing could be started: SRC missing or without bags).
+
+Bags are only read, never modified. A truncated bag (recorder killed, interrupted copy: its MCAP file
+ends without summary and footer) is refused, saying what is readable; `lapa bags recover` salvages it
+on request, and the recovered episode is then converted with a WARNING line and "recovered": true in
+its episode metadata (success stays the recording's own outcome flag). Each episode records the
+fingerprint of its bag (MCAP size, mtime, sha256): running again skips the bags converted already and
+refuses those that changed since, instead of keeping a stale copy.
 """
 from __future__ import annotations
 
@@ -33,8 +40,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from lapa_ros.recording.bags import (NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file, bag_name, is_complete, printable,
-                   recover_bag, report_line, scan_bags)
+from lapa_ros.recording.bags import (EPISODE_FILE, NOT_A_BAG, SOME_FAILED, BagError, EpisodeInfo, bag_file,
+                                     bag_fingerprint, bag_name, printable, report_line, same_recording, scan_bags,
+                                     truncation)
 from lapa_ros.core import alignment, images
 from lapa_ros.core.clock import stamp_to_sec
 from lapa_models.data.robot_state import GripperMapping
@@ -107,6 +115,8 @@ class BagStreams:
     gripper_cmds: np.ndarray
     counts: Dict[str, int]
     camera_size: Tuple[int, int] = (0, 0)   # (H, W) of the camera's frames before any resize
+    # joint_states messages that name the gripper joint without a position for it (skipped), described
+    joint_without_position: List[str] = dataclasses.field(default_factory=list)
 
 
 def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
@@ -122,51 +132,84 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
     twist_stamps, twists, gripper_recv, gripper_cmds = [], [], [], []
     counts: Dict[str, int] = {}
     camera_size = (0, 0)
-    try:
-        with open(mcap_file, "rb") as f:
-            reader = make_reader(f, decoder_factories=[DecoderFactory()])
-            for schema, channel, message, msg in reader.iter_decoded_messages(topics=list(wanted)):
-                topic = channel.topic
-                counts[topic] = counts.get(topic, 0) + 1
-                if topic == cfg.image_topic:
-                    try:
-                        if schema.name.endswith("CompressedImage"):
-                            rgb = images.decode_compressed(msg.format, msg.data)
-                        else:
-                            arr = images.decode(msg.height, msg.width, msg.encoding, msg.step, msg.data,
-                                                bool(msg.is_bigendian))
-                            rgb = images.to_rgb8(arr, msg.encoding)
-                    except images.ImageConversionError as e:
-                        raise BagError(f"{bag}: topic {topic}: {e}") from e
-                    if not frames:
-                        camera_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-                    if cfg.image_size is not None and rgb.shape[:2] != tuple(cfg.image_size):
-                        import cv2
+    short_joint: List[str] = []          # where the gripper joint is named but has no position
+    joint_messages = 0
 
-                        rgb = cv2.resize(rgb, (cfg.image_size[1], cfg.image_size[0]), interpolation=cv2.INTER_AREA)
-                    frames.append(rgb)
-                    frame_stamps.append(stamp_to_sec(msg.header.stamp))
-                    frame_recv.append(message.log_time * 1e-9)
-                elif topic == cfg.pose_topic:
-                    p = msg.pose.position
-                    pose_stamps.append(stamp_to_sec(msg.header.stamp))
-                    poses.append((p.x, p.y, p.z))
-                elif topic == cfg.joint_topic:
-                    names = list(msg.name)
-                    if gripper.joint in names:
-                        joint_stamps.append(stamp_to_sec(msg.header.stamp))
-                        grippers.append(gripper.state(msg.position[names.index(gripper.joint)]))
-                elif topic == cfg.twist_topic:
-                    t = msg.twist.linear
-                    twist_stamps.append(stamp_to_sec(msg.header.stamp))
-                    twists.append((t.x, t.y, t.z))
-                elif topic == cfg.gripper_topic:
-                    gripper_recv.append(message.log_time * 1e-9)
-                    gripper_cmds.append(float(msg.data))
-    except BagError:
-        raise
-    except Exception as e:  # damaged files raise many kinds of errors in the readers
-        raise BagError(f"{bag}: corrupt or truncated bag ({type(e).__name__}: {e})") from e
+    def take(schema, topic: str, message, msg) -> None:
+        nonlocal camera_size, joint_messages
+        if topic == cfg.image_topic:
+            try:
+                if schema.name.endswith("CompressedImage"):
+                    rgb = images.decode_compressed(msg.format, msg.data)
+                else:
+                    arr = images.decode(msg.height, msg.width, msg.encoding, msg.step, msg.data,
+                                        bool(msg.is_bigendian))
+                    rgb = images.to_rgb8(arr, msg.encoding)
+            except images.ImageConversionError as e:
+                raise BagError(f"{bag}: topic {topic}: {e}") from e
+            if not frames:
+                camera_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+            if cfg.image_size is not None and rgb.shape[:2] != tuple(cfg.image_size):
+                import cv2
+
+                rgb = cv2.resize(rgb, (cfg.image_size[1], cfg.image_size[0]), interpolation=cv2.INTER_AREA)
+            frames.append(rgb)
+            frame_stamps.append(stamp_to_sec(msg.header.stamp))
+            frame_recv.append(message.log_time * 1e-9)
+        elif topic == cfg.pose_topic:
+            p = msg.pose.position
+            pose_stamps.append(stamp_to_sec(msg.header.stamp))
+            poses.append((p.x, p.y, p.z))
+        elif topic == cfg.joint_topic:
+            names = list(msg.name)
+            if gripper.joint in names:
+                joint_messages += 1
+                k = names.index(gripper.joint)
+                if k >= len(msg.position):  # legal in ROS (e.g. effort-only joints): no gripper state here
+                    short_joint.append(f"message {counts[topic]} (stamp {stamp_to_sec(msg.header.stamp):.3f} s: "
+                                       f"{len(names)} names, {len(msg.position)} positions)")
+                    return
+                joint_stamps.append(stamp_to_sec(msg.header.stamp))
+                grippers.append(gripper.state(msg.position[k]))
+        elif topic == cfg.twist_topic:
+            t = msg.twist.linear
+            twist_stamps.append(stamp_to_sec(msg.header.stamp))
+            twists.append((t.x, t.y, t.z))
+        elif topic == cfg.gripper_topic:
+            gripper_recv.append(message.log_time * 1e-9)
+            gripper_cmds.append(float(msg.data))
+
+    try:
+        f = open(mcap_file, "rb")
+    except OSError as e:
+        raise BagError(f"{bag}: cannot read {mcap_file.name} ({e})") from e
+    with f:
+        try:  # errors of the readers: the file is damaged
+            decoded = iter(make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages(
+                topics=list(wanted)))
+        except Exception as e:
+            raise BagError(f"{bag}: corrupt bag ({type(e).__name__}: {e})") from e
+        while True:
+            try:
+                schema, channel, message, msg = next(decoded)
+            except StopIteration:
+                break
+            except Exception as e:  # damaged files raise many kinds of errors in the readers
+                raise BagError(f"{bag}: corrupt bag, unreadable after {sum(counts.values())} messages "
+                               f"({type(e).__name__}: {e})") from e
+            topic = channel.topic
+            counts[topic] = counts.get(topic, 0) + 1
+            try:  # a message the reader decoded but this converter cannot use: name it
+                take(schema, topic, message, msg)
+            except BagError:
+                raise
+            except Exception as e:
+                raise BagError(f"{bag}: topic {topic}, message {counts[topic]} (log time "
+                               f"{message.log_time * 1e-9:.3f} s): cannot be used ({type(e).__name__}: {e})") from e
+    if short_joint and not joint_stamps:
+        raise BagError(f"{bag}: topic {cfg.joint_topic}: none of its {joint_messages} messages naming the gripper "
+                       f"joint '{gripper.joint}' has a position for it (position shorter than name, e.g. "
+                       f"{short_joint[0]}): the gripper state cannot be read")
     if not frames:
         raise BagError(f"{bag}: required topic {cfg.image_topic} has no messages "
                        f"(topics in the bag: {', '.join(sorted(counts)) or 'none'})")
@@ -178,14 +221,20 @@ def read_streams(bag: Path, cfg: ConversionConfig) -> BagStreams:
                       joint_stamps=np.asarray(joint_stamps), grippers=np.asarray(grippers, dtype=np.float64),
                       twist_stamps=np.asarray(twist_stamps), twists=np.asarray(twists, dtype=np.float64).reshape(-1, 3),
                       gripper_cmd_stamps=np.asarray(gripper_recv) + offset,
-                      gripper_cmds=np.asarray(gripper_cmds, dtype=np.float64), counts=counts)
+                      gripper_cmds=np.asarray(gripper_cmds, dtype=np.float64), counts=counts,
+                      joint_without_position=short_joint)
 
 
-def _require(bag: Path, topic: str, stamps: np.ndarray, frame_stamps: np.ndarray, idx: np.ndarray, what: str) -> None:
+def _require(bag: Path, topic: str, stamps: np.ndarray, frame_stamps: np.ndarray, idx: np.ndarray, what: str,
+             skipped: Optional[List[str]] = None) -> None:
     if len(stamps) == 0:
         raise BagError(f"{bag}: required topic {topic} has no messages ({what})")
     matched = float(np.mean(idx >= 0))
     if matched < 0.5:
+        if skipped:  # the samples are missing, not the clocks different
+            raise BagError(f"{bag}: topic {topic}: only {100 * matched:.0f}% of frames have a sample within "
+                           f"tolerance: {len(skipped)} of its messages have no position for the gripper joint "
+                           f"(position shorter than name, e.g. {skipped[0]})")
         lag = float(np.median(stamps) - np.median(frame_stamps))
         raise BagError(f"{bag}: topic {topic}: timestamps do not match the camera's (only {100 * matched:.0f}% of "
                        f"frames have a sample within tolerance; median offset {lag:+.3f} s: different clocks?)")
@@ -204,7 +253,7 @@ def streams_to_episode(bag: Path, s: BagStreams, cfg: ConversionConfig):
     _require(bag, cfg.pose_topic, s.pose_stamps, t, pose_idx, "end-effector pose for the state")
     grip_idx = alignment.nearest_indices(t, s.joint_stamps, cfg.state_tolerance) if len(s.joint_stamps) else np.full(n, -1)
     _require(bag, cfg.joint_topic, s.joint_stamps, t, grip_idx,
-             f"gripper joint '{cfg.gripper_joint}' for the state")
+             f"gripper joint '{cfg.gripper_joint}' for the state", s.joint_without_position)
     keep = (pose_idx >= 0) & (grip_idx >= 0)  # frames with a state; the others are dropped (reported)
     states = np.concatenate([s.poses[pose_idx], s.grippers[grip_idx][:, None]], axis=1).astype(np.float32)
 
@@ -243,31 +292,31 @@ def streams_to_episode(bag: Path, s: BagStreams, cfg: ConversionConfig):
               "duration": float(ts[-1]), "rate_hz": float((len(idx) - 1) / ts[-1]) if ts[-1] > 0 else 0.0,
               "gaps": [{"start": round(a - t[0], 3), "duration": round(d, 3)} for a, _, d in gaps],
               "frames_without_command": held, "topics": s.counts, "outcome": info.outcome,
-              "instruction": info.instruction}
+              "instruction": info.instruction, "recovered": info.status == "recovered",
+              "joint_states_without_gripper_position": len(s.joint_without_position)}
     episode = Episode(frames=np.stack([s.frames[i] for i in idx]), timestamps=ts, actions=actions[idx],
                       states=states[idx], instruction=info.instruction, task=info.task,
                       success=info.outcome == "success",
                       metadata={"source": "bag", "bag": bag_name(bag), "operator": info.operator,
-                                "actions_from": cfg.actions})
+                                "actions_from": cfg.actions, "outcome": info.outcome,
+                                # cut off and salvaged by `lapa bags recover`: the end of the demonstration
+                                # may be missing (success is still the recording's own outcome flag)
+                                "recovered": info.status == "recovered"})
     return episode, report
 
 
 def convert_bag(bag: Path, cfg: ConversionConfig):
-    """One bag -> (episode, report), recovering it first when it was cut short; BagError naming it.
+    """One bag -> (episode, report); BagError naming it. The bag is only read, never modified: a bag whose
+    MCAP file was cut short (recorder killed, interrupted copy) is refused, saying what is missing; the
+    user may salvage it with `lapa bags recover` (then it converts, marked recovered).
     The report's "gripper" is the mapping its states were read with."""
-    if not is_complete(bag):
-        recover_bag(bag)
+    cut = truncation(bag)
+    if cut is not None:
+        raise BagError(f"{bag}: truncated recording: {cut}. Not converted: replace it with a complete copy, or "
+                       f"run `lapa bags recover {bag}` to keep the readable part (rewrites the bag, the original "
+                       "kept as .mcap.damaged; the episode is then marked recovered), or move it into discarded/")
     cfg = cfg.for_bag(bag)
-    try:
-        streams = read_streams(bag, cfg)
-    except BagError as first:
-        if "corrupt or truncated" not in str(first):
-            raise
-        try:  # a truncated file: keep every whole chunk
-            recover_bag(bag)
-        except BagError:
-            raise first from None
-        streams = read_streams(bag, cfg)
+    streams = read_streams(bag, cfg)
     episode, report = streams_to_episode(bag, streams, cfg)
     report["gripper"] = cfg.gripper().to_json()
     report["camera_frame_size"] = list(streams.camera_size)
@@ -288,55 +337,116 @@ def _open_writer(out: Path, src: Path, episode, report: dict, cfg: ConversionCon
                                                  "camera_frame_size": report["camera_frame_size"]}))
 
 
+def _skip_reason(bag: Path, info: EpisodeInfo) -> str:
+    """Why a bag whose outcome is not success is left out, and how to include it."""
+    why = f"outcome {info.outcome}"
+    if info.outcome == "unknown":
+        bag = Path(bag)
+        if (bag.parent if bag.is_file() else bag).joinpath(EPISODE_FILE).is_file():
+            why += " (never marked a success" + (": the recorder was killed first)" if info.status == "recording"
+                                                 else ")")
+        else:
+            why += f" (no {EPISODE_FILE}, and its rosbag2 metadata records no outcome but unknown)"
+    return f"{why}; only successes are converted (--include-failures converts it anyway)"
+
+
+def _already_converted(bag: Path, entry: dict, info: EpisodeInfo, out: Path) -> Optional[str]:
+    """The skip reason of a bag whose episode is in the dataset and unchanged; BagError when the bag
+    changed since (the dataset holds a stale copy of it)."""
+    where = f"episode {entry.get('episode_index')} of {out}"
+    recorded = entry.get("bag_fingerprint")
+    if recorded is None:
+        return f"already converted ({where}; converted without a fingerprint of the bag: changes cannot be seen)"
+    changes = []
+    if not same_recording(bag, recorded):
+        now = bag_file(bag).stat().st_size
+        changes.append(f"its MCAP file is not the one converted ({now} bytes now, {recorded.get('size')} then; "
+                       "content differs)")
+    if entry.get("instruction") != info.instruction:
+        changes.append(f"instruction now {info.instruction!r}, {entry.get('instruction')!r} in the dataset")
+    if bool(entry.get("success")) != (info.outcome == "success"):
+        changes.append(f"outcome now {info.outcome}, success={entry.get('success')} in the dataset")
+    if changes:
+        raise BagError(f"{bag}: changed since it was converted as {where}: " + "; ".join(changes) +
+                       f". The dataset still holds the old version: convert the bags into a new dataset (or delete "
+                       f"{out} and convert again) to use the new one, or put the old bag back")
+    return f"already converted ({where}, unchanged)"
+
+
 def convert_bags(src: Path, out: Path, cfg: ConversionConfig, progress: bool = True) -> dict:
     """Convert every episode bag under ``src`` into the dataset ``out``; returns a summary with reports.
 
     Each bag is converted or fails on its own: a failure is listed in summary["failed"] (bag, error)
-    and adds nothing to ``out``. Entries of ``src`` that are not bags are listed in summary["ignored"].
+    and adds nothing to ``out``; a bag left out on purpose (not a success, already converted) is listed
+    in summary["skipped"] (bag, reason); a recovered bag's episode gets a line in summary["warnings"].
+    Entries of ``src`` that are not bags are listed in summary["ignored"]. A bag already in ``out``
+    (same name) is skipped when it is the recording converted then (MCAP file's size and mtime, else its
+    sha256; instruction and outcome), and fails when it changed. Bags are only read, never modified.
     BagError only when ``src`` itself cannot be used (missing, not a bag, no bag in it)."""
     from tqdm import tqdm
 
     cfg.gripper()   # a partial override is the whole command's error, not each bag's
     bags, ignored = scan_bags(Path(src))
     writer = None
-    converted, skipped, failed, reports = [], [], [], []
-    done = set()
+    converted, skipped, failed, reports, warnings = [], [], [], [], []
+    done: Dict[str, dict] = {}
     if (Path(out) / "meta" / "episodes.jsonl").exists():
         from lapa_models.data.episodes import EpisodeDataset
 
-        done = {e.get("bag") for e in EpisodeDataset(out).entries}
+        done = {e.get("bag"): e for e in EpisodeDataset(out).entries}
     for bag in tqdm(bags, desc="convert bags", unit="bag", disable=not progress, file=sys.stderr):
-        if bag_name(bag) in done:
-            skipped.append({"bag": str(bag), "reason": "already converted"})
-            continue
         try:
             bag_file(bag)  # garbage or an empty folder fails here, whatever outcome it would have
             info = EpisodeInfo.load(bag)
-            if info.outcome != "success" and not cfg.include_failures:
-                skipped.append({"bag": str(bag), "reason": f"outcome {info.outcome}"})
+            if bag_name(bag) in done:
+                skipped.append({"bag": str(bag), "reason": _already_converted(bag, done[bag_name(bag)], info, Path(out))})
                 continue
+            if info.outcome != "success" and not cfg.include_failures:
+                cut = truncation(bag)
+                skipped.append({"bag": str(bag), "reason": _skip_reason(bag, info) +
+                                (f"; besides, a truncated recording: {cut}" if cut else "")})
+                continue
+            fingerprint = bag_fingerprint(bag)
             episode, report = convert_bag(bag, cfg)
+            episode.metadata["bag_fingerprint"] = fingerprint
             if writer is None:
                 writer = _open_writer(Path(out), Path(src), episode, report, cfg)
             if report["gripper"] != writer.info.gripper:   # one dataset, one robot's gripper
                 raise BagError(f"{bag}: recorded with gripper mapping {report['gripper']}, but the dataset's is "
                                f"{writer.info.gripper}: convert bags of different robots into different datasets")
-            writer.write(episode)
+            index = writer.write(episode)
+            done[bag_name(bag)] = {"episode_index": index, "bag_fingerprint": fingerprint,
+                                   "instruction": episode.instruction, "success": episode.success}
             converted.append(bag.name)
             reports.append(report)
+            if report["recovered"]:
+                warnings.append({"bag": str(bag), "warning": (
+                    f"recovered from a cut-off recording (`lapa bags recover`): the end of the demonstration may "
+                    f"be missing; {report['frames']} frames, {report['duration']:.1f} s kept; marked recovered in "
+                    f"the dataset, success={episode.success} (the recording's own outcome: {info.outcome})")})
+            if report["joint_states_without_gripper_position"]:
+                warnings.append({"bag": str(bag), "warning": (
+                    f"{report['joint_states_without_gripper_position']} {cfg.joint_topic} message(s) without a "
+                    f"position for the gripper joint '{report['gripper']['joint']}' were skipped (position "
+                    "shorter than name)")})
         except (BagError, ValueError, OSError) as e:  # this bag only: the others are still converted
             failed.append({"bag": str(bag), "error": str(e)})
     summary = {"out": str(out), "converted": len(converted), "skipped": skipped, "failed": failed,
-               "ignored": [str(p) for p in ignored], "episodes": reports}
+               "warnings": warnings, "ignored": [str(p) for p in ignored], "episodes": reports}
     if converted:
         (Path(out) / "meta" / "conversion_report.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def print_problems(summary: dict, file=None, indent: str = "") -> None:
-    """One line per entry that is not a bag and per bag that failed, with its name and the reason."""
+    """One line per entry that is not a bag, per bag skipped, per warning and per bag that failed, with its
+    name and the reason."""
     for path in summary["ignored"]:
         print(indent + report_line("ignored", Path(path), NOT_A_BAG), file=file)
+    for s in summary["skipped"]:
+        print(indent + report_line("skipped", Path(s["bag"]), s["reason"]), file=file)
+    for w in summary.get("warnings", ()):
+        print(indent + report_line("WARNING", Path(w["bag"]), w["warning"]), file=file)
     for f in summary["failed"]:
         print(indent + report_line("FAILED", Path(f["bag"]), f["error"]), file=file)
 

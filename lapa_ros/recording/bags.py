@@ -12,8 +12,10 @@ A bag is such a rosbag2 directory or a single .mcap file (for instance the one i
 directory, copied out): every reader here accepts both. A single file's episode facts come from the
 lapa_episode.json beside it when there is one, else from the rosbag2 metadata the MCAP file carries.
 
-A recorder killed mid-episode leaves an MCAP file without its summary and no metadata.yaml:
-`recover_bag` reads every complete chunk with a streaming reader and rewrites a complete bag.
+A recorder killed mid-episode leaves an MCAP file without its summary and no metadata.yaml (an
+interrupted copy leaves one without its summary beside a metadata.yaml): such a bag is incomplete,
+the converter refuses it, and `recover_bag` (`lapa bags recover`, on the user's request only) reads every
+complete chunk with a streaming reader and rewrites a complete bag marked "recovered".
 """
 from __future__ import annotations
 
@@ -70,8 +72,8 @@ class EpisodeInfo:
         bag = Path(bag)
         path = (bag.parent if bag.is_file() else bag) / EPISODE_FILE
         if not path.is_file():
-            facts = _embedded_facts(bag) if bag.is_file() else {}
-            return cls(**facts, status="complete") if facts else cls()
+            facts = _metadata_facts(bag)
+            return cls(**{"status": "complete", **facts}) if facts else cls()
         try:
             d = json.loads(path.read_text())
         except ValueError as e:  # bad JSON or bytes that are not text
@@ -132,7 +134,7 @@ class EpisodeBagWriter:
             self.info.outcome = outcome
         self.info.stopped = self.info.stopped or time.time()
         self.info.status = status
-        for key in ("instruction", "operator", "outcome", "task"):
+        for key in ("instruction", "operator", "outcome", "task", "status"):
             self._writer.set_custom_data(f"lapa.{key}", str(getattr(self.info, key)))
         if self.info.gripper:
             self._writer.set_custom_data("lapa.gripper", json.dumps(self.info.gripper))
@@ -285,9 +287,23 @@ def _closed(mcap: Path) -> bool:
         return False
 
 
-def _embedded_facts(mcap: Path) -> Dict[str, str]:
-    """instruction/operator/outcome/task from the lapa.* custom_data of the rosbag2 metadata that a
-    closed MCAP file carries ({} when it has none)."""
+def _custom_facts(doc: Any) -> Dict[str, Any]:
+    """instruction/operator/outcome/task/status/gripper from the lapa.* custom_data of rosbag2 metadata."""
+    if not isinstance(doc, dict):
+        return {}
+    info = doc.get("rosbag2_bagfile_information", doc)   # with or without the wrapper
+    custom = (info.get("custom_data") if isinstance(info, dict) else None) or {}
+    if not isinstance(custom, dict):
+        return {}
+    keys = {"instruction", "operator", "outcome", "task", "status"}
+    facts: Dict[str, Any] = {k[5:]: str(v) for k, v in custom.items() if k.startswith("lapa.") and k[5:] in keys}
+    if custom.get("lapa.gripper"):
+        facts["gripper"] = json.loads(str(custom["lapa.gripper"]))
+    return facts
+
+
+def _embedded_facts(mcap: Path) -> Dict[str, Any]:
+    """The episode facts of the rosbag2 metadata that a closed MCAP file carries ({} when it has none)."""
     import yaml
     from mcap.reader import make_reader
 
@@ -296,21 +312,65 @@ def _embedded_facts(mcap: Path) -> Dict[str, str]:
     try:
         with open(mcap, "rb") as f:
             records = [m for m in make_reader(f).iter_metadata() if m.name == "rosbag2"]
-        doc = (yaml.safe_load(records[0].metadata["serialized_metadata"]) if records else None) or {}
-        custom = doc.get("rosbag2_bagfile_information", doc).get("custom_data") or {}  # with or without the wrapper
-        keys = {"instruction", "operator", "outcome", "task"}
-        facts: Dict[str, Any] = {k[5:]: str(v) for k, v in custom.items() if k.startswith("lapa.") and k[5:] in keys}
-        if custom.get("lapa.gripper"):
-            facts["gripper"] = json.loads(str(custom["lapa.gripper"]))
-        return facts
+        return _custom_facts(yaml.safe_load(records[0].metadata["serialized_metadata"]) if records else None)
     except Exception:  # a damaged file: no facts here; the readers report what is wrong with it
         return {}
 
 
-def is_complete(bag: Path) -> bool:
-    """A bag directory with its metadata.yaml, or a single MCAP file that was closed."""
+def _metadata_facts(bag: Path) -> Dict[str, Any]:
+    """The episode facts of a bag without its episode file: a bag folder's metadata.yaml (what the recorder
+    wrote on closing the bag), else the rosbag2 metadata inside its (closed) MCAP file; {} when neither has."""
+    import yaml
+
     bag = Path(bag)
-    return _closed(bag) if bag.is_file() else (bag / "metadata.yaml").is_file()
+    if bag.is_file():
+        return _embedded_facts(bag)
+    try:
+        facts = _custom_facts(yaml.safe_load((bag / "metadata.yaml").read_text()))
+    except Exception:  # missing or unreadable: bag_topics and the readers report it
+        facts = {}
+    if facts:
+        return facts
+    files = sorted(bag.glob("*.mcap"))
+    return _embedded_facts(files[0]) if files else {}
+
+
+def is_complete(bag: Path) -> bool:
+    """A bag directory with its metadata.yaml and an MCAP file that was closed, or a single MCAP file that
+    was closed. (An MCAP file cut short later, e.g. by an interrupted copy, makes its bag incomplete.)"""
+    bag = Path(bag)
+    if bag.is_file():
+        return _closed(bag)
+    if not (bag / "metadata.yaml").is_file():
+        return False
+    files = sorted(bag.glob("*.mcap"))
+    return not files or _closed(files[0])
+
+
+def truncation(bag: Path) -> Optional[str]:
+    """None for a bag whose MCAP file was closed; else what is missing, for an error message: the file, its
+    size, the messages readable before the cut and how many the bag's metadata says were recorded."""
+    import yaml
+
+    bag = Path(bag)
+    mcap = bag_file(bag)
+    if _closed(mcap):
+        return None
+    size = mcap.stat().st_size
+    counts = dict(readable_messages(mcap)[2])
+    recorded: Dict[str, int] = {}
+    if bag.is_dir():
+        try:
+            info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+            recorded = {t["topic_metadata"]["name"]: int(t["message_count"]) for t in info["topics_with_message_count"]}
+        except Exception:  # no metadata.yaml (recorder killed) or not rosbag2's: counts unknown
+            recorded = {}
+    topics = sorted(set(counts) | set(recorded))
+    readable = ", ".join(f"{t} {counts.get(t, 0)}" + (f" of {recorded[t]}" if t in recorded else "")
+                         for t in topics) or "none"
+    return (f"{mcap.name} ({size} bytes) ends without the MCAP summary and footer: the recording is cut off "
+            f"(the recorder was killed, or the file was cut short when copied); messages readable before the cut"
+            f"{' (of those recorded)' if recorded else ''}: {readable}")
 
 
 def bag_topics(bag: Path) -> Dict[str, Tuple[str, int]]:
@@ -346,32 +406,55 @@ def bag_topics(bag: Path) -> Dict[str, Tuple[str, int]]:
     return out
 
 
-def recover_bag(bag: Path) -> Dict[str, int]:
-    """Rebuild a complete bag from an MCAP file cut short (recorder killed): keeps every whole chunk.
+def readable_messages(mcap: Path):
+    """(schemas {id: name}, channels {id: (topic, msgtype)}, {topic: message count}) of every whole record
+    before the cut of an MCAP file, read with a streaming reader (no summary needed)."""
+    return _stream(mcap, keep=False)
 
-    A bag directory gets a new .mcap and metadata.yaml; a single-file bag is rewritten in place. The
-    damaged file is kept as <name>.mcap.damaged. Returns message counts per topic."""
+
+def _stream(mcap: Path, keep: bool):
     from mcap.stream_reader import StreamReader
 
+    schemas: Dict[int, str] = {}
+    channels: Dict[int, Tuple[str, str]] = {}
+    counts: Dict[str, int] = {}
+    messages: List[Tuple[int, int, bytes]] = []
+    with open(mcap, "rb") as f:
+        try:
+            for record in StreamReader(f, skip_magic=False, emit_chunks=False).records:
+                kind = type(record).__name__
+                if kind == "Schema":
+                    schemas[record.id] = record.name
+                elif kind == "Channel":
+                    channels[record.id] = (record.topic, schemas.get(record.schema_id, ""))
+                elif kind == "Message" and record.channel_id in channels:
+                    topic = channels[record.channel_id][0]
+                    counts[topic] = counts.get(topic, 0) + 1
+                    if keep:
+                        messages.append((record.channel_id, record.log_time, bytes(record.data)))
+        except Exception:  # the cut: everything before it has been read
+            pass
+    return (schemas, channels, messages) if keep else (schemas, channels, counts)
+
+
+def recover_bag(bag: Path) -> Dict[str, int]:
+    """Rebuild a complete bag from an MCAP file cut short (recorder killed, interrupted copy): keeps every
+    whole chunk. This REWRITES THE BAG IN PLACE; only `lapa bags recover` (the user's explicit request)
+    calls it, the bag converter never does.
+
+    A bag directory gets a new <bag>.mcap, metadata.yaml and episode file (status "recovered", the
+    outcome the recording had); a single-file bag is rewritten as the same file name. The damaged file
+    is kept beside it as <name>.mcap.damaged. Returns message counts per topic."""
     bag = Path(bag)
     src = bag_file(bag)
     info, name, single = EpisodeInfo.load(bag), bag_name(bag), bag.is_file()
     damaged = src.with_suffix(".mcap.damaged")
+    if damaged.exists():
+        raise BagError(f"{bag}: {damaged.name} already exists (the original of an earlier recovery): move it "
+                       "away first, it is not overwritten")
     os.replace(src, damaged)
-    schemas, channels, messages = {}, {}, []
     try:
-        with open(damaged, "rb") as f:
-            try:
-                for record in StreamReader(f, skip_magic=False, emit_chunks=False).records:
-                    name = type(record).__name__
-                    if name == "Schema":
-                        schemas[record.id] = record.name
-                    elif name == "Channel":
-                        channels[record.id] = (record.topic, schemas.get(record.schema_id, ""))
-                    elif name == "Message" and record.channel_id in channels:
-                        messages.append((record.channel_id, record.log_time, bytes(record.data)))
-            except Exception:  # the cut: everything before it has been read
-                pass
+        schemas, channels, messages = _stream(damaged, keep=True)
     except OSError as e:
         os.replace(damaged, src)
         raise BagError(f"{bag}: cannot read {src.name}: {e}") from e
@@ -398,3 +481,28 @@ def recover_bag(bag: Path) -> Dict[str, int]:
     except OSError:
         pass
     return dict(writer.counts)
+
+
+def bag_fingerprint(bag: Path) -> Dict[str, Any]:
+    """What identifies a bag's recording, stored with its converted episode: size, modification time and
+    sha256 of its MCAP file (the same for a bag folder and for its MCAP file copied out)."""
+    import hashlib
+
+    mcap = bag_file(bag)
+    st = mcap.stat()
+    digest = hashlib.sha256()
+    with open(mcap, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"file": mcap.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def same_recording(bag: Path, recorded: Dict[str, Any]) -> bool:
+    """Whether ``bag`` still holds the recording ``recorded`` (a bag_fingerprint): same size and
+    modification time, else (a copy has a new one) the same content."""
+    st = bag_file(bag).stat()
+    if st.st_size != recorded.get("size"):
+        return False
+    if st.st_mtime_ns == recorded.get("mtime_ns"):
+        return True
+    return bag_fingerprint(bag)["sha256"] == recorded.get("sha256")

@@ -51,6 +51,38 @@ def _checkpoint_image_size(init: str):
     return (int(size), int(size)) if isinstance(size, int) else None
 
 
+def _check_init(init: str) -> str:
+    """'' when --init can be finetuned from (scratch, or a policy checkpoint folder whose config parses and
+    whose weights file opens), else the one-line reason; checked before converting any bag."""
+    if init == "scratch":
+        return ""
+    from lapa_models.policy.configuration import PolicyConfig
+    from lapa_models.policy.modeling import CONFIG_FILE, WEIGHTS_FILE
+
+    path = Path(init)
+    hint = "give a latent-pretrained checkpoint folder (e.g. runs/pretrain/final), or 'scratch'"
+    if not path.exists():
+        return f"--init {init}: does not exist: {hint}"
+    if not path.is_dir():
+        return f"--init {init}: not a folder: {hint}"
+    try:
+        PolicyConfig.load(path / CONFIG_FILE)
+    except (OSError, ValueError) as e:
+        return f"--init {init}: not a policy checkpoint ({e}): {hint}"
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        return f"--init {init}: not a policy checkpoint ({weights.name} is missing): {hint}"
+    try:
+        from safetensors import SafetensorError, safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            if not list(f.keys()):
+                return f"--init {init}: {weights.name} holds no weights"
+    except (SafetensorError, OSError, ValueError) as e:
+        return f"--init {init}: {weights.name} is corrupt or truncated ({e})"
+    return ""
+
+
 def _convert(args: argparse.Namespace, out: Path) -> int:
     """Step 1, the bags -> <out>/episodes: 0, or the exit code to stop with (one line per failed bag)."""
     from lapa_ros.recording.bag_convert import ConversionConfig, convert_bags, print_problems
@@ -82,6 +114,12 @@ def main(args: argparse.Namespace) -> int:
     from lapa_models.policy import finetune
 
     out = Path(args.out)
+    problem = _check_init(args.init)  # before converting: a wrong --init is known in a second
+    if problem:
+        from lapa_ros.recording.bags import printable
+
+        print(printable(f"lapa finetune-bags: {problem}"), file=sys.stderr)
+        return 1
     code = _convert(args, out)
     if code:
         return code
@@ -90,7 +128,8 @@ def main(args: argparse.Namespace) -> int:
     dataset = out / "episodes"
     episodes = len(EpisodeDataset(dataset)) if (dataset / "meta" / "info.json").is_file() else 0
     if episodes == 0:
-        print("lapa finetune-bags: no successful episode to train on", file=sys.stderr)
+        print("lapa finetune-bags: no successful episode to train on (every bag was skipped: the reasons are "
+              "listed above)", file=sys.stderr)
         return 1
     print(f"  {episodes} episode(s) ready", file=sys.stderr)
 
