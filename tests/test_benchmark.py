@@ -4,6 +4,7 @@ bad input (unknown task, task without an expert, K above the demo pool, another 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -384,6 +385,14 @@ def test_pool_refuses_folders_that_are_not_replicates_and_writes_nothing(quick, 
                           ([out, tmp_path], "not a benchmark folder")):
         result = _lapa("benchmark", "--pool", *args, "--out", pooled, timeout=120)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    # a replicate made from another catalogue entry of a task it uses (here: another instruction)
+    specs = json.loads((out / "benchmark.json").read_text())["catalogue_specs"]
+    task = sorted(specs["tasks"])[0]
+    specs["tasks"][task] = {**specs["tasks"][task], "instructions": ["something else entirely"]}
+    (other / "benchmark.json").write_text(json.dumps({**config, "catalogue_specs": specs}))
+    result = _lapa("benchmark", "--pool", out, other, "--out", pooled, timeout=120)
+    assert result.returncode == 2 and f"task '{task}' in the catalogue (instructions differ)" in result.stderr, \
+        result.stderr[-2000:]
     result = _lapa("benchmark", "--pool", out, other, "--out", pooled, "--set", "lr=1", timeout=120)
     assert result.returncode == 2 and "drop --set" in result.stderr
     result = _lapa("benchmark", "--pool", out, other, "--out", out, timeout=120)
@@ -422,6 +431,18 @@ def test_other_configuration_in_the_same_folder_is_refused_and_nothing_changes(q
     (["--targets", "shut-the-box", "--set", "view=noon"], "unknown view 'noon'"),
     (["--targets", "shut-the-box", "--arms", "lapa,action"], "scratch arm is the baseline"),
     (["--targets", "shut-the-box", "--set", "colour=blue"], "unknown setting"),
+    (["--targets", "shut-the-box", "--set", "lr=-1"], "lr must be a finite number > 0, got -1.0"),
+    (["--targets", "shut-the-box", "--set", "lr=inf"], "lr must be a finite number > 0"),
+    (["--targets", "shut-the-box", "--set", "cotrain_weight=nan"], "cotrain_weight must be a finite number >= 0"),
+    (["--targets", "shut-the-box", "--set", "cotrain_weight=-0.5"], "cotrain_weight must be a finite number >= 0"),
+    (["--targets", "shut-the-box", "--threads", "-1"], "threads must be a whole number >= 0"),
+    (["--targets", "shut-the-box", "--set", "laq_frame_gap=0"], "laq_frame_gap must be a whole number >= 1"),
+    (["--targets", "shut-the-box", "--set", "demo_seed=-3"], "demo_seed must be a whole number >= 0"),
+    (["--targets", "shut-the-box", "--seeds=-1"], "seeds must be >= 0"),
+    (["--targets", "shut-the-box", "--set", "execution=open-loop:0"], "open-loop:N needs a whole number N >= 1"),
+    (["--targets", "shut-the-box", "--set", "execution=blend"], "execution must be"),
+    (["--targets", "shut-the-box", "--set", "freeze=vision", "--set", "action_reads_latents=maybe"],
+     "action_reads_latents=maybe: expected one of"),
 ])
 def test_bad_input_is_a_clear_error_before_any_work(catalogue, tmp_path, args, message):
     out = tmp_path / "bench"
@@ -438,3 +459,134 @@ def test_finetune_refuses_more_demos_per_task_than_the_data_has(quick, tmp_path)
                    "--demos-per-task", 7, "--val-fraction", 0, "--steps", 1, "--out", tmp_path / "ft", timeout=300)
     assert result.returncode != 0
     assert "--demos-per-task 7" in result.stderr and "shut-the-box" in result.stderr
+
+
+def test_threads_0_is_torchs_default_and_no_step_is_given_a_thread_count(catalogue, tmp_path):
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", tmp_path / "bench", *TASK_ARGS,
+                   "--threads", "0", "--plan", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lapa policy finetune" in result.stdout and "--threads" not in result.stdout
+
+
+def test_out_that_is_a_file_or_a_folder_of_other_files_is_refused_and_nothing_is_written(catalogue, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "results").mkdir(parents=True)
+    (mine / "results" / "results.md").write_text("my own results\n")
+    before = _digest(mine)
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", mine, *TASK_ARGS, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not a benchmark folder (no benchmark.json)" in result.stderr and "Nothing was changed" in result.stderr
+    assert _digest(mine) == before and sorted(p.name for p in mine.iterdir()) == ["results"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "below"):
+        result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", out, *TASK_ARGS,
+                       timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "is a file, not a folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert afile.read_text() == "x"
+    empty = tmp_path / "empty"
+    empty.mkdir()   # an empty folder is a new benchmark folder
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", empty, *TASK_ARGS, "--plan",
+                   timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# A scratch-only run of one target (about 15 s): what resuming and --reuse make of a changed catalogue entry.
+SMALL = {"tasks": {"poke-dot": {"env": "reach-v3", "expert": "SawyerReachV3Policy", "instructions": ["poke the dot"],
+                                "max_steps": 30},
+                   "shut-lid": {"env": "door-close-v3", "expert": "SawyerDoorCloseV3Policy",
+                                "instructions": ["shut the lid"], "max_steps": 30}}}
+SMALL_ARGS = ["--preset", "quick", "--arms", "scratch", "--settings", "in-domain,cross-task", "--seeds", "0", "--threads", "1",
+              "--targets", "poke-dot", "--video-only", "none", "--held-out", "shut-lid"]
+
+
+def _small_catalogue(folder: Path, name: str, **changes) -> Path:
+    raw = json.loads(json.dumps(SMALL))
+    for task, fields in changes.items():
+        raw["tasks"][task].update(fields)
+    path = folder / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    catalogue = _small_catalogue(folder, "tasks.yaml")
+    out = folder / "run"
+    result = _lapa("benchmark", *SMALL_ARGS, "--catalogue", catalogue, "--out", out, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, catalogue
+
+
+@pytest.mark.parametrize("task, change, field", [
+    ("poke-dot", {"instructions": ["press the dot"]}, "instructions"),
+    ("poke-dot", {"max_steps": 31}, "max_steps"),
+    ("poke-dot", {"camera": {"azimuth": 10.0}}, "camera"),
+    ("shut-lid", {"instructions": ["close the lid"]}, "instructions"),   # a held-out task: its evaluation
+])
+def test_resume_with_another_catalogue_entry_for_a_task_of_the_run_is_refused(small, tmp_path, task, change, field):
+    out, _ = small
+    before = _digest(out)
+    changed = _small_catalogue(tmp_path, "changed.yaml", **{task: change})
+    result = _lapa("benchmark", *SMALL_ARGS, "--catalogue", changed, "--out", out, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "another configuration" in result.stderr and "Nothing was changed" in result.stderr
+    assert f"task '{task}' in the catalogue ({field} differ)" in result.stderr
+    assert _digest(out) == before
+
+
+def test_resume_with_the_same_catalogue_entries_runs_nothing(small, tmp_path):
+    out, catalogue = small
+    # the same entries in another file, and an entry of a task the run does not use changed: still this run
+    same = _small_catalogue(tmp_path, "same.yaml")
+    raw = yaml.safe_load(same.read_text())
+    raw["tasks"]["unused"] = {"env": "push-v3", "expert": "SawyerPushV3Policy", "instructions": ["push"]}
+    same.write_text(yaml.safe_dump(raw))
+    result = _lapa("benchmark", *SMALL_ARGS, "--catalogue", same, "--out", out, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "5 already done" in result.stderr and "lapa policy finetune" not in result.stderr
+    record = json.loads((out / "benchmark.json").read_text())["catalogue_specs"]
+    assert set(record["tasks"]) == {"poke-dot", "shut-lid"}
+    assert record["tasks"]["poke-dot"]["instructions"] == ["poke the dot"]
+
+
+def test_a_folder_from_before_the_catalogue_record_resumes_and_records_the_catalogue_it_resumes_with(small, tmp_path):
+    out, _ = small
+    old = tmp_path / "old"
+    shutil.copytree(out, old, symlinks=True)
+    saved = json.loads((old / "benchmark.json").read_text())
+    del saved["catalogue_specs"]
+    (old / "benchmark.json").write_text(json.dumps(saved, indent=2) + "\n")
+    changed = _small_catalogue(tmp_path, "changed.yaml", **{"poke-dot": {"instructions": ["press the dot"]}})
+    result = _lapa("benchmark", *SMALL_ARGS, "--catalogue", changed, "--out", old, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]   # unknown: accepted
+    record = json.loads((old / "benchmark.json").read_text())["catalogue_specs"]
+    assert record["tasks"]["poke-dot"]["instructions"] == ["press the dot"]
+    # from now on the folder is held to that catalogue
+    result = _lapa("benchmark", *SMALL_ARGS, "--catalogue", _small_catalogue(tmp_path, "orig.yaml"), "--out", old,
+                   timeout=120)
+    assert result.returncode == 2 and "task 'poke-dot' in the catalogue (instructions differ)" in result.stderr
+
+
+def test_reuse_shares_nothing_generated_from_another_catalogue_entry(small, tmp_path):
+    from lapa_sim.benchmark.config import BenchmarkConfig, catalogue_record, reusable_parts
+    from lapa_sim.tasks import load_catalogue
+
+    out, _ = small
+    changed = _small_catalogue(tmp_path, "changed.yaml", **{"poke-dot": {"max_steps": 50}})
+    lever = tmp_path / "lever"
+    result = _lapa("benchmark", *SMALL_ARGS, "--catalogue", changed, "--set", "lr=0.001", "--reuse", out,
+                   "--out", lever, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"--reuse {out}: its data were generated from other catalogue entries" in result.stderr
+    assert "task 'poke-dot' in the catalogue (max_steps differ)" in result.stderr
+    assert not lever.exists()
+    # a held-out task's entry changed: the data are shared, not the cells evaluated on it
+    config = BenchmarkConfig.from_dict(json.loads((out / "benchmark.json").read_text()))
+    held = _small_catalogue(tmp_path, "held.yaml", **{"shut-lid": {"instructions": ["close the lid"]}})
+    parts = reusable_parts(out, config, catalogue_record(config, load_catalogue(str(held))))
+    assert parts["data"] and not parts["scratch"] and not parts["cells"]
+    parts = reusable_parts(out, config, catalogue_record(config, load_catalogue(str(_small_catalogue(tmp_path, "o.yaml")))))
+    assert parts["scratch"] and parts["cells"]

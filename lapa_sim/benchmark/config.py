@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ARMS = ("scratch", "lapa", "action")
 SETTINGS = ("in-domain", "cross-task", "cross-env")
@@ -89,6 +90,7 @@ class BenchmarkConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "BenchmarkConfig":
         known = {f.name: f for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k != SPECS_KEY}   # benchmark.json's catalogue record, not a setting
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise BenchmarkConfigError(f"unknown benchmark settings {unknown}; known: {sorted(known)}")
@@ -156,6 +158,10 @@ def preset(name: str) -> BenchmarkConfig:
     return BenchmarkConfig(**PRESETS[name])
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def parse_assignment(text: str) -> Tuple[str, Any]:
     """'key=value' -> (key, value) with the value typed like the field (lists: comma separated)."""
     if "=" not in text:
@@ -171,7 +177,10 @@ def parse_assignment(text: str) -> Tuple[str, Any]:
             items = [v.strip() for v in value.split(",") if v.strip()]
             typed = tuple(int(v) for v in items) if key in ("shots", "seeds") else tuple(items)
         elif isinstance(default, bool):
-            typed = value.lower() in ("1", "true", "yes", "on")
+            word = value.strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}")
+            typed = word in _TRUE
         elif isinstance(default, int):
             typed = int(value)
         elif isinstance(default, float):
@@ -194,6 +203,7 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
     ``catalogue``: a lapa_sim.tasks.TaskCatalogue. Returns the config with task lists expanded."""
     from lapa_sim.tasks import check_runnable
 
+    _check_numbers(config)
     resolved = {}
     for field in ("targets", "video_only", "extra_video", "held_out"):
         names = getattr(config, field)
@@ -233,8 +243,6 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
             f"raise demo_pool (--set demo_pool={largest + 5}) or lower the shots")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise BenchmarkConfigError(f"seeds must be distinct and at least one, got {list(config.seeds)}")
-    if config.eval_episodes < 1:
-        raise BenchmarkConfigError("eval_episodes must be >= 1")
     evaluation = (config.eval_seed, config.eval_seed + config.eval_episodes)
     for what, start, n in (("video", config.video_seed, config.video_episodes),
                            ("demo", config.demo_seed, config.demo_pool)):
@@ -248,14 +256,72 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
         raise BenchmarkConfigError(f"freeze must be none, vision or backbone, got {config.freeze!r}")
     if config.augment not in ("color", "crop+color", "none"):
         raise BenchmarkConfigError(f"augment must be color, crop+color or none, got {config.augment!r}")
-    for field in ("laq_steps", "pretrain_steps", "latent_horizon", "finetune_steps", "batch_size", "video_episodes",
-                  "image_size"):
-        if getattr(config, field) < 1:
-            raise BenchmarkConfigError(f"{field} must be >= 1")
-    if config.query_tokens < 0:
-        raise BenchmarkConfigError(f"query_tokens must be >= 0 (0: the LAPA model's), got {config.query_tokens}")
     built_queries(config)   # an unreadable LAQ or policy config fails here, before any work
     return config
+
+
+# The numeric settings and what each must be (checked before any work; validate() checks the relations
+# between them): {field: (smallest value, the largest or None, what the error says)}.
+_NUMBER_RANGES = {
+    "cross_shots": (1, None, "labelled demos per target task"),
+    "eval_episodes": (1, None, "episodes per task and training seed"),
+    "eval_seed": (0, None, "a seed"),
+    "image_size": (1, None, "pixels"),
+    "video_episodes": (1, None, "episodes per video task"),
+    "video_seed": (0, None, "a seed"),
+    "demo_pool": (1, None, "demos per target task"),
+    "demo_seed": (0, None, "a seed"),
+    "laq_steps": (1, None, "training steps"),
+    "laq_frame_gap": (1, None, "frames between the two frames of a latent action"),
+    "laq_batch_size": (1, None, "a batch size"),
+    "pretrain_seed": (0, None, "a seed"),
+    "pretrain_steps": (1, None, "training steps"),
+    "latent_horizon": (1, None, "latent actions per frame"),
+    "query_tokens": (0, None, "0: the LAPA model's"),
+    "finetune_steps": (1, None, "training steps"),
+    "batch_size": (1, None, "a batch size"),
+    "threads": (0, None, "0: torch's default"),
+}
+
+
+def _check_numbers(config: BenchmarkConfig) -> None:
+    """Every numeric setting of the right type, finite and in its range (a learning rate of -1 or a NaN
+    loss weight is refused here, not found out by a training step)."""
+    for field, (low, high, meaning) in _NUMBER_RANGES.items():
+        value = getattr(config, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise BenchmarkConfigError(f"{field} must be a whole number {bound} ({meaning}), got {value!r}")
+    for field in ("shots", "seeds"):
+        values = getattr(config, field)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise BenchmarkConfigError(f"{field} must be whole numbers, got {list(values)}")
+    if any(s < 0 for s in config.seeds):
+        raise BenchmarkConfigError(f"seeds must be >= 0, got {list(config.seeds)}")
+    if len(set(config.shots)) != len(config.shots):
+        raise BenchmarkConfigError(f"shots must be distinct, got {list(config.shots)}")
+    lr = _real(config.lr)
+    if lr is None or not lr > 0:
+        raise BenchmarkConfigError(f"lr must be a finite number > 0, got {config.lr!r}")
+    weight = _real(config.cotrain_weight)
+    if weight is None or weight < 0:
+        raise BenchmarkConfigError(f"cotrain_weight must be a finite number >= 0 (0: no co-training), got "
+                                   f"{config.cotrain_weight!r}")
+    execution = str(config.execution)
+    if execution.startswith("open-loop:"):
+        n = execution.split(":", 1)[1]
+        if not (n.isdigit() and int(n) >= 1):
+            raise BenchmarkConfigError(f"execution {execution!r}: open-loop:N needs a whole number N >= 1")
+    elif execution not in ("ensemble", "average", "latest", "first"):
+        raise BenchmarkConfigError(f"execution must be ensemble, average, latest, first or open-loop:N, got "
+                                   f"{execution!r}")
+
+
+def _real(value: Any):
+    """A finite int or float as a float, else None (NaN, infinities, strings, booleans)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def policy_queries(config: BenchmarkConfig) -> int:
@@ -284,30 +350,86 @@ def built_queries(config: BenchmarkConfig) -> int:
 # How a run uses the machine, not what it measures: a folder may be resumed with other values.
 RESOURCES = ("threads",)
 
+# benchmark.json's record of what the run read from the task catalogue (beside the settings): every
+# field of each task it uses (env, expert, instructions, camera, max_steps, robot: TaskSpec.record) and,
+# with cross-env, its view (camera and light changes). A folder written before this record resumes with
+# any catalogue (what it was made from is unknown) and records the catalogue it is resumed with.
+SPECS_KEY = "catalogue_specs"
 
-def check_folder(out: Path, config: BenchmarkConfig) -> None:
-    """A results folder is resumed only with the configuration it was started with."""
-    path = out / "benchmark.json"
-    if not path.is_file():
-        return
+
+def catalogue_record(config: BenchmarkConfig, catalogue) -> Dict[str, Any]:
+    """{"tasks": {name: spec}, "views": {name: view}} of the tasks and view ``config`` (validated) uses."""
+    tasks = {name: catalogue.get(name).record() for name in dict.fromkeys(config.video_tasks + config.held_out)}
+    views = {}
+    if config.uses("cross-env"):
+        view = catalogue.view(config.view)
+        if view is not None:
+            views[config.view] = view.record()
+    return {"tasks": tasks, "views": views}
+
+
+def _read_folder_config(path: Path, what: str) -> Dict[str, Any]:
     try:
         saved = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BenchmarkConfigError(f"{path}: unreadable ({e}); use another --out") from e
-    saved = _with_defaults(saved)
+    except (OSError, ValueError) as e:
+        raise BenchmarkConfigError(f"{what}{path}: unreadable ({e})") from e
+    if not isinstance(saved, dict):
+        raise BenchmarkConfigError(f"{what}{path}: unreadable (not a mapping of settings)")
+    return saved
+
+
+def _spec_differences(saved: Any, now: Optional[Dict[str, Any]], kind: str,
+                      names: Optional[Sequence[str]] = None) -> List[str]:
+    """'task 'x' (instructions, max_steps)' for each task (``kind`` "tasks") or view ("views") of ``names``
+    (default: all) that both records hold and that differs; an absent record is unknown and differs in
+    nothing."""
+    if not isinstance(saved, dict) or not isinstance(saved.get(kind), dict) or not now:
+        return []
+    before, after = saved[kind], now.get(kind) or {}
+    out = []
+    for name in (names if names is not None else sorted(set(before) & set(after))):
+        a, b = before.get(name), after.get(name)
+        if a is None or b is None or a == b:
+            continue
+        fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) if isinstance(a, dict) else ["spec"]
+        out.append(f"{kind[:-1]} '{name}' in the catalogue ({', '.join(fields)} differ)")
+    return out
+
+
+def check_folder(out: Path, config: BenchmarkConfig, specs: Optional[Dict[str, Any]] = None) -> None:
+    """A results folder is resumed only with the configuration it was started with (and, ``specs`` given,
+    the same catalogue entries for the tasks and view it uses: catalogue_record); a new folder must be
+    empty or not exist yet, never a file or a folder of other files."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BenchmarkConfigError(f"--out {out} is a file, not a folder: give a new or empty folder")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if not out.exists() and above is not None and not above.is_dir():
+        raise BenchmarkConfigError(f"--out {out}: {above} is a file, not a folder: give a new or empty folder")
+    path = out / "benchmark.json"
+    if not path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise BenchmarkConfigError(
+                f"--out {out} holds other files and is not a benchmark folder (no benchmark.json). Nothing was "
+                f"changed: give a new or empty folder")
+        return
+    raw = _read_folder_config(path, "")
+    saved = _with_defaults(raw)
     now = config.to_dict()
     differs = sorted(k for k in set(saved) | set(now) if k not in RESOURCES and saved.get(k) != now.get(k))
-    if differs:
-        detail = "; ".join(f"{k}: folder {saved.get(k)!r}, now {now.get(k)!r}" for k in differs[:6])
+    details = [f"{k}: folder {saved.get(k)!r}, now {now.get(k)!r}" for k in differs[:6]]
+    details += (_spec_differences(raw.get(SPECS_KEY), specs, "tasks")
+                + _spec_differences(raw.get(SPECS_KEY), specs, "views"))
+    if details:
         raise BenchmarkConfigError(
-            f"{out} holds a benchmark with another configuration ({detail}). Nothing was changed: give another "
-            f"--out, or the same options as before to resume it")
+            f"{out} holds a benchmark with another configuration ({'; '.join(details[:8])}). Nothing was changed: "
+            f"give another --out, or the same options and catalogue as before to resume it")
 
 
 def _with_defaults(saved: Dict[str, Any]) -> Dict[str, Any]:
     """A saved configuration with the settings added since it was written at their defaults (which are
-    what those runs did)."""
-    return {**BenchmarkConfig().to_dict(), **saved}
+    what those runs did), without the catalogue record (SPECS_KEY; read where it is compared)."""
+    return {**BenchmarkConfig().to_dict(), **{k: v for k, v in saved.items() if k != SPECS_KEY}}
 
 
 # What ``lapa benchmark --reuse`` may share with another folder, from the most to the least shared:
@@ -332,14 +454,15 @@ SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "exe
                 "vision_model", "batch_size", "lr", "augment")
 
 
-def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
+def reusable_parts(source: Path, config: BenchmarkConfig, specs: Optional[Dict[str, Any]] = None) -> Dict[str, bool]:
     """What of ``source``'s benchmark folder ``config`` can share: {"data", "laq", "pretraining", "cells",
-    "action_pretraining", "action_cells", "scratch"} (by configuration; whether ``source`` has finished
-    them is the caller's to check)."""
+    "action_pretraining", "action_cells", "scratch"} (by configuration and, ``specs`` given, by the
+    catalogue entries both runs read: catalogue_record; whether ``source`` has finished them is the
+    caller's to check)."""
     path = Path(source) / "benchmark.json"
     if not path.is_file():
         raise BenchmarkConfigError(f"--reuse {source}: not a benchmark folder (no benchmark.json)")
-    raw = json.loads(path.read_text())
+    raw = _read_folder_config(path, "--reuse ")
     saved = _with_defaults(raw)
     now = config.to_dict()
     # the scratch-built models' query tokens (a folder from before ``query_tokens`` built the policy
@@ -351,13 +474,23 @@ def reusable_parts(source: Path, config: BenchmarkConfig) -> Dict[str, bool]:
     data_differs = [k for k in DATA_FIELDS if saved.get(k) != now.get(k)]
     if data_differs:
         raise BenchmarkConfigError(f"--reuse {source}: its data differ in {data_differs}; nothing can be shared")
+    # the catalogue entries of the tasks in the video and demos (and of the cross-env view) made the data;
+    # a held-out task's is read by the evaluation of the cells only
+    record = raw.get(SPECS_KEY)
+    data_specs = (_spec_differences(record, specs, "tasks", config.video_tasks)
+                  + _spec_differences(record, specs, "views"))
+    if data_specs:
+        raise BenchmarkConfigError(f"--reuse {source}: its data were generated from other catalogue entries "
+                                   f"({'; '.join(data_specs)}); nothing can be shared")
+    evaluation_same = not _spec_differences(record, specs, "tasks", config.held_out)
     pretraining = same(k for k in now if k not in FINETUNE_ONLY + RESOURCES)
-    cells = pretraining and same(k for k in now if k not in SELECTION + RESOURCES)
+    cells = pretraining and evaluation_same and same(k for k in now if k not in SELECTION + RESOURCES)
     action_pretraining = queries_same and same(k for k in now if k not in FINETUNE_ONLY + RESOURCES + LAPA_ONLY)
-    action_cells = action_pretraining and same(k for k in now if k not in SELECTION + RESOURCES + LAPA_ONLY)
+    action_cells = action_pretraining and evaluation_same and \
+        same(k for k in now if k not in SELECTION + RESOURCES + LAPA_ONLY)
     return {"data": True, "laq": same(LAQ_FIELDS), "pretraining": pretraining, "cells": cells,
             "action_pretraining": action_pretraining, "action_cells": action_cells,
-            "scratch": queries_same and same(SCRATCH_SAME)}
+            "scratch": queries_same and evaluation_same and same(SCRATCH_SAME)}
 
 
 def task_list(text: str) -> List[str]:

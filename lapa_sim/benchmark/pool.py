@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .config import RESOURCES, BenchmarkConfig, BenchmarkConfigError, _with_defaults
+from .config import RESOURCES, SPECS_KEY, BenchmarkConfig, BenchmarkConfigError, _spec_differences, _with_defaults
 from .report import ARM_LABELS, arm_outcomes, table_row
 from .report import collect as report_collect
 from .stats import summarize_replicates
@@ -40,22 +40,28 @@ def load_replicates(folders: Sequence[Path]):
     resolved = [Path(f).resolve() for f in folders]
     if len(set(resolved)) != len(resolved):
         raise BenchmarkConfigError("--pool: a folder is named twice")
-    benches, saved = [], []
+    benches, saved, records = [], [], []
     for folder in folders:
         path = Path(folder) / "benchmark.json"
         if not path.is_file():
             raise BenchmarkConfigError(f"--pool {folder}: not a benchmark folder (no benchmark.json)")
         try:
-            config = _with_defaults(json.loads(path.read_text()))
-        except ValueError as e:
+            raw = json.loads(path.read_text())
+            config = _with_defaults(raw)
+        except (ValueError, AttributeError) as e:
             raise BenchmarkConfigError(f"--pool {folder}: unreadable benchmark.json ({e})") from e
         saved.append(config)
+        records.append(raw.get(SPECS_KEY))
         benches.append(Benchmark(BenchmarkConfig.from_dict(config), Path(folder)))
-    for folder, config in zip(folders[1:], saved[1:]):
+    for folder, config, record in zip(folders[1:], saved[1:], records[1:]):
         differs = sorted(k for k in set(config) | set(saved[0])
                          if k not in REPLICATE_FIELDS and config.get(k) != saved[0].get(k))
-        if differs:
-            detail = "; ".join(f"{k}: {saved[0].get(k)!r} vs {config.get(k)!r}" for k in differs[:6])
+        # the tasks' catalogue entries too, where both folders recorded them (folders from before the record:
+        # unknown, accepted)
+        specs = (_spec_differences(records[0], record, "tasks") + _spec_differences(records[0], record, "views")
+                 if isinstance(record, dict) else [])
+        if differs or specs:
+            detail = "; ".join([f"{k}: {saved[0].get(k)!r} vs {config.get(k)!r}" for k in differs[:6]] + specs[:4])
             raise BenchmarkConfigError(
                 f"--pool: {folder} is not a replicate of {folders[0]}: only {', '.join(REPLICATE_FIELDS)} may "
                 f"differ, these do: {detail}")

@@ -12,7 +12,8 @@ Every step is a public `lapa` command, printed before it runs (its output goes t
 finished step leaves a marker in <out>/steps/ and is skipped when the command is run again, so an
 interrupted run resumes where it stopped. The folder:
 
-    benchmark.json          the resolved configuration (a folder is only resumed with the same one)
+    benchmark.json          the resolved configuration and the catalogue entries of its tasks (a folder is
+                            only resumed with the same ones)
     data/                   video (with actions: only the action-pretrained arm reads them), video seen
                             from the cross-env view, a pool of labelled demos per target task
     pretrain/<view>/        laq/, lapa/ (latent pretraining), action/ (action pretraining), latents/ (what
@@ -38,8 +39,8 @@ from typing import Callable, Dict, List, Optional
 from lapa_models.commands import command_line, find, run_in_process
 
 from .report import write_report
-from .config import (PRESETS, BenchmarkConfig, BenchmarkConfigError, built_queries, check_folder, parse_assignment,
-                     policy_queries, preset, reusable_parts, task_list, validate)
+from .config import (PRESETS, SPECS_KEY, BenchmarkConfig, BenchmarkConfigError, built_queries, catalogue_record,
+                     check_folder, parse_assignment, policy_queries, preset, reusable_parts, task_list, validate)
 
 
 @dataclasses.dataclass
@@ -56,10 +57,12 @@ class Step:
 
 
 class Benchmark:
-    def __init__(self, config: BenchmarkConfig, out: Path, keep_models: bool = False):
+    def __init__(self, config: BenchmarkConfig, out: Path, keep_models: bool = False,
+                 specs: Optional[Dict] = None):
         self.config = config
         self.out = Path(out)
         self.keep_models = keep_models
+        self.specs = specs               # the catalogue entries the run reads (config.catalogue_record)
         self.reused: List[Path] = []     # the folders whose scratch cells this run takes over (--reuse)
 
     # ------------------------------------------------------------------ paths
@@ -216,7 +219,7 @@ class Benchmark:
         Several ``--reuse`` folders: called once per folder, in order; an item already here (taken from an
         earlier folder, or this run's own) stays, and a LAQ comes only with its own folder's video."""
         source = source.resolve()
-        parts = reusable_parts(source, self.config)
+        parts = reusable_parts(source, self.config, self.specs)
         arms = self.config.arms
         (self.out / "steps").mkdir(parents=True, exist_ok=True)
 
@@ -331,12 +334,23 @@ class Benchmark:
     def marker(self, step: Step) -> Path:
         return self.out / "steps" / f"{step.key}.done"
 
+    def write_config(self) -> None:
+        """Make the folder and write benchmark.json (the settings and the catalogue record; a folder's
+        earlier record is kept when this run has none), before anything else is written there."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "benchmark.json"
+        specs = self.specs
+        if specs is None and path.is_file():
+            with contextlib.suppress(ValueError, AttributeError):
+                specs = json.loads(path.read_text()).get(SPECS_KEY)
+        saved = {**self.config.to_dict(), **({SPECS_KEY: specs} if specs is not None else {})}
+        path.write_text(json.dumps(saved, indent=2) + "\n")
+
     def run(self, progress: bool = True) -> Dict:
         catalogue_file = os.environ.get("LAPA_TASKS_FILE")
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.write_config()
         (self.out / "steps").mkdir(exist_ok=True)
         (self.out / "logs").mkdir(exist_ok=True)
-        (self.out / "benchmark.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         steps = self.ordered(self.plan())
         todo = [s for s in steps if not self.marker(s).is_file()]
         _say(f"{len(steps)} steps, {len(steps) - len(todo)} already done; logs in {self.out / 'logs'}"
@@ -408,7 +422,9 @@ def _clock(seconds: float) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
                    help="quick (minutes, tiny models), cpu (~3 h on 2 cores), gpu (paper-like scale)")
-    p.add_argument("--out", required=True, help="results folder (resumed when it exists with the same configuration)")
+    p.add_argument("--out", required=True,
+                   help="results folder: new or empty, or a benchmark folder to resume (with the same configuration "
+                        "and the same catalogue entries for its tasks)")
     p.add_argument("--targets", default=None, help="tasks/sets given K labelled demos (and in the video)")
     p.add_argument("--video-only", default=None, help="tasks/sets in the video only (cross-task); 'none' for none")
     p.add_argument("--extra-video", default=None, help="more video tasks, not evaluated; 'none' for none")
@@ -419,8 +435,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=None, help="training seeds, comma separated")
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per task and training seed")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads of each step (default: torch's; 1 when other jobs share the cores: "
-                        "oversubscribed threads slow torch down many times). A folder resumes with any value")
+                   help="torch threads of each step, >= 0 (default and 0: torch's default; 1 when other jobs share "
+                        "the cores: oversubscribed threads slow torch down many times). A folder resumes with any "
+                        "value")
     p.add_argument("--catalogue", default=None, help="a tasks.yaml to use instead of lapa_sim/tasks.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of config.py (e.g. cotrain_weight=0, freeze=vision, pretrain_steps=5000)")
@@ -489,13 +506,15 @@ def main(args: argparse.Namespace) -> int:
             os.environ["LAPA_TASKS_FILE"] = str(Path(args.catalogue).resolve())
         from lapa_sim.tasks import load_catalogue
 
-        config = validate(build_config(args), load_catalogue())
+        catalogue = load_catalogue()
+        config = validate(build_config(args), catalogue)
+        specs = catalogue_record(config, catalogue)
         out = Path(args.out)
-        check_folder(out, config)
+        check_folder(out, config, specs)
         sources = [Path(folder) for folder in args.reuse or []]
         for source in sources:
-            reusable_parts(source, config)   # fails before anything is written
-        bench = Benchmark(config, out, keep_models=args.keep_models)
+            reusable_parts(source, config, specs)   # fails before anything is written
+        bench = Benchmark(config, out, keep_models=args.keep_models, specs=specs)
         if args.plan:
             try:
                 for step in bench.plan():
@@ -503,6 +522,8 @@ def main(args: argparse.Namespace) -> int:
             except BrokenPipeError:   # `--plan | head`
                 sys.stderr.close()
             return 0
+        if sources:
+            bench.write_config()   # a run interrupted while taking over is still this benchmark's folder
         for source in sources:
             bench.share(source)
         bench.run()
