@@ -12,7 +12,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from lapa_ros.core.kinematics import KinematicChain
 from lapa_ros.bringup.graph import arm_controller_node, sim_robot_node
-from lapa_ros.interfaces.messages import stamp_to_sec, twist_msg, twist_to_arrays
+from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec, twist_msg, twist_to_arrays
 from lapa_ros.bringup.paths import urdf_file
 from lapa_ros.interfaces.ros_common import COMMAND_QOS
 
@@ -285,3 +285,32 @@ def test_a_twist_in_the_wrong_frame_holds_the_arm_at_once_not_at_the_watchdog(ro
     holds = [t - sent for t, m in outputs if t > sent and np.allclose(twist_to_arrays(m)[0], 0)]
     assert holds and holds[0] < 0.12, f"first hold {holds[:1]} s after the refused command (watchdog: 0.25 s)"
     assert "twist in frame 'camera_link' refused" in graph.log("arm_controller")
+
+
+def test_on_a_simulated_clock_a_command_stamped_with_the_newest_robot_state_is_not_from_the_future(ros, start_graph):
+    """A simulator stamps states, frames and /clock with one time; /clock travels on its own topic and can
+    reach the controller after a command that answers the newest frame (the first episode after start-up
+    lost steps to it). The controller's clock reads at least the newest robot state's stamp. Here /clock
+    never comes: the states alone carry the time."""
+    start_graph([arm_controller_node(sim=True, real_time=False)])
+    outputs = []
+    ros.node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", outputs.append, COMMAND_QOS)
+    poses = ros.node.create_publisher(PoseStamped, "ee_pose", COMMAND_QOS)
+    twists = ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+    ros.wait_for(lambda: poses.get_subscription_count() and twists.get_subscription_count(), 20, "the controller")
+
+    def pose(t):
+        msg = PoseStamped()
+        msg.header.stamp = sec_to_stamp(t)
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = 0.0, 0.6, 0.2
+        poses.publish(msg)
+
+    pose(100.0)
+    time.sleep(0.3)
+    assert _trigger(ros, "arm").success
+    pose(101.0)
+    time.sleep(0.3)
+    twists.publish(twist_msg(np.array([0.0, 0.05, 0.0]), sec_to_stamp(101.0), "world"))
+    ros.wait_for(lambda: any(twist_to_arrays(m)[0][1] > 0 for m in outputs), 5, "the command forwarded")
+    moving = next(m for m in outputs if twist_to_arrays(m)[0][1] > 0)
+    assert stamp_to_sec(moving.header.stamp) == 101.0

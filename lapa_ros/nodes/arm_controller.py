@@ -41,6 +41,7 @@ a hold before it goes.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Optional
@@ -109,6 +110,7 @@ class ArmControllerNode(Node):
         self.p = declare_params(self, PARAMS)
         self.period = 1.0 / self.p.control_rate
         self._sim_clock = bool(self.get_parameter("use_sim_time").value)
+        self._state_time = -math.inf   # simulated clock: the newest robot state's stamp (see _now)
         try:
             limits = SafetyLimits(max_linear_speed=self.p.max_linear_speed, max_angular_speed=self.p.max_angular_speed,
                                   workspace_min=tuple(self.p.workspace_min), workspace_max=tuple(self.p.workspace_max),
@@ -172,7 +174,18 @@ class ArmControllerNode(Node):
 
     # ------------------------------------------------------------------ helpers
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        """The clock; on a simulated clock at least the newest robot state's stamp. A simulator stamps its
+        states with the time it publishes on /clock, and that message (another topic) can reach this node
+        after a command answering the frame of the same instant: read as the clock alone, the command was
+        "from the future" (after a reset's clock jump) and refused."""
+        now = self.get_clock().now().nanoseconds * 1e-9
+        return max(now, self._state_time) if self._sim_clock else now
+
+    def _saw_state(self, stamp) -> None:
+        if self._sim_clock:
+            t = stamp_to_sec(stamp)
+            if math.isfinite(t):
+                self._state_time = max(self._state_time, t)
 
     def _set_chain(self, urdf_text: str, source: str) -> None:
         self.chain = KinematicChain(urdf_text, self.p.base_link, self.p.tip_link)
@@ -198,10 +211,12 @@ class ArmControllerNode(Node):
             self.get_logger().error(f"unusable /robot_description: {e}")
 
     def _on_ee_pose(self, msg: PoseStamped) -> None:
+        self._saw_state(msg.header.stamp)
         p = msg.pose.position
         self._ee_position = np.array([p.x, p.y, p.z])
 
     def _on_joint_states(self, msg: JointState) -> None:
+        self._saw_state(msg.header.stamp)
         self._joint_names, self._joint_positions = list(msg.name), list(msg.position)
 
     def _on_twist(self, msg: TwistStamped) -> None:
@@ -210,12 +225,11 @@ class ArmControllerNode(Node):
         if msg.header.frame_id not in ("", self.p.base_frame):
             self._event("wrong_frame", f"twist in frame '{printable(msg.header.frame_id, 80)}' refused (expects "
                                        f"'{self.p.base_frame}'): holding")
-            # The refused command replaces the last one, as a NaN does: the arm holds now, not only when the
-            # watchdog finds the last good command too old.
+            # The refused command replaces the last one with a stop of its stamp: the arm holds now, not only
+            # when the watchdog finds the last good command too old (and the watchdog still ends the stop).
             with self._lock:
-                self._twist = None
-            self._q_target = None
-            self._send_hold(stamp if self._sim_clock else None)
+                self._twist = (np.zeros(3), np.zeros(3), stamp)
+            self._step(forward=True)
             return
         self._watch_clock(stamp)
         with self._lock:
