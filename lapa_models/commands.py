@@ -182,22 +182,25 @@ def run_program(commands: Sequence[Command], prog: str, description: str,
 
         if os.environ.get("LAPA_TRACEBACK"):
             raise
-        from .text import printable
+        return _input_error(e, " (LAPA_TRACEBACK=1 shows the traceback)")
 
-        print(f"error: {printable(e, limit=4000)} (LAPA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
-        return 2
+
+def _input_error(e: BaseException, suffix: str = "") -> int:
+    """Print one "error:" line for an input problem (escaped: file names may hold control characters); 2."""
+    from .text import printable
+
+    print(f"error: {printable(e, limit=4000)}{suffix}", file=sys.stderr)
+    return 2
 
 
 def report_input_errors(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; input problems (bad data, checkpoint, config) end in one "error:" line and exit
-    code 2 instead of a traceback. The library's ValueErrors name the file or field at fault."""
+    code 2 instead of a traceback. The library's ValueErrors name the file or field at fault. (Commands run
+    in process, e.g. by the benchmark, do not pass through run_program's own catch.)"""
     try:
         return run(args)
     except (ValueError, FileExistsError) as e:
-        from .text import printable
-
-        print(f"error: {printable(e, limit=4000)}", file=sys.stderr)   # file names may hold control characters
-        return 2
+        return _input_error(e)
 
 
 def command_line(words, argv) -> str:
