@@ -42,6 +42,9 @@ def test_record_convert_finetune_export_evaluate(ros_env, tmp_path):
     assert summary["episodes"] == 2
     rows = json.loads((tmp_path / "eval" / "episodes.json").read_text())
     assert len(rows) == 2 and all(r["steps"] > 0 for r in rows)
+    # The policy's own commands moved the arm in every episode (none would be a setup failure, not a result).
+    assert all(r["commands"] > 0 and r["forwarded_motion"] > 0 for r in rows), rows
+    assert summary["episodes_arm_not_moved"] == []
     assert (tmp_path / "eval" / "summary.png").is_file() and list((tmp_path / "eval" / "videos").glob("*.mp4"))
     # The lockstep simulator steps anyway (it holds after lockstep_timeout), so a step count proves
     # nothing: the policy node's own diagnostics must show it ran inference and published commands.

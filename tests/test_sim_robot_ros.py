@@ -147,11 +147,61 @@ def test_scripted_expert_solves_mt10_through_the_controller_over_ros(ros, start_
     try:
         runner.wait_until_ready(timeout=60.0, graph=graph)
         runner.arm()
+        deadline = time.monotonic() + 30.0
+        while runner.count_publishers("arm_controller/twist_cmd") == 0:   # the expert's process is up
+            assert time.monotonic() < deadline, "the scripted expert never came up"
+            time.sleep(0.05)
         results = []
         for task in load_catalogue().resolve("mt10"):
             r = runner.run_episode(task.name, task.instruction, task.max_steps, control_period=0.05, seed=100)
             results.append((task.name, r.success, r.steps))
+            # What drove the arm is counted per episode: the expert's twists, and the controller passing them on.
+            assert r.commands > 0 and 0 < r.motion_commands <= r.commands and r.forwarded_motion > 0, r
+        # Lockstep episodes repeat exactly, and so does the step a success is counted at (it was the step at which
+        # the evaluator's polling noticed the success: one or more late, varying from run to run).
+        again = [(task.name, r.success, r.steps) for task in load_catalogue().resolve("mt10")[:4]
+                 for r in [runner.run_episode(task.name, task.instruction, task.max_steps, 0.05, seed=100)]]
+        assert again == results[:4]
     finally:
         runner.stop()
     solved = sum(ok for _, ok, _ in results)
     assert solved >= 8, results
+
+
+def test_episodes_in_which_nothing_drives_the_arm_are_told_apart(ros, start_graph):
+    """The arm did not move because no command came (a policy that acts on no frame), or because the arm
+    controller refused every one (here: twists in another frame): each episode's counts say which."""
+    from lapa_ros.evaluation.episode_runner import EpisodeRunner
+    from lapa_ros.evaluation.evaluate import acting_problem
+
+    specs = [s for s in build_graph("sim_teleop", {"task": "reach"}) if s.name in ("sim_robot", "arm_controller")]
+    assert len(specs) == 2
+    graph = start_graph(specs)
+    runner = EpisodeRunner(record_frames=False, context=ros.context).start()
+    try:
+        runner.wait_until_ready(timeout=60.0, graph=graph)
+        runner.arm()
+        silent = runner.run_episode("reach", "reach the goal", max_steps=10, control_period=0.05, seed=100)
+        assert (silent.commands, silent.motion_commands, silent.forwarded_motion) == (0, 0, 0)
+        assert "acted on no frame" in acting_problem(silent.summary())
+
+        pub = ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd", COMMAND_QOS)
+        sending = {"on": True}
+
+        def drive():
+            while sending["on"]:
+                pub.publish(twist_msg(np.array([0.1, 0.0, 0.0]), ros.node.get_clock().now().to_msg(), "elsewhere"))
+                time.sleep(0.02)
+
+        import threading
+        t = threading.Thread(target=drive, daemon=True)
+        t.start()
+        try:
+            refused = runner.run_episode("reach", "reach the goal", max_steps=10, control_period=0.05, seed=101)
+        finally:
+            sending["on"] = False
+            t.join()
+        assert refused.motion_commands > 0 and refused.forwarded_motion == 0, refused
+        assert "passed on none" in acting_problem(refused.summary())
+    finally:
+        runner.stop()

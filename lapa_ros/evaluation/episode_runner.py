@@ -17,6 +17,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from geometry_msgs.msg import TwistStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -36,6 +37,11 @@ class EpisodeResult:
     success: bool
     steps: int
     duration: float                     # wall seconds from reset to the end
+    # What drove the arm in the episode (None where not watched): twists sent to the arm controller, those of
+    # them asking for motion, and motion twists the controller passed on to a simulated arm.
+    commands: Optional[int] = None
+    motion_commands: Optional[int] = None
+    forwarded_motion: Optional[int] = None
     frames: List[np.ndarray] = dataclasses.field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
@@ -55,10 +61,22 @@ class EpisodeRunner(Node):
         self._frame_count = 0
         self._waiting: collections.deque = collections.deque(maxlen=8)   # frames seen between episodes
         self._success = False
+        self._success_step: Optional[int] = None
+        self._counts = {"commands": 0, "motion_commands": 0, "forwarded_motion": 0}
         self._last_image_time = 0.0
         self.pub_instruction = self.create_publisher(String, "instruction", LATCHED_QOS)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS)
+        # sim/success before the camera: a simulator publishes a step's success just before that step's frame, and
+        # rclpy's executor takes waiting messages in subscription order, so the success is always counted at the
+        # step it belongs to (identical runs report identical step counts).
         self.create_subscription(Bool, "sim/success", self._on_success, COMMAND_QOS)
+        self.create_subscription(Image, "camera/image_raw", self._on_image, SENSOR_QOS)
+        # A policy that never acts (every frame refused, wrong topics) or an arm controller that refuses every
+        # command fails an episode silently: count what reached each.
+        self._command_subs = [
+            self.create_subscription(TwistStamped, "arm_controller/twist_cmd",
+                                     lambda m: self._count(m, "commands", "motion_commands"), COMMAND_QOS),
+            self.create_subscription(TwistStamped, "servo_node/delta_twist_cmds",
+                                     lambda m: self._count(m, None, "forwarded_motion"), COMMAND_QOS)]
         self.reset_client = self.create_client(Trigger, "sim/reset")
         self.arm_client = self.create_client(Trigger, "arm_controller/arm")
         self._service_clients = {}
@@ -110,8 +128,41 @@ class EpisodeRunner(Node):
 
     def _on_success(self, msg: Bool) -> None:
         with self._lock:
-            if self._episode_start is not None and self._frame_count > 0 and msg.data:
+            if self._episode_start is not None and self._frame_count > 0 and msg.data and not self._success:
                 self._success = True
+                self._success_step = self._frame_count   # the step of the frame this success comes with
+
+    def _count(self, msg: TwistStamped, every: Optional[str], motion: str) -> None:
+        with self._lock:
+            if self._episode_start is None or stamp_to_sec(msg.header.stamp) < self._episode_start - 1e-6:
+                return   # between episodes, or sent for an earlier one
+            if every is not None:
+                self._counts[every] += 1
+            t = msg.twist
+            if any(abs(v) > 1e-9 for v in (t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z)):
+                self._counts[motion] += 1
+
+    def match_command_publishers(self, timeout: float = 2.0) -> bool:
+        """Wait (at most ``timeout``) until the command counters are connected to every command publisher the ROS
+        graph knows of, so an episode's first commands are counted too. False if some stayed unmatched."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pending = [s.topic_name for s in self._command_subs
+                           if s.get_publisher_count() < self.count_publishers(s.topic_name)]
+            except AttributeError:   # rclpy before Iron (Humble) cannot tell whether a subscription is matched
+                return True
+            if not pending:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+    def take_counts(self) -> dict:
+        """The command counts since the last call (or the start of the episode), and restart them."""
+        with self._lock:
+            counts, self._counts = self._counts, dict.fromkeys(self._counts, 0)
+        return counts
 
     # ------------------------------------------------------------------ calls
     def _call(self, client, request, timeout: float, resend_after: Optional[float] = None):
@@ -123,6 +174,7 @@ class EpisodeRunner(Node):
         """Keep every camera frame from now on (robot episodes, which have no reset stamp)."""
         with self._lock:
             self._frames, self._frame_count = [], 0
+            self._counts = dict.fromkeys(self._counts, 0)
             self._episode_start = 0.0
 
     def end_recording_frames(self) -> List[np.ndarray]:
@@ -219,6 +271,7 @@ class EpisodeRunner(Node):
         out, so no command computed in the previous episode, or for its instruction, moves the arm
         in this one. on_start: called once the new episode has begun (e.g. to start recording)."""
         self.set_policy_active(False)
+        self.match_command_publishers()
         self.set_task(task)
         if seed is not None:
             self._set_seed(seed)
@@ -228,7 +281,8 @@ class EpisodeRunner(Node):
         info = self.reset()
         t0 = time.monotonic()
         with self._lock:
-            self._frames, self._frame_count, self._success = [], 0, False
+            self._frames, self._frame_count, self._success, self._success_step = [], 0, False, None
+            self._counts = dict.fromkeys(self._counts, 0)
             self._episode_start = float(info["stamp"])
             for msg in self._waiting:   # the reset's own frame, and any after it that came before the answer
                 self._take_frame(msg)
@@ -242,9 +296,8 @@ class EpisodeRunner(Node):
             time.sleep(0.01)
             with self._lock:
                 steps = max(self._frame_count - 1, 0)
-                success = self._success
-            if success and success_at is None:
-                success_at = steps
+                if self._success and success_at is None:
+                    success_at = self._success_step
             if success_at is not None and steps >= success_at + frames_after_success:
                 break
             if steps >= max_steps or time.monotonic() - t0 > timeout:
@@ -252,9 +305,10 @@ class EpisodeRunner(Node):
         with self._lock:
             frames, self._frames = self._frames, []
             self._episode_start = None
+            counts, self._counts = self._counts, dict.fromkeys(self._counts, 0)
         return EpisodeResult(task=info["task"], seed=int(info["seed"]), instruction=instruction,
                              success=success_at is not None, steps=success_at if success_at is not None else steps,
-                             duration=time.monotonic() - t0, frames=frames)
+                             duration=time.monotonic() - t0, frames=frames, **counts)
 
     def _set_seed(self, seed: int, timeout: float = 10.0) -> None:
         value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed))

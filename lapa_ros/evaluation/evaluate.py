@@ -10,10 +10,12 @@ instruction and takes success from the simulator. On a robot (--robot) the graph
 launch lapa_ros policy.launch.py ...`): before each episode the operator resets the scene and presses
 Enter; success comes from the operator (y/n in the terminal, or the eval/mark_success service).
 
-Writes <out>/episodes.csv and episodes.json (one row per episode), <out>/videos/episode_NNN.mp4
-(what the camera saw, instruction and outcome drawn on it), <out>/summary.json (success rate per
-task, episode lengths, the policy's latency and execution provider from /diagnostics) and
-<out>/summary.png.
+Writes <out>/episodes.csv and episodes.json (one row per episode, with the commands that reached the
+arm controller and, in simulation, the motion it passed on), <out>/videos/episode_NNN.mp4 (what the
+camera saw, instruction and outcome drawn on it), <out>/summary.json (success rate per task, episode
+lengths, the policy's latency and execution provider and both nodes' refusal counters from
+/diagnostics, the episodes in which the arm never moved) and <out>/summary.png. Exit code 1 when the
+arm moved in no episode (a policy that never acted is a setup failure, not a 0% result).
 """
 from __future__ import annotations
 
@@ -113,7 +115,9 @@ def summarize(rows: List[dict], name: str) -> dict:
                 for k, v in tasks.items()}
     n = len(rows)
     s = sum(bool(r["success"]) for r in rows)
-    return {"name": name, "episodes": n, "successes": s, "success_rate": s / n if n else 0.0, "per_task": per_task}
+    still = [r["episode"] for r in rows if acting_problem(r)]
+    return {"name": name, "episodes": n, "successes": s, "success_rate": s / n if n else 0.0, "per_task": per_task,
+            "episodes_arm_not_moved": still}
 
 
 def plot_summaries(summaries: List[dict], path: Path) -> None:
@@ -145,7 +149,7 @@ def plot_summaries(summaries: List[dict], path: Path) -> None:
 
 
 class PolicyDiagnostics:
-    """Collects the policy node's /diagnostics values (latency, provider) during an evaluation."""
+    """Collects the policy node's and the arm controller's /diagnostics values during an evaluation."""
 
     def __init__(self, node):
         from diagnostic_msgs.msg import DiagnosticArray
@@ -153,12 +157,15 @@ class PolicyDiagnostics:
         from lapa_ros.interfaces.ros_common import COMMAND_QOS
 
         self.values: Dict[str, str] = {}
+        self.controller: Dict[str, str] = {}
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on, COMMAND_QOS)
 
     def _on(self, msg) -> None:
         for status in msg.status:
             if status.name == "lapa_ros: policy":
                 self.values = {kv.key: kv.value for kv in status.values}
+            elif status.name == "lapa_ros: arm_controller safety":
+                self.controller = {"message": status.message, **{kv.key: kv.value for kv in status.values}}
 
     def report(self) -> dict:
         keys = ("providers_in_use", "latency_ms_p50", "latency_ms_p99", "inference_ms_p50", "inference_ms_p99",
@@ -167,6 +174,30 @@ class PolicyDiagnostics:
         # How many frames were not acted on, and why (stale, no state near the frame, busy, ...).
         out.update({k: self.values[k] for k in sorted(self.values) if k.startswith("count.")})
         return out
+
+    def controller_report(self) -> dict:
+        """The gate's state and every hold / refusal counter (why commands did not reach the arm)."""
+        return {k: v for k, v in sorted(self.controller.items())
+                if k in ("message", "state", "estop_latched", "last_reason") or k.startswith("count.")}
+
+
+def acting_problem(row: dict) -> Optional[str]:
+    """Why an episode's arm never moved, from its command counts (None: it moved, or nothing was watched).
+
+    A failed episode looks the same whether the policy tried and failed or never acted at all (every frame
+    refused, topics not connected) or the arm controller refused every command: this tells them apart."""
+    commands, motion, forwarded = row.get("commands"), row.get("motion_commands"), row.get("forwarded_motion")
+    if commands is None or motion is None or (forwarded or 0) > 0:
+        return None   # not watched, or the arm was moved (even if the first commands were missed here)
+    if commands == 0:
+        return ("no command reached arm_controller/twist_cmd: the policy acted on no frame (see its count.* "
+                "diagnostics: refused images, stale or missing state, inactive) or is not connected")
+    if motion == 0:
+        return f"all {commands} commands to the arm controller were holds (zero twists)"
+    if forwarded == 0:
+        return (f"the arm controller passed on none of the {motion} motion commands it got (disarmed, e-stop, "
+                "refusals: see its diagnostics)")
+    return None
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -219,12 +250,16 @@ def evaluate_sim(policy_dir: Optional[str], tasks: str, episodes_per_task: int, 
                     log(f"episode {row['episode']:2d}/{n_total}  {task.name:22s} seed {r.seed:5d}  "
                         f"{'SUCCESS' if r.success else 'failure'}  {r.steps:3d} steps  {r.duration:4.1f} s  "
                         f"\"{instruction}\"")
+                    problem = acting_problem(row)
+                    if problem:
+                        log(f"  warning: the arm did not move: {problem}")
         finally:
             runner.stop()
             rclpy.try_shutdown(context=context)
     return evlog.finish({"policy": str(policy_dir) if policy_dir else "scripted expert", "mode": "sim",
                          "real_time": real_time,
-                         "policy_diagnostics": diagnostics.report()})
+                         "policy_diagnostics": diagnostics.report(),
+                         "controller_diagnostics": diagnostics.controller_report()})
 
 
 # ----------------------------------------------------------------------------- robot
@@ -266,15 +301,21 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
             answer = _wait_operator(event, verdict, timeout)
             runner.trigger("arm_controller/disarm")
             frames = runner.end_recording_frames()
+            counts = runner.take_counts()
+            counts.pop("forwarded_motion")   # the robot's controller output depends on its backend: not watched
             result = EpisodeResult(task="robot", seed=k, instruction=instruction, success=bool(answer),
-                                   steps=len(frames), duration=time.monotonic() - t0, frames=frames)
+                                   steps=len(frames), duration=time.monotonic() - t0, frames=frames, **counts)
             row = evlog.add(result, frames)
             log(f"episode {row['episode']}: {'SUCCESS' if result.success else 'failure'}"
                 f"{' (timeout)' if answer is None else ''}")
+            problem = acting_problem(row)
+            if problem:
+                log(f"  warning: {problem}")
     finally:
         runner.stop()
         rclpy.try_shutdown()
-    return evlog.finish({"mode": "robot", "policy_diagnostics": diagnostics.report()})
+    return evlog.finish({"mode": "robot", "policy_diagnostics": diagnostics.report(),
+                         "controller_diagnostics": diagnostics.controller_report()})
 
 
 def _wait_operator(event: threading.Event, verdict: dict, timeout: float) -> Optional[bool]:
@@ -325,6 +366,26 @@ def main(args: argparse.Namespace) -> int:
                                real_time=not args.lockstep, name=args.name)
     print(f"\nsuccess {summary['successes']}/{summary['episodes']} ({100 * summary['success_rate']:.0f}%)  "
           f"-> {Path(args.out) / 'summary.json'}, {Path(args.out) / 'summary.png'}")
+    return report_not_moved(summary)
+
+
+def report_not_moved(summary: dict, out=None) -> int:
+    """Exit status of an evaluation: 1 (with why) when the arm moved in none of its episodes, so a policy that
+    never acted is not mistaken for one that failed; 0 otherwise (episodes where it did not move are listed)."""
+    out = out or sys.stderr
+    still = summary.get("episodes_arm_not_moved") or []
+    if not still:
+        return 0
+    why = {"policy": summary.get("policy_diagnostics", {}), "arm controller": summary.get("controller_diagnostics", {})}
+    detail = "; ".join(f"{who}: " + ", ".join(f"{k}={v}" for k, v in d.items() if k.startswith("count.") or
+                                            k in ("message", "state"))
+                       for who, d in why.items() if d)
+    if len(still) == summary["episodes"]:
+        print(f"error: the arm did not move in any of the {len(still)} episodes: the result measures the setup, "
+              f"not the policy (episodes.csv: commands, motion_commands, forwarded_motion){'; ' + detail if detail else ''}",
+              file=out)
+        return 1
+    print(f"warning: the arm did not move in episodes {still} (episodes.csv says why)", file=out)
     return 0
 
 
