@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from lapa_ros.evaluation.evaluate import evaluate_sim
+    from lapa_ros.evaluation.evaluate import evaluate_sim, report_not_moved
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a demo talks to itself only
     dds_defaults()
@@ -62,4 +62,4 @@ def main(args: argparse.Namespace) -> int:
               f"{diag.get('providers_in_use')}")
     out = Path(args.out)
     print(f"rollout video: {out / 'rollout.mp4'}\nsummary:       {out / 'summary.json'} ({out / 'summary.png'})")
-    return 0 if summary["episodes"] else 1
+    return (report_not_moved(summary) if summary["episodes"] else 1)
