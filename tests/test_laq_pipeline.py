@@ -17,7 +17,7 @@ from lapa_models.laq import CheckpointError, LAQModel, get_config
 from lapa_models.laq import evaluate as laq_evaluate
 from lapa_models.laq import label as laq_label
 from lapa_models.laq import train as laq_train
-from lapa_models.laq.evaluate import (evaluate, fit_linear_probe, one_hot_tokens, r2_scores, split_by_episode,
+from lapa_models.laq.evaluate import (evaluate, fit_linear_probe, fit_pixel_idm, one_hot_tokens, r2_scores, split_by_episode,
                                      split_by_task)
 from lapa_models.laq.label import LatentLabelError, label_dataset, load_latents
 from lapa_models.laq.modeling import read_safetensors
@@ -317,3 +317,41 @@ def test_show_warns_about_a_collapsed_codebook(tmp_path, capsys):
                                            "--no-video", "--no-progress"]))
     assert code == 0
     assert "WARNING codebook collapse" in capsys.readouterr().err
+
+
+def test_pixel_reference_reads_a_motion_the_frames_show_and_not_one_they_do_not():
+    """The pixel inverse-dynamics reference: a square moved by (dx, dy) between two frames is read back from the
+    frames (R^2 near 1 on pairs it was not fitted on); a target the frames do not show is not (R^2 <= 0.1)."""
+    rng = np.random.default_rng(0)
+    n = 600
+    shifts = rng.integers(-3, 4, (n, 2))
+    start = rng.integers(6, 20, (n, 2))
+    a = np.zeros((n, 1, 32, 32), np.float32)
+    b = np.zeros_like(a)
+    for i in range(n):
+        (y, x), (dy, dx) = start[i], shifts[i]
+        a[i, 0, y:y + 5, x:x + 5] = 1.0
+        b[i, 0, y + dy:y + dy + 5, x + dx:x + dx + 5] = 1.0
+    a, b = torch.from_numpy(a), torch.from_numpy(b)
+
+    def frames(rows):
+        return a[rows], b[rows]
+
+    fit, test = np.arange(500), np.arange(500, n)
+    for target, low, high in ((shifts.astype(np.float32), 0.8, 1.0), (rng.normal(size=(n, 2)), -np.inf, 0.1)):
+        predict = fit_pixel_idm(frames, fit, target[fit], steps=400, seed=0)
+        r2 = r2_scores(target[test], predict(test))
+        assert ((low < r2) & (r2 <= high)).all(), r2
+
+
+def test_cli_pixel_reference_is_scored_on_the_same_split(run, sim, tmp_path):
+    out = tmp_path / "ref.json"
+    args = _parse(laq_evaluate, ["--checkpoint", str(run[0] / "final"), "--data", str(sim / "held_out"), "--out",
+                                 str(out), "--probe-test-tasks", TASKS.split(",")[0], "--pixel-reference", "20",
+                                 "--reference-test-pairs", "50", "--no-progress"])
+    assert laq_evaluate.main(args) == 0
+    probe = json.loads(out.read_text())["probe"]
+    reference = probe["reference"]["pixel_inverse_dynamics"]
+    assert set(reference["r2"]) == set(probe["probes"]["linear_tokens"]["r2"]) == {"vx", "vy", "vz", "gripper"}
+    assert reference["steps"] == 20 and reference["test_pairs_scored"] == min(50, probe["test_pairs"])
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

@@ -13,6 +13,11 @@ Prints one JSON object and writes it (default ``<checkpoint>/eval_<dataset>.json
   continuous pre-quantization latents, as an upper reference) are fitted on some episodes and scored
   on the other episodes (split per task): R^2 per action dimension and the accuracy of the sign of each
   motion axis (vx, vy, vz) on transitions whose |mean action| exceeds --sign-deadband.
+  With --pixel-reference STEPS, a reference beside them: a small CNN fitted for STEPS steps on the same
+  fit pairs to read the action from the pixel difference of the two frames (inverse dynamics with no
+  latent bottleneck), scored on the same test pairs. Where the latent probes fall short of it, the
+  LAQ loses what the frames show; where it is low too (e.g. across tasks with --probe-test-tasks), the
+  frames themselves do not show the action in a way that carries over, whatever the latent.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 
 from lapa_models.commands import report_input_errors
-from .data import add_allow_squash_argument, frame_pairs, iter_pair_batches, load_frames
+from .data import add_allow_squash_argument, frame_pairs, gather, iter_pair_batches, load_frames
 from .modeling import LAQModel
 from .quantizer import usage_and_perplexity
 
@@ -120,25 +125,72 @@ def split_by_task(tasks: Sequence[str], test_tasks: Sequence[str]) -> Tuple[List
     return ([i for i, t in enumerate(tasks) if t not in test_set], [i for i, t in enumerate(tasks) if t in test_set])
 
 
+def fit_pixel_idm(frames, fit: np.ndarray, y: np.ndarray, steps: int, seed: int = 0, batch_size: int = 64,
+                  progress: bool = False):
+    """A small CNN reading the action from the difference of two frames (inverse dynamics from pixels, the
+    reference for the latent probes). frames(rows) -> (x_t, x_tk) float tensors (N, C, H, W) for rows of the fit
+    or test pairs; fit: the rows to fit on, y: their targets. Returns predict(rows) -> (N, A) array."""
+    from tqdm.auto import tqdm
+
+    y_mean, y_std = y.mean(0), y.std(0) + 1e-8
+    y_norm = torch.from_numpy((y - y_mean) / y_std).float()
+    x_t, _ = frames(fit[:1])
+    channels, height, width = x_t.shape[1:]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        convs, c = [], channels
+        for out_c, kernel in ((32, 5), (64, 3), (64, 3), (64, 3)):   # each halves the frame
+            convs += [torch.nn.Conv2d(c, out_c, kernel, 2, kernel // 2), torch.nn.GELU()]
+            c = out_c
+        net = torch.nn.Sequential(*convs, torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                                  torch.nn.Linear(64 * 16, 128), torch.nn.GELU(), torch.nn.Linear(128, y.shape[1]))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+
+    def forward(rows):
+        a, b = frames(rows)
+        return net(b - a)
+
+    with torch.enable_grad():
+        for _ in tqdm(range(steps), desc="pixel inverse dynamics", disable=not progress, leave=False):
+            batch = rng.integers(len(fit), size=min(batch_size, len(fit)))
+            loss = torch.nn.functional.mse_loss(forward(fit[batch]), y_norm[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    net.eval()
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = [forward(rows[i:i + 256]).numpy() for i in range(0, len(rows), 256)]
+        return np.concatenate(out) * y_std + y_mean
+
+    return predict
+
+
+def score_probe(y: np.ndarray, prediction: np.ndarray, action_names: Sequence[str], deadband: float) -> Dict[str, Any]:
+    """R^2 per action dimension, their mean over the motion axes, sign accuracy per motion axis."""
+    motion = [i for i, n in enumerate(action_names) if n in MOTION_AXES] or list(range(min(3, len(action_names))))
+    r2 = r2_scores(y, prediction)
+    signs = {action_names[i]: sign_accuracy(y[:, i], prediction[:, i], deadband) for i in motion}
+    return {"r2": {n: _round(v) for n, v in zip(action_names, r2)},
+            "r2_mean_motion": _round(float(np.nanmean(r2[motion]))),
+            "sign_accuracy": {n: _round(v[0]) for n, v in signs.items()},
+            "sign_counted_fraction": {n: _round(v[1]) for n, v in signs.items()}}
+
+
 def run_probes(tokens: np.ndarray, latents: np.ndarray, targets: np.ndarray, fit: np.ndarray, test: np.ndarray,
                codebook_size: int, action_names: Sequence[str], deadband: float, seed: int) -> Dict[str, Any]:
     features = {"linear_tokens": one_hot_tokens(tokens, codebook_size),
                 "mlp_tokens": one_hot_tokens(tokens, codebook_size),
                 "linear_continuous": latents.reshape(len(latents), -1)}
-    motion = [i for i, n in enumerate(action_names) if n in MOTION_AXES] or list(range(min(3, len(action_names))))
     results = {}
     for kind, x in features.items():
         if kind.startswith("mlp"):
             predict = fit_mlp_probe(x[fit], targets[fit], seed=seed)
         else:
             predict = fit_linear_probe(x[fit], targets[fit])
-        prediction = predict(x[test])
-        r2 = r2_scores(targets[test], prediction)
-        signs = {action_names[i]: sign_accuracy(targets[test, i], prediction[:, i], deadband) for i in motion}
-        results[kind] = {"r2": {n: _round(v) for n, v in zip(action_names, r2)},
-                         "r2_mean_motion": _round(float(np.nanmean(r2[motion]))),
-                         "sign_accuracy": {n: _round(v[0]) for n, v in signs.items()},
-                         "sign_counted_fraction": {n: _round(v[1]) for n, v in signs.items()}}
+        results[kind] = score_probe(targets[test], predict(x[test]), action_names, deadband)
     return results
 
 
@@ -148,8 +200,12 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
              probe_holdout: float = 0.3, probe_test_tasks: Optional[Sequence[str]] = None,
              sign_deadband: float = 0.05, batch_size: int = 256, seed: int = 0,
              device: Union[str, torch.device] = "cpu", progress: bool = True,
-             allow_squash: bool = False) -> Dict[str, Any]:
+             allow_squash: bool = False, pixel_reference_steps: int = 0,
+             reference_test_pairs: int = 4000) -> Dict[str, Any]:
     """The evaluation report (a JSON-able dict); see the module docstring."""
+    if pixel_reference_steps < 0 or reference_test_pairs < 1:
+        raise ValueError(f"--pixel-reference must be >= 0 and --reference-test-pairs >= 1, got "
+                         f"{pixel_reference_steps} and {reference_test_pairs}")
     model = LAQModel.from_pretrained(checkpoint, device=device).eval()
     config = model.config
     gap = int(frame_gap or config.frame_gap)
@@ -213,6 +269,21 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
         "test_pairs": int(test.sum()), "sign_deadband": sign_deadband,
         "probes": run_probes(tokens, latents, targets, fit, test, config.codebook_size, action_names, sign_deadband,
                              seed)}
+    if pixel_reference_steps:
+        fit_rows, test_rows = np.flatnonzero(fit), np.flatnonzero(test)
+        if len(test_rows) > reference_test_pairs:   # a random subset bounds the time; the latent probes see all
+            test_rows = np.sort(np.random.default_rng(seed).choice(test_rows, reference_test_pairs, replace=False))
+
+        def frames(rows):
+            frames_t, frames_tk = gather(store, pairs[rows])
+            return model.preprocess(frames_t).float().cpu(), model.preprocess(frames_tk).float().cpu()
+
+        predict = fit_pixel_idm(frames, fit_rows, targets[fit_rows], pixel_reference_steps, seed=seed,
+                                progress=progress)
+        reference = score_probe(targets[test_rows], predict(test_rows), action_names, sign_deadband)
+        reference.update({"steps": pixel_reference_steps, "test_pairs_scored": int(len(test_rows)),
+                          "input": "frame t+k minus frame t (pixels)"})
+        report["probe"]["reference"] = {"pixel_inverse_dynamics": reference}
     return report
 
 
@@ -234,6 +305,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "(default: every task, on held-out episodes)")
     p.add_argument("--sign-deadband", type=float, default=0.05,
                    help="sign accuracy counts transitions whose |mean action| exceeds this (action units)")
+    p.add_argument("--pixel-reference", type=int, default=0, metavar="STEPS",
+                   help="also fit a small CNN for STEPS steps reading the action from the frames' pixel difference "
+                        "(no latent in between), scored on the same split: what the frames themselves show "
+                        "(2000: about 1.5 min on 2 CPU cores; default 0, off)")
+    p.add_argument("--reference-test-pairs", type=int, default=4000,
+                   help="the pixel reference is scored on at most this many test pairs (a random subset)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -254,7 +331,8 @@ def _run(args: argparse.Namespace) -> int:
     report = evaluate(args.checkpoint, args.data, frame_gap=args.frame_gap, probe_holdout=args.probe_holdout,
                       probe_test_tasks=args.probe_test_tasks,
                       sign_deadband=args.sign_deadband, batch_size=args.batch_size, seed=args.seed,
-                      device=args.device, progress=not args.no_progress, allow_squash=args.allow_squash)
+                      device=args.device, progress=not args.no_progress, allow_squash=args.allow_squash,
+                      pixel_reference_steps=args.pixel_reference, reference_test_pairs=args.reference_test_pairs)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{Path(args.data).resolve().name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -102,21 +102,23 @@ def plot_evaluation(report: dict, path: Union[str, Path], action_names: Optional
         names = list(probe["action_names"])
         x = np.arange(len(names))
         ax = axes[2]
-        width = 0.8 / max(1, len(probe["probes"]))
-        for i, (kind, result) in enumerate(probe["probes"].items()):
+        # The latent probes, then any reference (pixel inverse dynamics: what the frames themselves show).
+        probes = {**probe["probes"], **{f"{k} (reference)": v for k, v in (probe.get("reference") or {}).items()}}
+        width = 0.8 / max(1, len(probes))
+        for i, (kind, result) in enumerate(probes.items()):
             ax.bar(x + i * width, [_nan(result["r2"][n]) for n in names], width, label=kind)
-        ax.set_xticks(x + width * (len(probe["probes"]) - 1) / 2)
+        ax.set_xticks(x + width * (len(probes) - 1) / 2)
         ax.set_xticklabels(names)
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title("probe R^2 on held-out episodes")
         ax.legend(fontsize=8)
         ax = axes[3]
-        axes_names = list(next(iter(probe["probes"].values()))["sign_accuracy"])
+        axes_names = list(next(iter(probes.values()))["sign_accuracy"])
         x = np.arange(len(axes_names))
-        for i, (kind, result) in enumerate(probe["probes"].items()):
+        for i, (kind, result) in enumerate(probes.items()):
             ax.bar(x + i * width, [_nan(result["sign_accuracy"][n]) for n in axes_names], width, label=kind)
         ax.axhline(0.5, color="red", lw=0.8, ls="--", label="chance")
-        ax.set_xticks(x + width * (len(probe["probes"]) - 1) / 2)
+        ax.set_xticks(x + width * (len(probes) - 1) / 2)
         ax.set_xticklabels(axes_names)
         ax.set_ylim(0, 1)
         ax.set_title("sign accuracy of each motion axis")
