@@ -1,5 +1,6 @@
 """The user's whole loop in simulation, through ROS: record -> convert -> finetune -> export -> evaluate."""
 import argparse
+import io
 import json
 import os
 
@@ -7,7 +8,7 @@ import pytest
 
 from lapa_models.data import EpisodeDataset
 from lapa_ros.recording import finetune_bags
-from lapa_ros.evaluation.evaluate import evaluate_sim
+from lapa_ros.evaluation.evaluate import evaluate_sim, report_not_moved
 from lapa_ros.recording.record_session import record
 
 pytestmark = pytest.mark.timeout(900)
@@ -53,6 +54,16 @@ def test_record_convert_finetune_export_evaluate(ros_env, tmp_path):
     # (latency is in simulated time here, which stands still during inference in lockstep: 0 is right.)
     assert float(diag["inference_rate_hz"]) > 0 and float(diag["command_rate_hz"]) > 0, diag
     assert float(diag["inference_ms_p50"]) > 0, diag
+
+    # 6. The same policy on the simulated Franka (another arm: its joint_states lack the Sawyer's gripper joint
+    #    the policy reads) never acts. That is a setup failure, not a 0% result: the run says so and fails.
+    summary = evaluate_sim(str(tmp_path / "run" / "export"), "panda-reach", episodes_per_task=1,
+                           out=tmp_path / "eval_panda", real_time=False, env=env, log=lambda *_: None)
+    assert summary["episodes_arm_not_moved"] == [1]
+    assert int(summary["policy_diagnostics"]["count.gripper_joint_missing"]) > 0
+    err = io.StringIO()
+    assert report_not_moved(summary, out=err) == 1
+    assert "did not move in any of the 1 episodes" in err.getvalue() and "gripper_joint_missing" in err.getvalue()
 
 
 def test_eval_refuses_bad_input_in_one_line_before_starting_any_node(lapa, tmp_path):
