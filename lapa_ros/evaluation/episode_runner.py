@@ -63,6 +63,7 @@ class EpisodeRunner(Node):
         self._success = False
         self._success_step: Optional[int] = None
         self._counts = {"commands": 0, "motion_commands": 0, "forwarded_motion": 0}
+        self._unmatched_publishers = False
         self._last_image_time = 0.0
         self.pub_instruction = self.create_publisher(String, "instruction", LATCHED_QOS)
         # sim/success before the camera: a simulator publishes a step's success just before that step's frame, and
@@ -145,6 +146,8 @@ class EpisodeRunner(Node):
     def match_command_publishers(self, timeout: float = 2.0) -> bool:
         """Wait (at most ``timeout``) until the command counters are connected to every command publisher the ROS
         graph knows of, so an episode's first commands are counted too. False if some stayed unmatched."""
+        if self._unmatched_publishers:
+            return False   # waited once already (a publisher whose QoS the counters cannot match): not every episode
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -155,6 +158,9 @@ class EpisodeRunner(Node):
             if not pending:
                 return True
             if time.monotonic() > deadline:
+                self._unmatched_publishers = True
+                self.get_logger().warning(f"command counters not connected to every publisher of {pending} after "
+                                          f"{timeout:.0f} s (QoS mismatch?): episodes' command counts may be low")
                 return False
             time.sleep(0.02)
 
@@ -271,7 +277,7 @@ class EpisodeRunner(Node):
         out, so no command computed in the previous episode, or for its instruction, moves the arm
         in this one. on_start: called once the new episode has begun (e.g. to start recording)."""
         self.set_policy_active(False)
-        self.match_command_publishers()
+        counted = self.match_command_publishers()
         self.set_task(task)
         if seed is not None:
             self._set_seed(seed)
@@ -306,6 +312,8 @@ class EpisodeRunner(Node):
             frames, self._frames = self._frames, []
             self._episode_start = None
             counts, self._counts = self._counts, dict.fromkeys(self._counts, 0)
+        if not counted:
+            counts = dict.fromkeys(counts)   # not every command publisher was watched: no count, no verdict
         return EpisodeResult(task=info["task"], seed=int(info["seed"]), instruction=instruction,
                              success=success_at is not None, steps=success_at if success_at is not None else steps,
                              duration=time.monotonic() - t0, frames=frames, **counts)
