@@ -203,5 +203,20 @@ def test_episodes_in_which_nothing_drives_the_arm_are_told_apart(ros, start_grap
             t.join()
         assert refused.motion_commands > 0 and refused.forwarded_motion == 0, refused
         assert "passed on none" in acting_problem(refused.summary())
+
+        # A command publisher the counters cannot match (best effort against their reliable QoS): waited for once,
+        # then its episodes carry no counts and no verdict, rather than a false "the arm never moved".
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        ros.node.create_publisher(TwistStamped, "arm_controller/twist_cmd",
+                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        deadline = time.monotonic() + 10.0
+        while runner.count_publishers("arm_controller/twist_cmd") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert runner.match_command_publishers(timeout=0.5) is False
+        t0 = time.monotonic()
+        unknown = runner.run_episode("reach", "reach the goal", max_steps=5, control_period=0.05, seed=102)
+        assert time.monotonic() - t0 < 5.0   # no second wait
+        assert unknown.commands is None and acting_problem(unknown.summary()) is None
     finally:
         runner.stop()
