@@ -63,3 +63,65 @@ def test_missing_camera_stops_the_node_quickly_with_a_clear_error(start_graph, p
     assert graph.dead()["camera"] == 1
     assert message in graph.log("camera")
     assert time.monotonic() - t0 < 15, "must fail fast, not after pipeline.start()'s 15 s wait"
+
+
+def _camera_status(diags):
+    for msg in reversed(diags):
+        for status in msg.status:
+            if status.name == "lapa_ros: camera":
+                return status.level[0], status.message, {kv.key: kv.value for kv in status.values}
+    return None
+
+
+def test_a_camera_that_disappears_is_reported_and_reopened_without_a_traceback(ros, start_graph, tmp_path):
+    """OpenCV opens a file path as it opens a device: deleting the file is a device that disappears."""
+    import shutil
+
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from lapa_ros.interfaces.ros_common import COMMAND_QOS
+
+    frames = np.zeros((30, 48, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, fps=30)
+    device = tmp_path / "device.mp4"
+    shutil.copy(tmp_path / "clip.mp4", device)
+    images, diags = [], []
+    ros.node.create_subscription(Image, "camera/image_raw", images.append, SENSOR_QOS)
+    ros.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, COMMAND_QOS)
+    graph = start_graph([camera(backend="v4l2", device=str(device))])
+    ros.wait_for(lambda: len(images) > 0 or bool(graph.dead()), 60, "camera images")
+    graph.check_alive()
+    device.unlink()
+    ros.wait_for(lambda: (_camera_status(diags) or (0,))[0] == 2 or bool(graph.dead()), 20, "camera reported lost")
+    graph.check_alive()
+    level, message, values = _camera_status(diags)
+    assert "camera lost, reopening" in message and values["state"] == "lost"
+    time.sleep(1.5)
+    n = len(images)
+    time.sleep(1.0)
+    assert len(images) == n, "no frames while the device is gone"
+    shutil.copy(tmp_path / "clip.mp4", device)
+    ros.wait_for(lambda: len(images) > n or bool(graph.dead()), 20, "images again once the device is back")
+    graph.check_alive()
+    log = graph.log("camera")
+    assert "Traceback" not in log and "reopening the camera every 1 s" in log and "camera back after" in log
+
+
+def test_a_video_without_loop_ends_once_and_reports_it(ros, start_graph, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from lapa_ros.interfaces.ros_common import COMMAND_QOS
+
+    write_video(tmp_path / "clip.mp4", np.zeros((10, 48, 64, 3), dtype=np.uint8), fps=25)
+    images, diags = [], []
+    ros.node.create_subscription(Image, "camera/image_raw", images.append, SENSOR_QOS)
+    ros.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, COMMAND_QOS)
+    graph = start_graph([camera(backend="video", video_path=str(tmp_path / "clip.mp4"), loop=False)])
+    ros.wait_for(lambda: (_camera_status(diags) or (0,))[0] == 1 or bool(graph.dead()), 60, "video reported ended")
+    graph.check_alive()
+    level, message, values = _camera_status(diags)
+    assert values["state"] == "ended" and "video ended" in message and int(values["frames_published"]) == 10
+    time.sleep(3.0)
+    graph.check_alive()
+    log = graph.log("camera")
+    assert log.count("end of video after 10 frames") == 1 and "reopening" not in log, log

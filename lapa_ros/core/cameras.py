@@ -19,6 +19,10 @@ class CameraError(RuntimeError):
     """A camera that cannot be opened or stopped delivering frames."""
 
 
+class EndOfVideo(CameraError):
+    """A video file played to its end and does not loop: no more frames will come."""
+
+
 @dataclasses.dataclass
 class Intrinsics:
     width: int
@@ -107,6 +111,8 @@ class RealSenseSource(CameraSource):
                                      "plumb_bob", tuple(float(c) for c in intr.coeffs[:5]))
 
     def read(self) -> Frame:
+        if self._pipeline is None:
+            raise CameraError("RealSense camera is not open")
         try:
             frames = self._pipeline.wait_for_frames(timeout_ms=2000)
         except RuntimeError as e:
@@ -120,8 +126,11 @@ class RealSenseSource(CameraSource):
 
     def close(self) -> None:
         if self._pipeline is not None:
-            self._pipeline.stop()
-            self._pipeline = None
+            pipeline, self._pipeline = self._pipeline, None
+            try:
+                pipeline.stop()
+            except RuntimeError:   # the device is already gone
+                pass
 
 
 # --------------------------------------------------------------------------- V4L2 / OpenCV
@@ -150,6 +159,8 @@ class OpenCVSource(CameraSource):
         self.intrinsics = Intrinsics.pinhole_from_fov(w, h)
 
     def read(self) -> Frame:
+        if self._cap is None:
+            raise CameraError(f"video device '{self.device}' is not open")
         ok, bgr = self._cap.read()
         stamp = time.time()
         if not ok or bgr is None:
@@ -185,12 +196,13 @@ class VideoFileSource(CameraSource):
             raise CameraError(str(e)) from e
         h, w = self._frames.shape[1:3]
         self.intrinsics = Intrinsics.pinhole_from_fov(w, h)
+        self._next = 0
         self._t_next = time.monotonic()
 
     def read(self) -> Frame:
         if self._next >= len(self._frames):
             if not self.loop:
-                raise CameraError(f"{self.path}: end of video")
+                raise EndOfVideo(f"{self.path}: end of video")
             self._next = 0
         delay = self._t_next - time.monotonic()
         if delay > 0:
@@ -202,6 +214,81 @@ class VideoFileSource(CameraSource):
 
 
 BACKENDS = ("realsense", "v4l2", "video")
+
+
+# --------------------------------------------------------------------------- keeping a camera going
+class CameraStream:
+    """Frames from a source, kept going when the camera goes away: what the camera node's capture loop runs.
+
+    ``read()`` returns the next frame, or None when there is none now: the camera was lost (unplugged, a
+    driver error: it is reopened every ``retry_period`` seconds until it is back) or a video file that
+    does not loop has ended (then no frame comes again). Any exception of a source counts as a lost
+    camera, so the capture loop never dies. ``state`` is "ok", "lost" or "ended"; each change of state
+    (and every tenth failed reopen) leaves a (level, message) in ``messages`` for the caller to log."""
+
+    OK, LOST, ENDED = "ok", "lost", "ended"
+
+    def __init__(self, source: CameraSource, retry_period: float = 1.0, clock=time.monotonic, sleep=time.sleep):
+        self.source, self.retry_period = source, float(retry_period)
+        self._clock, self._sleep = clock, sleep
+        self.state = self.OK
+        self.error = ""
+        self.frames = 0
+        self.reopen_attempts = 0
+        self.lost_since: Optional[float] = None
+        self.messages: List[tuple] = []
+
+    def _lost(self, error: str) -> None:
+        self.state, self.error = self.LOST, error
+        self.lost_since, self.reopen_attempts = self._clock(), 0
+        self.messages.append(("error", f"{error}; reopening the camera every {self.retry_period:g} s "
+                                       "(nodes that use it see no new image and hold the arm)"))
+
+    def _reopen(self) -> bool:
+        self._sleep(self.retry_period)
+        self.reopen_attempts += 1
+        try:
+            self.source.close()
+        except Exception:   # noqa: BLE001 - a vanished device may fail to close; it is reopened anyway
+            pass
+        try:
+            self.source.open()
+        except Exception as e:   # noqa: BLE001 - any failure to open is "still lost"
+            self.error = str(e) if isinstance(e, CameraError) else f"{type(e).__name__}: {e}"
+            if self.reopen_attempts % 10 == 0:
+                self.messages.append(("error", f"camera still lost after {self._clock() - self.lost_since:.0f} s "
+                                               f"({self.reopen_attempts} reopen attempts): {self.error}"))
+            return False
+        self.messages.append(("info", f"camera back after {self._clock() - self.lost_since:.1f} s "
+                                      f"({self.reopen_attempts} reopen attempt{'s' if self.reopen_attempts > 1 else ''})"))
+        self.state, self.error, self.lost_since = self.OK, "", None
+        return True
+
+    def read(self) -> Optional[Frame]:
+        if self.state == self.ENDED:
+            self._sleep(self.retry_period)
+            return None
+        if self.state == self.LOST and not self._reopen():
+            return None
+        try:
+            frame = self.source.read()
+        except EndOfVideo as e:
+            self.state, self.error = self.ENDED, str(e)
+            self.messages.append(("warning", f"{e} after {self.frames} frames; `loop` is false, so no more frames "
+                                             "come (set loop:=true to play it again)"))
+            return None
+        except CameraError as e:
+            self._lost(str(e))
+            return None
+        except Exception as e:   # noqa: BLE001 - a driver's own exception: the camera is lost, the loop goes on
+            self._lost(f"{self.source.name} camera read failed ({type(e).__name__}: {e})")
+            return None
+        self.frames += 1
+        return frame
+
+    def pop_messages(self) -> List[tuple]:
+        messages, self.messages = self.messages, []
+        return messages
 
 
 def make_source(backend: str, *, device: str = "0", serial: str = "", path: str = "", width: int = 640,

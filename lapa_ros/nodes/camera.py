@@ -5,26 +5,31 @@ Publishes (sensor-data QoS, header stamp = capture time):
   camera/camera_info                        sensor_msgs/CameraInfo (device intrinsics when it reports them)
   camera/aligned_depth_to_color/image_raw   sensor_msgs/Image 16UC1 [mm], RealSense with align_depth
   camera/image_raw/compressed               sensor_msgs/CompressedImage (jpeg), with publish_compressed
+  /diagnostics                              state (publishing / camera lost / video ended), frame rate, frames
 In simulation the sim_robot node publishes the same camera topics itself (its images are rendered
 with the physics), so the simulated graphs have no camera node.
 
 A camera that is not there stops the node at start with a message naming what was looked for
 (RealSense devices are listed first, instead of waiting 15 s in pipeline.start()). A camera that
-disappears later is reopened every second; meanwhile the policy and controller see stale images
-and hold the arm.
+disappears later is reopened every second (lapa_ros.core.cameras.CameraStream), logged when lost and
+when back, and reported as an error on /diagnostics meanwhile; the policy and controller see no new
+image and hold the arm. A video file with `loop` false plays once: at its end the node says so, stops
+publishing and reports "ended" on /diagnostics (it keeps running; stop it as any node).
 """
 from __future__ import annotations
 
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from lapa_ros.core.cameras import BACKENDS, CameraError, make_source
+from lapa_ros.core.cameras import BACKENDS, CameraError, CameraStream, make_source
 from lapa_ros.core.images import encode_compressed
 from lapa_ros.interfaces.messages import image_msg, sec_to_stamp
-from lapa_ros.interfaces.ros_common import SENSOR_QOS, Param, StartupError, declare_params, run_node
+from lapa_ros.interfaces.ros_common import (COMMAND_QOS, SENSOR_QOS, Param, StartupError, declare_params,
+                                           diagnostics_message, log_at, run_node)
 
 PARAMS = (
     Param("backend", "realsense", "Camera driver.", read_only=True, choices=BACKENDS),
@@ -59,7 +64,11 @@ class CameraNode(Node):
             if self.p.align_depth else None
         self.pub_compressed = self.create_publisher(CompressedImage, "camera/image_raw/compressed", SENSOR_QOS) \
             if self.p.publish_compressed else None
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        self.stream = CameraStream(self.source)
         self.frames_published = 0
+        self._frames_at_last_report = (0, time.monotonic())
+        self.create_timer(1.0, self._publish_diagnostics)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="camera_capture", daemon=True)
         self._thread.start()
@@ -80,18 +89,11 @@ class CameraNode(Node):
 
     def _loop(self) -> None:
         while self._running:
-            try:
-                frame = self.source.read()
-            except CameraError as e:
-                if not self._running:
-                    break
-                self.get_logger().error(f"{e}; reopening in 1 s", throttle_duration_sec=5.0)
-                self.source.close()
-                time.sleep(1.0)
-                try:
-                    self.source.open()
-                except CameraError:
-                    pass
+            frame = self.stream.read()
+            for level, message in self.stream.pop_messages():
+                if self._running:
+                    log_at(self.get_logger(), level, message)
+            if frame is None:
                 continue
             stamp = sec_to_stamp(frame.stamp)
             try:
@@ -108,6 +110,24 @@ class CameraNode(Node):
                     self.get_logger().error(f"publish failed: {e}")
                 break
             self.frames_published += 1
+
+    def _publish_diagnostics(self) -> None:
+        frames, t = self.frames_published, time.monotonic()
+        last_frames, last_t = self._frames_at_last_report
+        self._frames_at_last_report = (frames, t)
+        rate = (frames - last_frames) / max(t - last_t, 1e-6)
+        stream = self.stream
+        if stream.state == stream.LOST:
+            level, message = 2, f"camera lost, reopening: {stream.error}"
+        elif stream.state == stream.ENDED:
+            level, message = 1, f"video ended, no more frames (loop is false): {stream.error}"
+        else:
+            level, message = 0, "publishing"
+        values = {"state": stream.state, "rate_hz": f"{rate:.1f}", "frames_published": frames,
+                  "reopen_attempts": stream.reopen_attempts, "backend": self.p.backend,
+                  "source": self.p.video_path if self.p.backend == "video" else
+                  (self.p.device if self.p.backend == "v4l2" else self.p.serial)}
+        self.pub_diagnostics.publish(diagnostics_message(self, "lapa_ros: camera", level, message, values))
 
     def close(self) -> None:
         self._running = False
