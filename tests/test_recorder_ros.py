@@ -195,3 +195,47 @@ def test_full_disk_stops_recording_with_a_clear_error_and_keeps_the_data(ros, st
     # Which camera's frames made it into the 6 MB depends on delivery order: either counts.
     images = counts.get("/camera/image_raw", 0) + counts.get("/camera2/image_raw", 0)
     assert images > 0, f"what was written before the disk filled is kept: {counts}"
+
+
+@pytest.mark.parametrize("below_a_file, message", [(("bags",), "cannot create"), ((), "is not a folder")])
+def test_an_output_dir_that_cannot_be_made_stops_the_recorder_with_one_line(start_graph, tmp_path, below_a_file,
+                                                                            message):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path.joinpath("afile", *below_a_file)
+    graph = start_graph([recorder(out)])
+    deadline = time.monotonic() + 30
+    while not graph.dead():
+        assert time.monotonic() < deadline, "recorder did not exit"
+        time.sleep(0.05)
+    assert graph.dead()["recorder"] == 1
+    log = graph.log("recorder")
+    assert "parameter output_dir" in log and message in log and "Traceback" not in log, log
+
+
+def test_failed_discard_and_mark_are_answered_and_the_next_episode_records(ros, start_graph, tmp_path):
+    """Out-of-order calls, an episode whose topics never came, a discard that cannot move the bag and a mark
+    on a broken bag: each answered with the reason; the recorder never wedges or dies."""
+    out = tmp_path / "bags"
+    graph = start_graph([recorder(out)])
+    assert _service(ros, "stop").message == "not recording"
+    assert not _service(ros, "mark_success", SetBool, data=True).success
+    first = _service(ros, "start")
+    assert first.success and not _service(ros, "start").success
+    stop = _service(ros, "stop")
+    assert stop.success and "no message on /camera/image_raw" in stop.message, stop.message
+    assert is_complete(Path(first.message)), "an empty episode is still a complete bag"
+    (out / "discarded").write_text("not a folder")   # discarded/ cannot be made
+    second = _service(ros, "start")
+    t0 = time.monotonic()
+    discard = _service(ros, "discard")
+    assert not discard.success and "could not be moved to discarded/" in discard.message, discard.message
+    assert time.monotonic() - t0 < 10, "answered at once, not after the writer's 60 s"
+    assert is_complete(Path(second.message)), "the bag is saved where it was"
+    (Path(second.message) / "lapa_episode.json").write_text("{broken")
+    mark = _service(ros, "mark_success", SetBool, data=False)
+    assert not mark.success and "corrupt episode file" in mark.message, mark.message
+    third = _service(ros, "start")
+    assert third.success, third.message
+    assert _service(ros, "stop").success
+    graph.check_alive()
+    assert "Traceback" not in graph.log("recorder")

@@ -13,6 +13,9 @@ The instruction (from the `instruction` topic), `operator`, the outcome and the 
 (`gripper_*`: which joint_states joint gives the gripper state, for the converter) go in the bag's metadata.
 A full disk stops the episode with a clear error and keeps what was written; a recorder killed
 mid-episode leaves a bag that the converter refuses and `lapa bags recover` completes (marked recovered).
+An `output_dir` that cannot be made or written stops the node at start. Any failure to write, close, move
+aside or mark a bag is the answer of that service call (and an error on /diagnostics); the recorder is
+ready for the next episode. A stop names the recorded topics that had no message during the episode.
 """
 from __future__ import annotations
 
@@ -32,10 +35,12 @@ from rclpy.serialization import deserialize_message
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from lapa_ros.recording.bags import BagError, DiskFullError, EpisodeBagWriter, EpisodeInfo, discard_bag, set_outcome
+from lapa_ros.recording.bags import (BagError, EpisodeBagWriter, EpisodeInfo, discard_bag, output_dir_problem,
+                                     set_outcome)
 from lapa_models.data.robot_state import GripperMapping
 
-from lapa_ros.interfaces.ros_common import COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, run_node
+from lapa_ros.interfaces.ros_common import (COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message,
+                                           log_at, run_node)
 
 try:  # rclpy >= Iron passes receive timestamps to two-argument callbacks
     from rclpy.subscription import MessageInfo  # noqa: F401
@@ -82,7 +87,9 @@ class RecorderNode(Node):
             except ValueError as e:
                 raise StartupError(f"recorder: gripper_* parameters: {e}") from e
         self.output_dir = Path(self.p.output_dir).expanduser()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        problem = output_dir_problem(self.output_dir)
+        if problem:
+            raise StartupError(f"recorder: parameter output_dir: {problem}")
         self.topics = [self.resolve_topic_name(t) for t in self.p.topics]
         self._types: Dict[str, str] = {}
         self._subs = {}
@@ -97,6 +104,7 @@ class RecorderNode(Node):
         self._instruction = ""
         self._latched: Dict[str, bytes] = {}   # last message of latched topics, written at each start
         self._episode_index = 0
+        self._last_counts: Dict[str, int] = {}   # messages written per topic in the last closed episode
         self._started_ns = 0
         self._running = True
         self._thread = threading.Thread(target=self._write_loop, name="bag_writer", daemon=True)
@@ -207,6 +215,7 @@ class RecorderNode(Node):
                 raise BagError(f"recording had already stopped: {self.last_error}" if self.last_error
                                else "not recording")
             self.recording = False
+            self.last_error = ""
             done = threading.Event()
             self._queue.put(("close", discard, done))  # after every message already queued
         if not done.wait(timeout=60.0):
@@ -218,15 +227,21 @@ class RecorderNode(Node):
             error = self._finish(discard=False)
             response.success = not error
             response.message = error or f"saved {self.last_bag}"
+            missing = [t for t in self.topics if not self._last_counts.get(t)]
+            if not error and missing:
+                response.message += (f"; no message on {', '.join(missing)} during the episode (not published, or "
+                                     "published with incompatible QoS?)")
         except BagError as e:
             response.success, response.message = False, str(e)
-        self.get_logger().info(response.message)
+        log_at(self.get_logger(), "info" if response.success and "no message on" not in response.message
+               else "warning", response.message)
         return response
 
     def _on_discard(self, request, response):
         try:
-            self._finish(discard=True)
-            response.success, response.message = True, f"discarded: moved to {self.last_bag}"
+            error = self._finish(discard=True)
+            response.success = not error
+            response.message = error or f"discarded: moved to {self.last_bag}"
         except BagError as e:
             response.success, response.message = False, str(e)
         self.get_logger().info(response.message)
@@ -234,16 +249,22 @@ class RecorderNode(Node):
 
     def _on_mark(self, request, response):
         outcome = "success" if request.data else "failure"
-        with self._lock:
-            writer = self._writer
-            if writer is not None:
-                writer.info.outcome = outcome
-                writer.info.save(writer.path)
-        if writer is None:
-            if self.last_bag is None or not self.last_bag.exists():
-                response.success, response.message = False, "no episode to mark"
-                return response
-            set_outcome(self.last_bag, outcome)
+        try:
+            with self._lock:
+                writer = self._writer
+                if writer is not None:
+                    writer.info.outcome = outcome
+                    writer.info.save(writer.path)
+            if writer is None:
+                if self.last_bag is None or not self.last_bag.exists():
+                    response.success, response.message = False, "no episode to mark"
+                    return response
+                set_outcome(self.last_bag, outcome)
+        except (BagError, OSError, ValueError, KeyError, TypeError) as e:   # a broken or vanished bag
+            bag = writer.path if writer is not None else self.last_bag
+            response.success, response.message = False, f"could not mark {bag} a {outcome}: {e}"
+            self.get_logger().error(response.message)
+            return response
         response.success, response.message = True, f"{outcome}: {(writer.path if writer else self.last_bag).name}"
         self.get_logger().info(response.message)
         return response
@@ -257,6 +278,9 @@ class RecorderNode(Node):
                 continue
             writer = self._writer
             kind = item[0]
+            if kind == "close":
+                self._close(writer, *item[1:])
+                continue
             try:
                 if kind == "msg" and writer is not None:
                     _, topic, stamp, data = item
@@ -265,18 +289,37 @@ class RecorderNode(Node):
                     writer.write(topic, stamp, data)
                 elif kind == "topic" and writer is not None:
                     writer.add_topic(item[1], item[2])
-                elif kind == "close":
-                    _, discard, done = item
-                    if writer is not None:
-                        path = writer.close()
-                        self.last_bag = discard_bag(path) if discard else path
-                    with self._lock:
-                        self._writer = None
-                    done.set()
-            except DiskFullError as e:
+            except BagError as e:   # a full disk among them
                 self._fail(writer, str(e))
-            except BagError as e:
-                self._fail(writer, str(e))
+            except Exception as e:  # noqa: BLE001 - any other failure ends the episode, never the writer thread
+                self._fail(writer, f"{writer.path if writer else 'bag'}: write failed ({type(e).__name__}: {e})")
+
+    def _close(self, writer: Optional[EpisodeBagWriter], discard: bool, done: threading.Event) -> None:
+        """Close (and for discard move aside) the episode's bag; a failure is the answer to stop, and the
+        recorder is ready for the next episode either way."""
+        closed = False
+        try:
+            if writer is not None:
+                self._last_counts = dict(writer.counts)
+                self.last_bag = writer.close()
+                closed = True
+                if discard:
+                    try:
+                        self.last_bag = discard_bag(self.last_bag)
+                    except (BagError, OSError) as e:
+                        raise BagError(f"{self.last_bag}: saved, but could not be moved to discarded/: {e}") from e
+        except Exception as e:  # noqa: BLE001 - reported to the caller of stop/discard
+            message = str(e) if isinstance(e, BagError) else f"{writer.path}: close failed ({type(e).__name__}: {e})"
+            if not closed:   # left incomplete (as a killed recorder leaves it): refused until `lapa bags recover`
+                writer.abort()
+                self.last_bag = writer.path
+            with self._lock:
+                self.last_error = message
+            self.get_logger().error(message)
+        finally:
+            with self._lock:
+                self._writer = None
+            done.set()
 
     def _fail(self, writer: Optional[EpisodeBagWriter], message: str) -> None:
         with self._lock:

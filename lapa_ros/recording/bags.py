@@ -108,9 +108,9 @@ class EpisodeBagWriter:
         self.bytes_written = 0
         try:
             self._writer.open()
+            info.save(self.path)
         except OSError as e:
             raise _disk_error(e, self.path) from e
-        info.save(self.path)
 
     def add_topic(self, topic: str, msgtype: str) -> None:
         """msgtype as 'sensor_msgs/msg/Image'."""
@@ -140,9 +140,9 @@ class EpisodeBagWriter:
             self._writer.set_custom_data("lapa.gripper", json.dumps(self.info.gripper))
         try:
             self._writer.close()
+            self.info.save(self.path)
         except OSError as e:
             raise _disk_error(e, self.path) from e
-        self.info.save(self.path)
         return self.path
 
     def abort(self) -> None:
@@ -163,6 +163,26 @@ def _disk_error(e: OSError, path: Path) -> BagError:
         return DiskFullError(f"{path}: disk full ({os.strerror(e.errno)}): recording stopped, "
                              "messages written so far are kept")
     return BagError(f"{path}: write failed: {e}")
+
+
+def output_dir_problem(folder: Path) -> Optional[str]:
+    """Why episode bags cannot be written into ``folder`` (made here if missing), or None when they can."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{folder} exists and is not a folder"
+    except OSError as e:
+        return f"cannot create {folder}: {e.strerror or e}"
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    probe = folder / f".lapa_write_test_{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return f"cannot write in {folder}: {e.strerror or e}"
+    return None
 
 
 def set_outcome(bag: Path, outcome: str) -> None:
