@@ -84,14 +84,20 @@ class JoyTeleopNode(Node):
             if not ready:
                 continue
             try:
-                pending += os.read(self._fd, 24 * 64)
+                chunk = os.read(self._fd, 24 * 64)
             except BlockingIOError:
                 continue
             except OSError as e:
-                self.get_logger().error(f"input device lost: {e}")
+                self.get_logger().error(f"input device {self.p.device} lost ({e}): no more commands, the arm holds")
                 return
+            if not chunk:   # end of file: the device (or the pipe feeding it) is gone; its last axes must not repeat
+                self.get_logger().error(f"input device {self.p.device} closed: no more commands, the arm holds")
+                return
+            pending += chunk
             used = self._evdev.feed(pending)
             pending = pending[used:]
+            if not used:    # no whole event yet: nothing new about the device
+                continue
             with self._lock:
                 self._axes, self._buttons = list(self._evdev.axes), list(self._evdev.buttons)
                 self._last_input = self._now()

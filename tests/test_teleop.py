@@ -146,3 +146,57 @@ def test_keyboard_node_without_a_terminal_exits_with_a_clear_error(ros_env):
     out = subprocess.run([sys.executable, "-m", "lapa_ros.teleop.keyboard"], stdin=subprocess.DEVNULL,
                          capture_output=True, text=True, env={**os.environ, **ros_env}, timeout=60)
     assert out.returncode == 1 and "needs a terminal" in out.stderr + out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_an_input_device_that_ends_stops_the_commands_and_nan_axes_do_not_move(ros, start_graph, tmp_path):
+    """A device read directly (here a FIFO standing in for /dev/input/eventN) that ends must not leave its last
+    deflection repeated: the node stops commanding and the controller's watchdog holds."""
+    fifo = tmp_path / "event0"
+    os.mkfifo(fifo)
+    twists = []
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd",
+                                 lambda m: twists.append((time.monotonic(), m)), COMMAND_QOS)
+    spec = _teleop_spec("gamepad")
+    spec = NodeSpec(name=spec.name, executable=spec.executable, module=spec.module, config=spec.config,
+                    parameters={"device": str(fifo)})
+    graph = start_graph([spec])
+    deadline = time.monotonic() + 30
+    while True:   # a FIFO opens for writing once the node has opened it for reading
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            graph.check_alive()
+            assert time.monotonic() < deadline, "the node never opened the device"
+            time.sleep(0.1)
+    try:
+        os.write(writer, pack_events([(EV_ABS, 1, 350)]))   # left stick pushed fully: +x
+        ros.wait_for(lambda: twists or graph.dead(), 30, "commands from the device")
+        graph.check_alive()
+        assert np.allclose(twist_to_arrays(twists[-1][1])[0], [0.1, 0.0, 0.0])
+    finally:
+        os.close(writer)
+    t_end = time.monotonic()
+    time.sleep(2.0)
+    late = [m for t, m in twists if t > t_end + 1.0]
+    assert late == [], f"{len(late)} commands (last {twist_to_arrays(late[-1])[0]}) after the device ended"
+    graph.check_alive()
+    assert "closed: no more commands" in graph.log("gamepad_teleop")
+
+
+@pytest.mark.timeout(120)
+def test_nan_and_inf_axes_command_no_motion(ros, start_graph):
+    twists = []
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd", twists.append, COMMAND_QOS)
+    joy = ros.node.create_publisher(Joy, "joy", COMMAND_QOS)
+    graph = start_graph([_teleop_spec("gamepad")])
+    ros.wait_for(lambda: graph.dead() or joy.get_subscription_count() > 0, 30, "teleop node")
+    for _ in range(10):
+        joy.publish(Joy(axes=[float("inf"), float("nan"), 0.0, float("-inf"), float("nan"), 0.0], buttons=[0] * 8))
+        time.sleep(0.05)
+    ros.wait_for(lambda: len(twists) > 3 or graph.dead(), 10, "commands")
+    graph.check_alive()
+    for m in twists:
+        lin, ang = twist_to_arrays(m)
+        assert np.all(lin == 0) and np.all(ang == 0), (lin, ang)
