@@ -38,8 +38,10 @@ def _params(profile: str):
         Param("max_angular_speed", 0.5, "Angular speed at full deflection [rad/s].", range=(0.0, 5.0)),
         Param("rate", 20.0, "Command rate [Hz].", read_only=True, range=(1.0, 500.0)),
         Param("base_frame", "panda_link0", "Frame of the published twist.", read_only=True),
-        Param("joy_timeout", 0.5, "No Joy message for this long [s]: stop commanding (the arm holds).",
-              range=(0.01, 10.0)),
+        Param("joy_timeout", 0.5, "No Joy message (or, read directly, no device event) for this long [s]: stop "
+              "commanding (the arm holds).", range=(0.01, 10.0)),
+        Param("relative_axis_hold", 0.1, "Device read directly: a relative axis (SpaceMouse) not reported for this "
+              "long [s] reads as zero (the kernel sends no event when it returns to rest).", range=(0.01, 2.0)),
     )
 
 
@@ -63,6 +65,7 @@ class JoyTeleopNode(Node):
                 raise StartupError(f"{name}: cannot open input device {self.p.device}: {e} "
                                    "(permissions? add yourself to the `input` group)") from e
             self._evdev = EvdevState(_AXIS_CODES[self.p.profile], _BUTTON_CODES[self.p.profile])
+            self._device_open = True
             threading.Thread(target=self._read_device, daemon=True).start()
         else:
             self.create_subscription(Joy, "joy", self._on_joy, COMMAND_QOS)
@@ -88,25 +91,32 @@ class JoyTeleopNode(Node):
             except BlockingIOError:
                 continue
             except OSError as e:
-                self.get_logger().error(f"input device {self.p.device} lost ({e}): no more commands, the arm holds")
+                self._device_closed(f"lost ({e})")
                 return
             if not chunk:   # end of file: the device (or the pipe feeding it) is gone; its last axes must not repeat
-                self.get_logger().error(f"input device {self.p.device} closed: no more commands, the arm holds")
+                self._device_closed("closed")
                 return
             pending += chunk
-            used = self._evdev.feed(pending)
-            pending = pending[used:]
-            if not used:    # no whole event yet: nothing new about the device
-                continue
             with self._lock:
-                self._axes, self._buttons = list(self._evdev.axes), list(self._evdev.buttons)
-                self._last_input = self._now()
+                used = self._evdev.feed(pending, self._now())
+                if used:
+                    self._last_input = self._now()
+            pending = pending[used:]
+
+    def _device_closed(self, how: str) -> None:
+        with self._lock:
+            self._device_open = False
+        self.get_logger().error(f"input device {self.p.device} {how}: no more commands, the arm holds")
 
     def _tick(self) -> None:
+        now = self._now()
         with self._lock:
-            axes, buttons, last = self._axes, self._buttons, self._last_input
-        if self._now() - last > self.p.joy_timeout:
-            return  # device silent: send nothing, the controller's watchdog holds
+            if now - self._last_input > self.p.joy_timeout or (self.p.device and not self._device_open):
+                return  # device silent or gone: send nothing, the controller's watchdog holds
+            if self.p.device:   # relative axes not reported lately are at rest (see EvdevState.axes_at)
+                axes, buttons = self._evdev.axes_at(now, self.p.relative_axis_hold), list(self._evdev.buttons)
+            else:
+                axes, buttons = self._axes, self._buttons
         linear, angular, gripper, events = self.mapper.update(axes, buttons)
         for e in events:
             self.out.event(e)

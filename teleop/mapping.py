@@ -156,18 +156,33 @@ class EvdevState:
         self.abs_ranges = abs_ranges or {}            # gamepad: code -> (min, max) from EVIOCGABS
         self.axes = [0.0] * len(self.axis_codes)
         self.buttons = [0] * len(self.button_codes)
+        self._relative: Dict[int, float] = {}         # axis index -> when its last EV_REL event came
 
-    def feed(self, data: bytes) -> int:
-        """Parse whole input_event records from `data`; returns how many bytes were consumed."""
+    def feed(self, data: bytes, now: float = 0.0) -> int:
+        """Parse whole input_event records from `data` (read at time `now` [s]); returns how many bytes were
+        consumed."""
         n = len(data) // _EVENT.size
         for i in range(n):
             _, _, etype, code, value = _EVENT.unpack_from(data, i * _EVENT.size)
             if etype in (EV_ABS, EV_REL) and code in self.axis_codes:
                 lo, hi = self.abs_ranges.get(code, (-self.axis_range, self.axis_range))
-                self.axes[self.axis_codes.index(code)] = float(np.clip(2.0 * (value - lo) / (hi - lo) - 1.0, -1, 1))
+                index = self.axis_codes.index(code)
+                self.axes[index] = float(np.clip(2.0 * (value - lo) / (hi - lo) - 1.0, -1, 1))
+                if etype == EV_REL:
+                    self._relative[index] = now
+                else:
+                    self._relative.pop(index, None)
             elif etype == EV_KEY and code in self.button_codes:
                 self.buttons[self.button_codes.index(code)] = 1 if value else 0
         return n * _EVENT.size
+
+    def axes_at(self, now: float, relative_hold: float) -> List[float]:
+        """The axes at time `now`. An absolute axis (a gamepad stick) keeps its last value: the kernel sends an
+        event whenever it changes. A relative one (a SpaceMouse) reads as zero once it has not been reported for
+        `relative_hold` seconds: the kernel drops zero-valued relative events, so a puck back at rest, or an
+        axis no longer pushed while another is, is never reported as zero."""
+        return [0.0 if i in self._relative and now - self._relative[i] > relative_hold else v
+                for i, v in enumerate(self.axes)]
 
 
 def pack_events(events: Sequence[Tuple[int, int, int]]) -> bytes:

@@ -15,7 +15,7 @@ from std_srvs.srv import Trigger
 from lapa_ros.bringup.graph import NodeSpec
 from lapa_ros.interfaces.messages import twist_to_arrays
 from lapa_ros.interfaces.ros_common import COMMAND_QOS
-from lapa_ros.teleop.mapping import (EV_ABS, EV_KEY, GAMEPAD, SPACEMOUSE, EvdevState, JoyMapper, KeyboardMapper,
+from lapa_ros.teleop.mapping import (EV_ABS, EV_KEY, EV_REL, GAMEPAD, SPACEMOUSE, EvdevState, JoyMapper, KeyboardMapper,
                                      pack_events)
 
 
@@ -67,6 +67,20 @@ def test_evdev_stream_is_parsed_into_axes_and_buttons():
     used = state.feed(data + data[:10])  # a partial record stays for the next read
     assert used == len(data)
     assert np.allclose(state.axes, [1.0, -1.0], atol=1e-4) and state.buttons == [1]
+
+
+def test_relative_axes_not_reported_lately_are_at_rest_and_absolute_ones_persist():
+    """The kernel drops zero-valued relative events: a SpaceMouse puck back at rest, or an axis released while
+    another stays pushed, is never reported as zero. Such an axis reads zero once it is not reported for a
+    while; a gamepad stick (absolute) keeps its last value."""
+    state = EvdevState(axis_codes=[0, 1, 2], button_codes=[])
+    state.feed(pack_events([(EV_REL, 0, 350), (EV_REL, 1, 175), (EV_ABS, 2, 350)]), now=10.0)
+    assert np.allclose(state.axes_at(10.05, relative_hold=0.1), [1.0, 0.5, 1.0])
+    assert np.allclose(state.axes_at(10.2, relative_hold=0.1), [0.0, 0.0, 1.0])   # released: no event came
+    state.feed(pack_events([(EV_REL, 1, -350)]), now=10.3)   # only y pushed again: the old x must not come back
+    assert np.allclose(state.axes_at(10.35, relative_hold=0.1), [0.0, -1.0, 1.0])
+    state.feed(pack_events([(EV_ABS, 0, 0)]), now=10.4)      # an axis reported as absolute is absolute again
+    assert np.allclose(state.axes_at(99.0, relative_hold=0.1), [0.0, 0.0, 1.0])
 
 
 # ----------------------------------------------------------------------------- nodes over DDS
@@ -200,3 +214,43 @@ def test_nan_and_inf_axes_command_no_motion(ros, start_graph):
     for m in twists:
         lin, ang = twist_to_arrays(m)
         assert np.all(lin == 0) and np.all(ang == 0), (lin, ang)
+
+
+@pytest.mark.timeout(120)
+def test_a_spacemouse_read_directly_stops_soon_after_the_puck_is_released(ros, start_graph, tmp_path):
+    """Released, a SpaceMouse sends nothing (zero relative motion is never reported): its last push must not
+    keep moving the arm until the joy_timeout, only for relative_axis_hold (0.1 s)."""
+    fifo = tmp_path / "event0"
+    os.mkfifo(fifo)
+    twists = []
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd",
+                                 lambda m: twists.append((time.monotonic(), m)), COMMAND_QOS)
+    spec = _teleop_spec("spacemouse")
+    spec = NodeSpec(name=spec.name, executable=spec.executable, module=spec.module, config=spec.config,
+                    parameters={"device": str(fifo)})
+    graph = start_graph([spec])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            graph.check_alive()
+            assert time.monotonic() < deadline, "the node never opened the device"
+            time.sleep(0.1)
+    try:
+        while not any(np.any(twist_to_arrays(m)[0] != 0) for _, m in twists):   # pushing along x, as a puck reports
+            graph.check_alive()
+            assert time.monotonic() < deadline, "no motion command from the device"
+            os.write(writer, pack_events([(EV_REL, 0, 350), (0, 0, 0)]))
+            time.sleep(0.01)
+        for _ in range(30):
+            os.write(writer, pack_events([(EV_REL, 0, 350), (0, 0, 0)]))
+            time.sleep(0.01)
+        released = time.monotonic()
+        time.sleep(1.0)   # the device stays open and silent, as a real one at rest
+        moving = [t - released for t, m in twists if t > released and np.any(twist_to_arrays(m)[0] != 0)]
+        assert moving and max(moving) < 0.3, moving   # (with the joy_timeout alone: until 0.5 s)
+        graph.check_alive()
+    finally:
+        os.close(writer)
