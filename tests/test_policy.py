@@ -433,6 +433,11 @@ def test_requested_gpu_provider_that_did_not_load_warns_loudly(exported, caplog)
     assert rt.providers_in_use == ["CPUExecutionProvider"]
     assert rt.provider_warning and "CUDAExecutionProvider" in rt.provider_warning
     assert any("did NOT load" in r.getMessage() for r in caplog.records)
+    # A caller that reports the warning itself (the policy node: its ROS log and /diagnostics) gets it once.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lapa_models.policy.runtime"):
+        quiet = PolicyRuntime(exported, providers=("cuda", "cpu"), warmup=0, log_warnings=False)
+    assert quiet.provider_warning == rt.provider_warning and not caplog.records
 
 
 @pytest.mark.parametrize("image, message", [

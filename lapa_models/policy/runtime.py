@@ -372,12 +372,14 @@ class PolicyRuntime:
     spin_wait        let idle worker threads spin between runs (ONNX Runtime's default). Off here: spinning
                      burns the CPU that camera and control nodes need, and on a loaded 2-core machine it
                      tripled the median frame time (10.5 ms vs 3.0 ms, 2 threads)
+    log_warnings     also log ``provider_warning`` through Python logging (a caller that reports it itself,
+                     as the policy node does on its ROS log and /diagnostics, passes False)
     """
 
     def __init__(self, export_dir: str | Path, providers: Union[str, Sequence[str]] = "auto",
                  precision: str = "fp32", intra_op_threads: Optional[int] = None, warmup: int = 3,
                  verify_hashes: bool = True, device_id: int = 0, trt_cache_dir: Optional[str] = None,
-                 instruction_cache_size: int = 64, spin_wait: bool = False):
+                 instruction_cache_size: int = 64, spin_wait: bool = False, log_warnings: bool = True):
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
@@ -403,6 +405,8 @@ class PolicyRuntime:
         self.policy_session = self._session("policy", options, provider_args)
         self.providers_in_use: List[str] = list(self.policy_session.get_providers())
         self.provider_warning: Optional[str] = self._check_providers(providers, ort.get_available_providers())
+        if self.provider_warning and log_warnings:
+            log.warning("PolicyRuntime (%s): %s", self.export_dir, self.provider_warning)
         self._io_binding = bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(self.providers_in_use))
 
         self.input_names = [i["name"] for i in graphs["policy"]["inputs"]]
@@ -483,8 +487,6 @@ class PolicyRuntime:
         elif requested == "auto" and not any(p in GPU_PROVIDERS for p in available) and _gpu_present():
             message = ("an NVIDIA GPU is present but this onnxruntime build has no GPU provider; running on CPU. "
                        "Install onnxruntime-gpu instead of onnxruntime to use it.")
-        if message:
-            log.warning("PolicyRuntime (%s): %s", self.export_dir, message)
         return message
 
     def _load_tokenizer(self):

@@ -147,7 +147,8 @@ class PolicyNode(LifecycleNode):
                 providers = self.p.providers if self.p.providers == "auto" else \
                     [s.strip() for s in self.p.providers.split(",") if s.strip()]
                 self.runtime = PolicyRuntime(self.p.model_dir, providers=providers, precision=self.p.precision,
-                                             intra_op_threads=self.p.threads or None)
+                                             intra_op_threads=self.p.threads or None,
+                                             log_warnings=False)   # logged below, and on /diagnostics
                 self.layout = ActionLayout(self.runtime.action_names or [])
             except (ModelCardError, ValueError, OSError) as e:
                 self._configure_error = str(e)
