@@ -65,6 +65,10 @@ def test_scripted_expert_drives_the_panda_through_the_controllers_ik_to_success(
     graph.check_alive()
     assert result.success, (result, graph.log("sim_robot")[-2000:], graph.log("arm_controller")[-2000:])
     assert f"backend '{controller}'" in graph.log("arm_controller")
+    # The expert's commands are counted; what a joint backend passes on is not watched (no twist goes out), so
+    # the episode is not flagged as one in which the arm never moved.
+    from lapa_ros.evaluation.evaluate import acting_problem
+    assert result.motion_commands > 0 and result.forwarded_motion is None and acting_problem(result.summary()) is None
     # The arm moved through the chosen ros2_control topic only.
     moving, idle = (trajectories, positions) if controller == "joint_trajectory" else (positions, trajectories)
     assert sum(t0 <= t <= t1 for t in moving.times) > 50 and not idle.times

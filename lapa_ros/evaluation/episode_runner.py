@@ -38,7 +38,8 @@ class EpisodeResult:
     steps: int
     duration: float                     # wall seconds from reset to the end
     # What drove the arm in the episode (None where not watched): twists sent to the arm controller, those of
-    # them asking for motion, and motion twists the controller passed on to a simulated arm.
+    # them asking for motion, and motion twists the controller passed on (twist backends: the simulated Sawyer,
+    # MoveIt Servo; a controller driving joints publishes none, and its count is None).
     commands: Optional[int] = None
     motion_commands: Optional[int] = None
     forwarded_motion: Optional[int] = None
@@ -314,6 +315,8 @@ class EpisodeRunner(Node):
             counts, self._counts = self._counts, dict.fromkeys(self._counts, 0)
         if not counted:
             counts = dict.fromkeys(counts)   # not every command publisher was watched: no count, no verdict
+        elif self.count_publishers("servo_node/delta_twist_cmds") == 0:
+            counts["forwarded_motion"] = None   # the controller drives joints (a Franka's ros2_control): not watched
         return EpisodeResult(task=info["task"], seed=int(info["seed"]), instruction=instruction,
                              success=success_at is not None, steps=success_at if success_at is not None else steps,
                              duration=time.monotonic() - t0, frames=frames, **counts)

@@ -11,7 +11,7 @@ launch lapa_ros policy.launch.py ...`): before each episode the operator resets 
 Enter; success comes from the operator (y/n in the terminal, or the eval/mark_success service).
 
 Writes <out>/episodes.csv and episodes.json (one row per episode, with the commands that reached the
-arm controller and, in simulation, the motion it passed on), <out>/videos/episode_NNN.mp4 (what the
+arm controller and, for a twist backend, the motion it passed on), <out>/videos/episode_NNN.mp4 (what the
 camera saw, instruction and outcome drawn on it), <out>/summary.json (success rate per task, episode
 lengths, the policy's latency and execution provider and both nodes' refusal counters from
 /diagnostics, the episodes in which the arm never moved) and <out>/summary.png. Exit code 1 when the
@@ -302,7 +302,8 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
             runner.trigger("arm_controller/disarm")
             frames = runner.end_recording_frames()
             counts = runner.take_counts()
-            counts.pop("forwarded_motion")   # the robot's controller output depends on its backend: not watched
+            if runner.count_publishers("servo_node/delta_twist_cmds") == 0:
+                counts["forwarded_motion"] = None   # a joint backend: what it passed on is not watched
             result = EpisodeResult(task="robot", seed=k, instruction=instruction, success=bool(answer),
                                    steps=len(frames), duration=time.monotonic() - t0, frames=frames, **counts)
             row = evlog.add(result, frames)
