@@ -162,28 +162,33 @@ def test_keyboard_node_without_a_terminal_exits_with_a_clear_error(ros_env):
     assert out.returncode == 1 and "needs a terminal" in out.stderr + out.stdout
 
 
-@pytest.mark.timeout(120)
-def test_an_input_device_that_ends_stops_the_commands_and_nan_axes_do_not_move(ros, start_graph, tmp_path):
-    """A device read directly (here a FIFO standing in for /dev/input/eventN) that ends must not leave its last
-    deflection repeated: the node stops commanding and the controller's watchdog holds."""
+def _teleop_on_fifo(ros, start_graph, tmp_path, profile):
+    """A teleop node reading a FIFO as its input device (standing in for /dev/input/eventN): (graph, the FIFO's
+    write end, [(receive time, TwistStamped)] of its commands)."""
     fifo = tmp_path / "event0"
     os.mkfifo(fifo)
     twists = []
     ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd",
                                  lambda m: twists.append((time.monotonic(), m)), COMMAND_QOS)
-    spec = _teleop_spec("gamepad")
+    spec = _teleop_spec(profile)
     spec = NodeSpec(name=spec.name, executable=spec.executable, module=spec.module, config=spec.config,
                     parameters={"device": str(fifo)})
     graph = start_graph([spec])
     deadline = time.monotonic() + 30
     while True:   # a FIFO opens for writing once the node has opened it for reading
         try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
+            return graph, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), twists
         except OSError:
             graph.check_alive()
             assert time.monotonic() < deadline, "the node never opened the device"
             time.sleep(0.1)
+
+
+@pytest.mark.timeout(120)
+def test_an_input_device_that_ends_stops_the_commands_and_nan_axes_do_not_move(ros, start_graph, tmp_path):
+    """A device read directly (here a FIFO standing in for /dev/input/eventN) that ends must not leave its last
+    deflection repeated: the node stops commanding and the controller's watchdog holds."""
+    graph, writer, twists = _teleop_on_fifo(ros, start_graph, tmp_path, "gamepad")
     try:
         os.write(writer, pack_events([(EV_ABS, 1, 350)]))   # left stick pushed fully: +x
         ros.wait_for(lambda: twists or graph.dead(), 30, "commands from the device")
@@ -220,24 +225,8 @@ def test_nan_and_inf_axes_command_no_motion(ros, start_graph):
 def test_a_spacemouse_read_directly_stops_soon_after_the_puck_is_released(ros, start_graph, tmp_path):
     """Released, a SpaceMouse sends nothing (zero relative motion is never reported): its last push must not
     keep moving the arm until the joy_timeout, only for relative_axis_hold (0.1 s)."""
-    fifo = tmp_path / "event0"
-    os.mkfifo(fifo)
-    twists = []
-    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd",
-                                 lambda m: twists.append((time.monotonic(), m)), COMMAND_QOS)
-    spec = _teleop_spec("spacemouse")
-    spec = NodeSpec(name=spec.name, executable=spec.executable, module=spec.module, config=spec.config,
-                    parameters={"device": str(fifo)})
-    graph = start_graph([spec])
+    graph, writer, twists = _teleop_on_fifo(ros, start_graph, tmp_path, "spacemouse")
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError:
-            graph.check_alive()
-            assert time.monotonic() < deadline, "the node never opened the device"
-            time.sleep(0.1)
     try:
         while not any(np.any(twist_to_arrays(m)[0] != 0) for _, m in twists):   # pushing along x, as a puck reports
             graph.check_alive()
