@@ -49,6 +49,10 @@ class EpisodeResult:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "frames"}
 
 
+# Where an arm controller with a twist backend (the simulated Sawyer's, MoveIt Servo) passes commands on.
+FORWARDED_TWIST_TOPIC = "servo_node/delta_twist_cmds"
+
+
 class EpisodeRunner(Node):
     """In-process helper node; ``start()`` spins it in a background thread."""
 
@@ -77,7 +81,7 @@ class EpisodeRunner(Node):
         self._command_subs = [
             self.create_subscription(TwistStamped, "arm_controller/twist_cmd",
                                      lambda m: self._count(m, "commands", "motion_commands"), COMMAND_QOS),
-            self.create_subscription(TwistStamped, "servo_node/delta_twist_cmds",
+            self.create_subscription(TwistStamped, FORWARDED_TWIST_TOPIC,
                                      lambda m: self._count(m, None, "forwarded_motion"), COMMAND_QOS)]
         self.reset_client = self.create_client(Trigger, "sim/reset")
         self.arm_client = self.create_client(Trigger, "arm_controller/arm")
@@ -165,10 +169,16 @@ class EpisodeRunner(Node):
                 return False
             time.sleep(0.02)
 
-    def take_counts(self) -> dict:
-        """The command counts since the last call (or the start of the episode), and restart them."""
+    def take_counts(self, watched: bool = True) -> dict:
+        """The command counts since the last call (or the start of the episode), and restart them. None where not
+        watched: every count when ``watched`` is False (a command publisher the counters could not be connected
+        to), forwarded_motion where no twist output exists (a controller driving a Franka's ros2_control joints)."""
         with self._lock:
             counts, self._counts = self._counts, dict.fromkeys(self._counts, 0)
+        if not watched:
+            return dict.fromkeys(counts)
+        if self.count_publishers(FORWARDED_TWIST_TOPIC) == 0:
+            counts["forwarded_motion"] = None
         return counts
 
     # ------------------------------------------------------------------ calls
@@ -311,12 +321,8 @@ class EpisodeRunner(Node):
                 break
         with self._lock:
             frames, self._frames = self._frames, []
-            self._episode_start = None
-            counts, self._counts = self._counts, dict.fromkeys(self._counts, 0)
-        if not counted:
-            counts = dict.fromkeys(counts)   # not every command publisher was watched: no count, no verdict
-        elif self.count_publishers("servo_node/delta_twist_cmds") == 0:
-            counts["forwarded_motion"] = None   # the controller drives joints (a Franka's ros2_control): not watched
+            self._episode_start = None   # counts stop here
+        counts = self.take_counts(watched=counted)
         return EpisodeResult(task=info["task"], seed=int(info["seed"]), instruction=instruction,
                              success=success_at is not None, steps=success_at if success_at is not None else steps,
                              duration=time.monotonic() - t0, frames=frames, **counts)

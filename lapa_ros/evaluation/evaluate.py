@@ -302,8 +302,6 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
             runner.trigger("arm_controller/disarm")
             frames = runner.end_recording_frames()
             counts = runner.take_counts()
-            if runner.count_publishers("servo_node/delta_twist_cmds") == 0:
-                counts["forwarded_motion"] = None   # a joint backend: what it passed on is not watched
             result = EpisodeResult(task="robot", seed=k, instruction=instruction, success=bool(answer),
                                    steps=len(frames), duration=time.monotonic() - t0, frames=frames, **counts)
             row = evlog.add(result, frames)
