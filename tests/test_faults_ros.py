@@ -19,7 +19,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lapa_ros.bringup.supervisor import NodeProcesses
-from lapa_ros.bringup.graph import arm_controller_node, build_graph, policy_node, sim_robot_node
+from lapa_ros.bringup.graph import arm_controller_node, build_graph, camera_node, policy_node, sim_robot_node
 from lapa_ros.interfaces.messages import image_msg, sec_to_stamp, twist_msg, twist_to_arrays
 from lapa_ros.interfaces.ros_common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
@@ -358,3 +358,22 @@ def test_a_respawning_node_is_restarted_and_others_bring_the_graph_down(ros_env,
         os.killpg(graph.procs["sim_robot"].pid, signal.SIGKILL)   # not respawned: supervision ends
         watcher.join(timeout=20)
         assert result and "node 'sim_robot' killed by SIGKILL" in result[0]
+
+
+def test_a_respawning_node_that_keeps_failing_to_start_backs_off_and_is_given_up(ros_env, tmp_path):
+    """A camera whose video file is missing exits at every start: restarts wait longer each time, and after
+    a few failed starts in a row supervision gives up with its reason (no restart loop forever)."""
+    spec = dataclasses.replace(camera_node("video", video_path=str(tmp_path / "missing.mp4")), respawn_delay=0.2)
+    messages, result = [], []
+    with NodeProcesses([spec], env=ros_env, log_dir=tmp_path / "logs") as graph:
+        stop = threading.Event()
+        watcher = threading.Thread(target=lambda: result.append(graph.supervise(stop, say=messages.append,
+                                                                                max_failed_starts=3)))
+        watcher.start()
+        watcher.join(timeout=60)
+        stop.set()
+        watcher.join()
+    assert result[0] is not None, f"still respawning after 60 s: {messages}"
+    assert "node 'camera' failed to start 3 times in a row" in result[0] and "video file not found" in result[0]
+    assert graph.respawns == {"camera": 2}
+    assert [m.split("respawning in ")[1].split(" s")[0] for m in messages] == ["0.2", "0.4"], messages

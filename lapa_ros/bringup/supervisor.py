@@ -14,6 +14,12 @@ Supervision, as `ros2 launch` does it:
   * A node that exits on its own is reported (name, exit code or signal, its last log lines). A node
     declared with `respawn` (the camera, teleop devices) is restarted after `respawn_delay`; any other
     brings the graph down in the same order, and bringup exits 1.
+  * A respawned node that exits again within START_WINDOW s of starting failed to start: each such
+    restart waits twice as long as the one before (respawn_delay, 2x, 4x, ... at most MAX_RESPAWN_DELAY),
+    and after MAX_FAILED_STARTS failed starts in a row bringup gives up on it (a missing camera, a wrong
+    serial or video file): it is reported and the graph brought down as for any other node (exit 1).
+    A node that ran longer (a USB reset after minutes of work) is restarted after respawn_delay again.
+    (launch_ros' `respawn` restarts forever; systemd gives up after a burst of failures, as here.)
 """
 from __future__ import annotations
 
@@ -32,6 +38,10 @@ import yaml
 
 from lapa_ros.bringup.dds import dds_defaults
 from lapa_ros.bringup.graph import GRAPHS, NodeSpec, build_graph
+
+START_WINDOW = 30.0        # [s] a respawned node that exits sooner than this after starting failed to start
+MAX_FAILED_STARTS = 5      # failed starts in a row after which a respawning node is given up
+MAX_RESPAWN_DELAY = 30.0   # [s] the longest wait before a restart (the delay doubles per failed start)
 
 
 def node_command(spec: NodeSpec, overrides_file: Optional[Path]) -> List[str]:
@@ -78,6 +88,7 @@ class NodeProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: Dict[str, subprocess.Popen] = {}
         self.respawns: Dict[str, int] = {}
+        self.started: Dict[str, float] = {}   # monotonic start time of each node's current process
         self._threads: List[threading.Thread] = []
 
     def start(self) -> "NodeProcesses":
@@ -94,6 +105,7 @@ class NodeProcesses:
         proc = subprocess.Popen(node_command(spec, overrides), env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[spec.name] = proc
+        self.started[spec.name] = time.monotonic()
         t = threading.Thread(target=self._pump, args=(spec.name, proc, log), daemon=True)
         t.start()
         self._threads.append(t)
@@ -124,10 +136,15 @@ class NodeProcesses:
             name, code = next(iter(dead.items()))
             raise RuntimeError(self.exit_report(name, code))
 
-    def supervise(self, stop: threading.Event, say=print, poll: float = 0.2) -> Optional[str]:
+    def supervise(self, stop: threading.Event, say=print, poll: float = 0.2,
+                  max_failed_starts: int = MAX_FAILED_STARTS, start_window: float = START_WINDOW,
+                  max_delay: float = MAX_RESPAWN_DELAY) -> Optional[str]:
         """Watch the nodes until ``stop`` is set (returns None) or a node that is not respawned exits
-        (returns its report). Nodes declared with ``respawn`` are restarted after their delay."""
+        (returns its report). Nodes declared with ``respawn`` are restarted after their delay, doubled
+        for each failed start in a row (an exit within ``start_window`` s of starting); after
+        ``max_failed_starts`` of them the node is given up (its report is returned)."""
         due: Dict[str, float] = {}   # respawn time of each dead respawning node
+        failed: Dict[str, int] = {}  # failed starts in a row of each respawning node
         by_name = {s.name: s for s in self.specs}
         while not stop.wait(poll):
             for name, code in self.dead().items():
@@ -135,8 +152,16 @@ class NodeProcesses:
                 if not spec.respawn:
                     return self.exit_report(name, code)
                 if name not in due:
-                    say(f"bringup: node '{name}' {describe_exit(code)}; respawning in {spec.respawn_delay:g} s")
-                    due[name] = time.monotonic() + spec.respawn_delay
+                    ran = time.monotonic() - self.started.get(name, 0.0)
+                    failed[name] = failed.get(name, 0) + 1 if ran < start_window else 0
+                    if failed[name] >= max_failed_starts:
+                        return (f"node '{name}' failed to start {failed[name]} times in a row (each exited within "
+                                f"{start_window:g} s); not respawning it again. Last: {self.exit_report(name, code)}")
+                    delay = spec.respawn_delay * 2 ** max(0, failed[name] - 1)
+                    delay = min(delay, max(max_delay, spec.respawn_delay))
+                    tries = f" (failed start {failed[name]} of {max_failed_starts})" if failed[name] else ""
+                    say(f"bringup: node '{name}' {describe_exit(code)}; respawning in {delay:g} s{tries}")
+                    due[name] = time.monotonic() + delay
                 elif time.monotonic() >= due[name]:
                     del due[name]
                     self.respawns[name] = self.respawns.get(name, 0) + 1
