@@ -54,13 +54,13 @@ class LaunchArgument:
     description: str
 
 
-def _bool(value: str) -> bool:
+def _bool(value: str, name: str) -> bool:
     v = str(value).strip().lower()
     if v in ("true", "1", "yes", "on"):
         return True
     if v in ("false", "0", "no", "off"):
         return False
-    raise ValueError(f"expected true or false, got '{value}'")
+    raise ValueError(f"{name} must be true or false, got '{value}'")
 
 
 def _sim_time(real_time: bool) -> Dict[str, object]:
@@ -214,9 +214,9 @@ SIM_POLICY_ARGS = (
 def sim_policy_graph(*, model: str, task: str, real_time: str, lockstep: str, robot: str,
                      controller: str) -> List[NodeSpec]:
     """The simulated arm run by the policy, behind the same controller and safety gate as a robot."""
-    rt = _bool(real_time)
+    rt = _bool(real_time, "real_time")
     robot = sim_robot_choice(robot, task)
-    return [simulated_arm_node(robot, task, rt, _bool(lockstep)),
+    return [simulated_arm_node(robot, task, rt, _bool(lockstep, "lockstep")),
             policy_node(model, sim=True, real_time=rt, robot=robot),
             sim_arm_controller_node(robot, controller, rt)]
 
@@ -230,9 +230,9 @@ SIM_TELEOP_ARGS = (
 
 def sim_teleop_graph(*, task: str, real_time: str, lockstep: str, robot: str, controller: str) -> List[NodeSpec]:
     """The simulated arm operated through the arm controller by the scripted expert."""
-    rt = _bool(real_time)
+    rt = _bool(real_time, "real_time")
     robot = sim_robot_choice(robot, task)
-    return [simulated_arm_node(robot, task, rt, _bool(lockstep)), sim_arm_controller_node(robot, controller, rt),
+    return [simulated_arm_node(robot, task, rt, _bool(lockstep, "lockstep")), sim_arm_controller_node(robot, controller, rt),
             scripted_expert_node(rt, robot)]
 
 
@@ -269,7 +269,7 @@ def sim_record_graph(*, task: str, real_time: str, lockstep: str, robot: str, co
                      output_dir: str) -> List[NodeSpec]:
     """The simulated arm operated by the scripted expert, recorded to bags."""
     return sim_teleop_graph(task=task, real_time=real_time, lockstep=lockstep, robot=robot, controller=controller) + \
-        [recorder_node(output_dir, "scripted_expert", _bool(real_time), sim_robot=sim_robot_choice(robot, task))]
+        [recorder_node(output_dir, "scripted_expert", _bool(real_time, "real_time"), sim_robot=sim_robot_choice(robot, task))]
 
 
 GRAPHS: Dict[str, Tuple[Callable[..., List[NodeSpec]], Sequence[LaunchArgument]]] = {

@@ -44,6 +44,26 @@ MAX_FAILED_STARTS = 5      # failed starts in a row after which a respawning nod
 MAX_RESPAWN_DELAY = 30.0   # [s] the longest wait before a restart (the delay doubles per failed start)
 
 
+def check_parameter_file(path: Path) -> None:
+    """Raise naming ``path`` when it is missing, unreadable, not YAML or not a mapping: what rcl would
+    refuse, each node with its own traceback, after some nodes of the graph had started."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"parameter file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: unreadable parameter file ({e})") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from e
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}: a parameter file maps node names to ros__parameters, got a "
+                         f"{type(data).__name__}")
+
+
 def node_command(spec: NodeSpec, overrides_file: Optional[Path]) -> List[str]:
     cmd = list(spec.prefix) + [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
@@ -92,6 +112,10 @@ class NodeProcesses:
         self._threads: List[threading.Thread] = []
 
     def start(self) -> "NodeProcesses":
+        """Start every node, once every parameter file has been checked (nothing starts if one is bad)."""
+        for spec in self.specs:
+            for path in spec.config_paths():
+                check_parameter_file(path)
         for spec in self.specs:
             self._spawn(spec)
         return self
@@ -195,7 +219,11 @@ class NodeProcesses:
                     pass
 
     def __enter__(self) -> "NodeProcesses":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:   # a node that could not be started: stop those that were
+            self.__exit__(None, None, None)
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -204,11 +232,17 @@ class NodeProcesses:
 
 # --------------------------------------------------------------------------- command
 def parse_launch_arguments(items: Sequence[str]) -> Dict[str, str]:
+    from lapa_models.text import printable
+
     out = {}
     for item in items:
         if ":=" not in item:
-            raise SystemExit(f"launch arguments look like name:=value, got '{item}'")
+            raise ValueError(f"launch arguments look like name:=value, got '{printable(item)}'")
         k, v = item.split(":=", 1)
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:   # bytes the locale could not decode: no node could read them
+            raise ValueError(f"launch argument '{printable(k)}': not valid UTF-8 text ('{printable(v)}')") from None
         out[k] = v
     return out
 
