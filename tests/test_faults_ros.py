@@ -377,3 +377,29 @@ def test_a_respawning_node_that_keeps_failing_to_start_backs_off_and_is_given_up
     assert "node 'camera' failed to start 3 times in a row" in result[0] and "video file not found" in result[0]
     assert graph.respawns == {"camera": 2}
     assert [m.split("respawning in ")[1].split(" s")[0] for m in messages] == ["0.2", "0.4"], messages
+
+
+def test_lapa_instruct_sends_the_cleaned_text_refuses_a_bad_one_and_stops_on_sigterm_in_one_line(ros, ros_env):
+    got = []
+    ros.node.create_subscription(String, "instruction", got.append, LATCHED_QOS)
+    env = {**os.environ, **ros_env}
+    command = [sys.executable, "-m", "lapa_ros.cli", "instruct"]
+    sent = subprocess.run(command + [" close \x1b[31mthe drawer ", "--wait", "30"], env=env, capture_output=True,
+                          timeout=90)
+    assert sent.returncode == 0, sent.stderr.decode(errors="replace")
+    ros.wait_for(lambda: got, 10, "the instruction")
+    assert [m.data for m in got] == ["close the drawer"] and b"\x1b" not in sent.stdout
+    refused = subprocess.run(command + ["a" * 5000, "--wait", "30"], env=env, capture_output=True, timeout=90)
+    assert refused.returncode == 2 and b"5000 characters" in refused.stderr
+    assert len(got) == 1, "a refused instruction was published"
+    waiting = subprocess.Popen(command + ["hi", "--topic", "nobody_listens", "--wait", "120"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ros.wait_for(lambda: ros.node.count_publishers("/nobody_listens") > 0, 60, "lapa instruct's publisher")
+        waiting.send_signal(signal.SIGTERM)
+        _, err = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 1 and b"Traceback" not in err, err.decode(errors="replace")
+    assert b"stopped before any subscriber received the instruction" in err

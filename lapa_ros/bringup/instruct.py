@@ -11,25 +11,53 @@ import sys
 import time
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:   # also NaN
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got '{text}'")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("instruction", help="what the robot should do, in words")
     p.add_argument("--topic", default="instruction")
-    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a subscriber")
+    p.add_argument("--wait", type=_seconds, default=10.0, help="seconds to wait for a subscriber")
     p.add_argument("--keep", action="store_true", help="stay alive holding the instruction for late subscribers")
 
 
+def check_instruction(text: str) -> str:
+    """The instruction as the policy will act on it (lapa_models.text.clean_instruction); ValueError
+    saying why when the policy would refuse it (empty, no words, too long) or it is not UTF-8 text."""
+    from lapa_models.text import clean_instruction, printable
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:   # bytes the locale could not decode (argv's surrogate escapes)
+        raise ValueError(f"the instruction is not valid UTF-8 text: \"{printable(text, 60)}\"") from None
+    return clean_instruction(text)
+
+
 def main(args: argparse.Namespace) -> int:
+    from lapa_models.text import printable
+
+    try:
+        text = check_instruction(args.instruction)
+    except ValueError as e:   # refused here, not silently by the policy after "sent"
+        print(f"lapa instruct: {e}", file=sys.stderr)
+        return 2
+
     import rclpy
+    from rclpy.executors import ExternalShutdownException
     from std_msgs.msg import String
 
     from lapa_ros.interfaces.ros_common import LATCHED_QOS
 
-    text = args.instruction.strip()
-    if not text:
-        print("lapa instruct: the instruction is empty", file=sys.stderr)
-        return 2
     rclpy.init()
     node = rclpy.create_node("lapa_instruct")
+    delivered = False
     try:
         pub = node.create_publisher(String, args.topic, LATCHED_QOS)
         pub.publish(String(data=text))
@@ -43,13 +71,17 @@ def main(args: argparse.Namespace) -> int:
                 return 1
         else:
             pub.wait_for_all_acked(rclpy.duration.Duration(seconds=2.0))
-            print(f"sent to {pub.get_subscription_count()} subscriber(s): \"{text}\"")
+            delivered = True
+            print(f"sent to {pub.get_subscription_count()} subscriber(s): \"{printable(text)}\"")
         if args.keep:
             print("holding the instruction (Ctrl-C to stop)")
             while True:
                 rclpy.spin_once(node, timeout_sec=0.5)
-    except KeyboardInterrupt:
-        pass
+                delivered = delivered or pub.get_subscription_count() > 0
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C; SIGTERM shuts rclpy down
+        if not delivered:
+            print("lapa instruct: stopped before any subscriber received the instruction", file=sys.stderr)
+            return 1
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -57,3 +57,21 @@ def test_a_node_that_cannot_be_started_stops_those_already_started(tmp_path):
         with graph:
             pass
     assert graph.procs["sleeper"].poll() is not None, "a node left running after bringup failed to start the graph"
+
+
+def test_lapa_instruct_refuses_what_the_policy_would_refuse_and_bad_waits():
+    import argparse
+    import math
+
+    from lapa_ros.bringup.instruct import _seconds, check_instruction
+
+    assert check_instruction("  close \x1b[31mthe\tdrawer ") == "close the drawer"
+    undecodable = b"go \xff".decode("utf-8", "surrogateescape")
+    for bad, why in (("", "empty"), (" \t\n", "empty"), ("...", "without a word"), ("a" * 5000, "5000 characters"),
+                     (undecodable, "not valid UTF-8")):
+        with pytest.raises(ValueError, match=why):
+            check_instruction(bad)
+    for bad in ("-1", "nan", "-inf", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError, match="seconds >= 0"):
+            _seconds(bad)
+    assert _seconds("0") == 0 and _seconds("2.5") == 2.5 and math.isinf(_seconds("inf"))
