@@ -199,6 +199,17 @@ def test_damaged_v3_datasets_give_clear_errors(tmp_path):
         export_lerobot(src, out, progress=False)
 
 
+def test_an_export_over_a_folder_holding_the_source_is_refused_and_the_source_kept(tmp_path):
+    src = _smooth_episodes(tmp_path / "data" / "src", count=2, codec="lossless")
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    for out in (tmp_path / "data", tmp_path):
+        with pytest.raises(ValueError, match="holds the source dataset"):
+            export_lerobot(src, out, codec="lossless", overwrite=True, progress=False)
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+    with pytest.raises(ValueError, match="source dataset itself"):
+        export_lerobot(src, src, codec="lossless", overwrite=True, progress=False)
+
+
 def test_export_command_and_info_command(sim, tmp_path, capsys):
     from lapa_ros.cli import main
 

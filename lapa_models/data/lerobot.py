@@ -196,10 +196,13 @@ def export_lerobot(src, out, camera: str = "camera", codec: str = "av1", robot_t
     if chunks_size < 1 or data_file_size_mb <= 0 or video_file_size_mb <= 0:
         raise ValueError("chunks_size and the file size limits must be positive")
     out = Path(out)
+    source_root = Path(source.root).resolve()
+    if out.resolve() == source_root:
+        raise ValueError(f"{out}: is the source dataset itself")
+    if out.resolve() in source_root.parents:   # --overwrite would delete the source with it
+        raise ValueError(f"{out}: holds the source dataset {source.root}; write the export somewhere else")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: exists and is not empty (choose another directory, or --overwrite)")
-    if out.resolve() == Path(source.root).resolve():
-        raise ValueError(f"{out}: is the source dataset itself")
     info = source.info
     h, w = info.image_height, info.image_width
     _, pix_fmt, _ = CODECS[codec]
