@@ -167,3 +167,17 @@ def test_trackers_are_optional_and_a_missing_one_is_one_clear_error(tracker, dat
         err = capsys.readouterr().err
         assert err.startswith(f"error: --report-to {tracker}: the {tracker} package is not installed")
         assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_shard_corrupted_on_disk_is_named_when_read(tmp_path):
+    data = write_moving_squares(tmp_path / "corrupt", episodes=3, frames=10)
+    frames = open_frames(data, (16, 16), mode="stream", workers=0, progress=False)
+    shard = frames.paths[1]
+    body = bytearray(shard.read_bytes())
+    for i in range(20, 200):   # inside the compressed frames; the footer (what staleness checks) is intact
+        body[i] ^= 0x5A
+    shard.write_bytes(bytes(body))
+    again = open_frames(data, (16, 16), mode="stream", workers=0, progress=False)
+    assert np.array_equal(again.read(np.arange(10)), frames.read(np.arange(10)))   # other episodes still read
+    with pytest.raises(EpisodeFormatError, match=rf"{shard.name}: stream shard is corrupt .*delete it"):
+        again.read(np.arange(10, 20))

@@ -272,8 +272,12 @@ class FrameShards(EpisodeFrames):
                 table = self._offset_table(int(e), fd)
                 for j, k in zip(chosen, index[chosen] - self.starts[e]):
                     blob = os.pread(fd, int(table[k + 1] - table[k]), int(table[k]))
-                    out[j] = np.frombuffer(self._decompressor.decompress(blob, max_output_size=size),
-                                           np.uint8).reshape(shape)
+                    try:
+                        out[j] = np.frombuffer(self._decompressor.decompress(blob, max_output_size=size),
+                                               np.uint8).reshape(shape)
+                    except (zstandard.ZstdError, ValueError) as err:   # changed on disk after it was written
+                        raise EpisodeFormatError(f"{self.paths[e]}: stream shard is corrupt (frame {k}: {err}); "
+                                                 "delete it and run again to rebuild it") from err
             finally:
                 os.close(fd)
         return out
