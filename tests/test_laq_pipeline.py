@@ -17,8 +17,8 @@ from lapa_models.laq import CheckpointError, LAQModel, get_config
 from lapa_models.laq import evaluate as laq_evaluate
 from lapa_models.laq import label as laq_label
 from lapa_models.laq import train as laq_train
-from lapa_models.laq.evaluate import (evaluate, fit_linear_probe, fit_pixel_idm, one_hot_tokens, r2_scores, split_by_episode,
-                                     split_by_task)
+from lapa_models.laq.evaluate import (evaluate, fit_linear_probe, fit_pixel_idm, one_hot_tokens, r2_scores, score_probe,
+                                     split_by_episode, split_by_task)
 from lapa_models.laq.label import LatentLabelError, label_dataset, load_latents
 from lapa_models.laq.modeling import read_safetensors
 from lapa_models.laq.train import train
@@ -344,6 +344,25 @@ def test_pixel_reference_reads_a_motion_the_frames_show_and_not_one_they_do_not(
         assert ((low < r2) & (r2 <= high)).all(), r2
 
 
+def test_the_direction_a_camera_cannot_see_is_named_as_the_worst_read():
+    """Motion seen through a camera that drops its line of sight: a probe reading the action from what the
+    camera shows reads every direction across the view (R^2 near 1) and not the line of sight (near 0); the
+    per-axis R^2 spreads that loss over every axis, the direction analysis names it."""
+    rng = np.random.default_rng(0)
+    motion = rng.normal(size=(4000, 3))
+    sight = np.array([-0.612, 0.612, -0.5])
+    sight /= np.linalg.norm(sight)
+    across = np.linalg.svd(sight[None])[2][1:]   # two unit vectors across the line of sight
+    seen = motion @ across.T + 0.01 * rng.normal(size=(4000, 2))
+    y = np.c_[motion, rng.integers(0, 2, 4000)]
+    predict = fit_linear_probe(seen[:3000], y[:3000])
+    result = score_probe(y[3000:], predict(seen[3000:]), ["vx", "vy", "vz", "gripper"], 0.05)
+    worst, best = result["motion_directions"]["worst"], result["motion_directions"]["best"]
+    assert abs(worst["r2"]) < 0.05 and best["r2"] > 0.99
+    assert abs(np.dot([worst["direction"][n] for n in ("vx", "vy", "vz")], sight)) > 0.99
+    assert all(0.3 < r < 0.9 for r in list(result["r2"].values())[:3])   # each axis half-read: it hides where
+
+
 def test_cli_pixel_reference_is_scored_on_the_same_split(run, sim, tmp_path):
     out = tmp_path / "ref.json"
     args = _parse(laq_evaluate, ["--checkpoint", str(run[0] / "final"), "--data", str(sim / "held_out"), "--out",
@@ -354,4 +373,6 @@ def test_cli_pixel_reference_is_scored_on_the_same_split(run, sim, tmp_path):
     reference = probe["reference"]["pixel_inverse_dynamics"]
     assert set(reference["r2"]) == set(probe["probes"]["linear_tokens"]["r2"]) == {"vx", "vy", "vz", "gripper"}
     assert reference["steps"] == 20 and reference["test_pairs_scored"] == min(50, probe["test_pairs"])
+    assert set(reference["motion_directions"]) == {"worst", "best"}
+    assert set(reference["motion_directions"]["worst"]["direction"]) == {"vx", "vy", "vz"}
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

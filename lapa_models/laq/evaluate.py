@@ -12,7 +12,10 @@ Prints one JSON object and writes it (default ``<checkpoint>/eval_<dataset>.json
   one-hot tokens (T x C). Probes (linear least squares and a small MLP; also a linear probe on the
   continuous pre-quantization latents, as an upper reference) are fitted on some episodes and scored
   on the other episodes (split per task): R^2 per action dimension and the accuracy of the sign of each
-  motion axis (vx, vy, vz) on transitions whose |mean action| exceeds --sign-deadband.
+  motion axis (vx, vy, vz) on transitions whose |mean action| exceeds --sign-deadband, and the directions
+  of motion read worst and best (`motion_directions`: a unit vector over vx, vy, vz and the R^2 of the
+  prediction along it; a camera cannot see motion along its line of sight, and no latent can carry what
+  it does not see).
   With --pixel-reference STEPS, a reference beside them: a small CNN fitted for STEPS steps on the same
   fit pairs to read the action from the pixel difference of the two frames (inverse dynamics with no
   latent bottleneck), scored on the same test pairs. Where the latent probes fall short of it, the
@@ -168,15 +171,51 @@ def fit_pixel_idm(frames, fit: np.ndarray, y: np.ndarray, steps: int, seed: int 
     return predict
 
 
+def r2_extreme_directions(y: np.ndarray, prediction: np.ndarray) -> Optional[Tuple[Tuple[float, np.ndarray],
+                                                                                  Tuple[float, np.ndarray]]]:
+    """The directions of motion read worst and best: ((r2, unit vector), (r2, unit vector)).
+
+    R^2 of the prediction projected on a direction d is 1 - d'Ed / d'Cd (E: the errors' second moment, C:
+    the targets' covariance), so its extremes over all directions are 1 - the generalized eigenvalues of
+    (E, C), reached at their eigenvectors. A direction no probe reads well whatever the latent, such as a
+    camera's line of sight, shows here where the per-axis R^2 mixes it into every axis. None when the
+    targets do not vary in every direction (C singular)."""
+    if len(y) < 2 or y.shape[1] < 2:
+        return None
+    error = y - prediction
+    e = error.T @ error / len(y)
+    c = np.cov(y, rowvar=False, bias=True)
+    try:
+        lower = np.linalg.cholesky(c + 1e-12 * np.trace(c) * np.eye(len(c)))
+    except np.linalg.LinAlgError:
+        return None
+    inverse = np.linalg.inv(lower)
+    values, vectors = np.linalg.eigh(inverse @ e @ inverse.T)   # ascending: best direction first
+    directions = inverse.T @ vectors
+    directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+    best, worst = directions[:, 0], directions[:, -1]
+    # One sign for a direction and its opposite (same R^2): the largest component positive.
+    best, worst = (d * np.sign(d[np.argmax(np.abs(d))]) for d in (best, worst))
+    return (1.0 - float(values[-1]), worst), (1.0 - float(values[0]), best)
+
+
 def score_probe(y: np.ndarray, prediction: np.ndarray, action_names: Sequence[str], deadband: float) -> Dict[str, Any]:
-    """R^2 per action dimension, their mean over the motion axes, sign accuracy per motion axis."""
+    """R^2 per action dimension, their mean over the motion axes, sign accuracy per motion axis, and the
+    directions of motion (in the motion axes' space) read worst and best."""
     motion = [i for i, n in enumerate(action_names) if n in MOTION_AXES] or list(range(min(3, len(action_names))))
     r2 = r2_scores(y, prediction)
     signs = {action_names[i]: sign_accuracy(y[:, i], prediction[:, i], deadband) for i in motion}
-    return {"r2": {n: _round(v) for n, v in zip(action_names, r2)},
-            "r2_mean_motion": _round(float(np.nanmean(r2[motion]))),
-            "sign_accuracy": {n: _round(v[0]) for n, v in signs.items()},
-            "sign_counted_fraction": {n: _round(v[1]) for n, v in signs.items()}}
+    out = {"r2": {n: _round(v) for n, v in zip(action_names, r2)},
+           "r2_mean_motion": _round(float(np.nanmean(r2[motion]))),
+           "sign_accuracy": {n: _round(v[0]) for n, v in signs.items()},
+           "sign_counted_fraction": {n: _round(v[1]) for n, v in signs.items()}}
+    extremes = r2_extreme_directions(y[:, motion], prediction[:, motion])
+    if extremes is not None:
+        names = [action_names[i] for i in motion]
+        out["motion_directions"] = {
+            kind: {"r2": _round(value), "direction": {n: _round(float(v), 3) for n, v in zip(names, vector)}}
+            for kind, (value, vector) in zip(("worst", "best"), extremes)}
+    return out
 
 
 def run_probes(tokens: np.ndarray, latents: np.ndarray, targets: np.ndarray, fit: np.ndarray, test: np.ndarray,
