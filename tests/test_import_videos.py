@@ -37,6 +37,23 @@ def test_parallel_import_equals_serial_and_skips_a_corrupt_clip(tmp_path):
     assert ds_a.info.extra["resize_mode"] == "crop"
 
 
+def test_a_dataset_inside_its_source_folder_is_not_imported_into_itself(tmp_path):
+    """`import-videos clips clips/dataset` twice: the second run finds the dataset's own episode videos under
+    the source folder and must not take them as new clips (the dataset would double at every run)."""
+    from lapa_models.data.errors import EpisodeFormatError
+
+    src = tmp_path / "clips"
+    make_clips(src, 2, frames=8, size=(32, 32), fps=10)
+    out = src / "dataset"
+    assert import_videos(str(src), str(out), (32, 32), progress=False)["written"] == 2
+    again = import_videos(str(src), str(out), (32, 32), progress=False)
+    assert again["written"] == 0 and again["skipped"] == 2
+    assert [name for _, name, _ in _contents(out)[0]] == ["clip_00000.mp4", "clip_00001.mp4"]
+    with pytest.raises(EpisodeFormatError, match="no video files besides the episodes of the dataset"):
+        import_videos(str(out / "videos"), str(out), (32, 32), progress=False)
+    assert len(_contents(out)[0]) == 2
+
+
 def test_resize_modes_crop_pad_squash():
     frame = np.zeros((40, 80, 3), np.uint8)
     frame[:, :20] = (255, 0, 0)      # left quarter red

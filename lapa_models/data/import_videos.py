@@ -98,16 +98,22 @@ def import_videos(src: str, out: str, image_size=(128, 128), fps: float = 0.0, p
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode '{resize_mode}'; choose one of {', '.join(RESIZE_MODES)}")
     folder = VideoFolder(src)
+    # A dataset written inside the source folder: its own episode videos are not clips to import (a second
+    # run would import the dataset into itself, every run doubling it).
+    own = (Path(out) / "videos").resolve()
+    sources = [p for p in folder.files if own not in p.resolve().parents]
+    if not sources:
+        raise EpisodeFormatError(f"{src}: no video files besides the episodes of the dataset {out} itself")
     info_path = Path(out) / "meta" / "info.json"
     if not fps and info_path.is_file():   # resuming: keep the rate the dataset was started with
         fps = float(_read_json(info_path).get("fps") or 0.0)
-    target_fps = fps or _first_fps(folder.files)
+    target_fps = fps or _first_fps(sources)
     info = DatasetInfo(fps=target_fps, image_height=int(image_size[0]), image_width=int(image_size[1]),
                        source="video", extra={"imported_from": str(src), "resize_mode": resize_mode})
     writer = EpisodeWriter(out, info)
     writer.remove_partial_files()
     done = {_key(p) for p in writer.completed("source_file") if p}
-    files = [str(p.resolve()) for p in folder.files]
+    files = [str(p.resolve()) for p in sources]
     pending = [p for p in files if p not in done]
     start = writer.next_index()
     jobs: List[Job] = [(start + k, path) for k, path in enumerate(pending)]
