@@ -57,13 +57,20 @@ def main(args: argparse.Namespace) -> int:
 
     rclpy.init()
     node = rclpy.create_node("lapa_instruct")
-    delivered = False
+    delivered = stopped = False
+
+    def spin(timeout: float) -> None:
+        """spin_once, or ExternalShutdownException once a signal (SIGTERM: rclpy's handler) shut rclpy down."""
+        if not rclpy.ok():
+            raise ExternalShutdownException()
+        rclpy.spin_once(node, timeout_sec=timeout)
+
     try:
         pub = node.create_publisher(String, args.topic, LATCHED_QOS)
         pub.publish(String(data=text))
         deadline = time.monotonic() + args.wait
         while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.05)
+            spin(0.05)
         if pub.get_subscription_count() == 0:
             print(f"lapa instruct: nobody subscribes to '{args.topic}' yet (is the policy running? same "
                   f"ROS_DOMAIN_ID?); use --keep to hold the instruction until it starts", file=sys.stderr)
@@ -76,13 +83,18 @@ def main(args: argparse.Namespace) -> int:
         if args.keep:
             print("holding the instruction (Ctrl-C to stop)")
             while True:
-                rclpy.spin_once(node, timeout_sec=0.5)
+                spin(0.5)
                 delivered = delivered or pub.get_subscription_count() > 0
     except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C; SIGTERM shuts rclpy down
-        if not delivered:
-            print("lapa instruct: stopped before any subscriber received the instruction", file=sys.stderr)
-            return 1
+        stopped = True
+    except Exception:
+        if rclpy.ok():
+            raise
+        stopped = True   # SIGTERM shut rclpy down in the middle of a call (an RCLError "context is not valid")
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+    if stopped and not delivered:
+        print("lapa instruct: stopped before any subscriber received the instruction", file=sys.stderr)
+        return 1
     return 0
