@@ -166,6 +166,42 @@ def test_bad_commands_are_refused_and_the_arm_holds_while_good_ones_move_it(ros,
     np.testing.assert_allclose(arm_now()[:7], Q_HOME, atol=2e-3)
 
 
+def test_operator_evaluation_on_a_running_graph_records_verdicts_and_what_drove_the_arm(ros, start_graph, ros_env,
+                                                                                        tmp_path, monkeypatch):
+    """`lapa eval --robot`: episodes on a graph already running (here the simulated Panda driven by the scripted
+    expert through the joint-trajectory backend), each started by the operator and judged by the
+    eval/mark_success service or ended by the timeout; the counts of what drove the arm are recorded."""
+    import json
+    import threading
+
+    from std_srvs.srv import SetBool
+
+    from lapa_ros.evaluation.evaluate import evaluate_robot, report_not_moved
+
+    start_graph(build_graph("sim_teleop", {"task": "panda-reach", "robot": "panda"}))
+    for key, value in ros_env.items():   # evaluate_robot joins the graph's domain as `lapa eval --robot` would
+        monkeypatch.setenv(key, value)
+    mark = ros.node.create_client(SetBool, "eval/mark_success")
+    prompts, lines = [], []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("running") and len(prompts) == 1:   # episode 1 is judged a success through the service
+            threading.Timer(1.0, lambda: ros.call(mark, SetBool.Request(data=True))).start()
+
+    summary = evaluate_robot("reach the goal", 2, tmp_path / "eval", timeout=4.0, log=log, prompt=prompts.append)
+    rows = json.loads((tmp_path / "eval" / "episodes.json").read_text())
+    assert [r["success"] for r in rows] == [True, False] and summary["successes"] == 1, lines
+    assert len(prompts) == 2 and "[episode 2/2]" in prompts[1]
+    assert sum("(timeout)" in line for line in lines) == 1, lines
+    for row in rows:   # the expert's twists reached the controller; a joint backend's output is not counted
+        assert row["commands"] > 0 and row["motion_commands"] > 0 and row["forwarded_motion"] is None, row
+        assert row["steps"] > 0
+    assert summary["mode"] == "robot" and summary["episodes_arm_not_moved"] == []
+    assert summary["controller_diagnostics"].get("state"), summary["controller_diagnostics"]
+    assert report_not_moved(summary) == 0
+
+
 def test_panda_sim_started_with_a_sawyer_task_exits_with_the_panda_tasks(start_graph):
     graph = start_graph([panda_sim_node("push", real_time=True)])
     deadline = time.monotonic() + 60

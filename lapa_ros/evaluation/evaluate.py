@@ -291,6 +291,9 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
         runner.wait_until_ready(timeout=60.0, need_reset_service=False)
         for k in range(1, episodes + 1):
             prompt(f"[episode {k}/{episodes}] reset the scene, then press Enter to start (the policy will act) ")
+            # Counters connected to every command publisher first (at most 2 s, once): an operator quicker than
+            # DDS discovery must not see the policy's first episode reported as one it never acted in.
+            counted = runner.match_command_publishers()
             runner.begin_recording_frames()
             event.clear()
             verdict["value"] = None
@@ -301,7 +304,7 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
             answer = _wait_operator(event, verdict, timeout)
             runner.trigger("arm_controller/disarm")
             frames = runner.end_recording_frames()
-            counts = runner.take_counts()
+            counts = runner.take_counts(watched=counted)
             result = EpisodeResult(task="robot", seed=k, instruction=instruction, success=bool(answer),
                                    steps=len(frames), duration=time.monotonic() - t0, frames=frames, **counts)
             row = evlog.add(result, frames)
