@@ -194,12 +194,40 @@ def test_operator_evaluation_on_a_running_graph_records_verdicts_and_what_drove_
     assert [r["success"] for r in rows] == [True, False] and summary["successes"] == 1, lines
     assert len(prompts) == 2 and "[episode 2/2]" in prompts[1]
     assert sum("(timeout)" in line for line in lines) == 1, lines
-    for row in rows:   # the expert's twists reached the controller; a joint backend's output is not counted
-        assert row["commands"] > 0 and row["motion_commands"] > 0 and row["forwarded_motion"] is None, row
+    for row in rows:   # the expert's twists reached the controller, which passed motion on (its own count)
+        assert row["commands"] > 0 and row["motion_commands"] > 0 and row["forwarded_motion"] > 0, row
         assert row["steps"] > 0
     assert summary["mode"] == "robot" and summary["episodes_arm_not_moved"] == []
     assert summary["controller_diagnostics"].get("state"), summary["controller_diagnostics"]
     assert report_not_moved(summary) == 0
+
+
+def test_operator_evaluation_reports_a_joint_controller_that_passed_nothing_on(start_graph, ros_env, tmp_path,
+                                                                                 monkeypatch):
+    """The same on a controller that refuses every command (twists in another frame than its base frame): the
+    joint backend outputs no twist, so what it passed on is its own motion_sent count, 0 here, and the run is
+    reported as one in which the arm never moved, not as a policy's failure."""
+    import dataclasses
+    import io
+    import json
+
+    from lapa_ros.evaluation.evaluate import evaluate_robot, report_not_moved
+
+    specs = [dataclasses.replace(s, parameters={**s.parameters, "base_frame": "camera_link"})
+             if s.name == "scripted_expert" else s
+             for s in build_graph("sim_teleop", {"task": "panda-reach", "robot": "panda"})]
+    start_graph(specs)
+    for key, value in ros_env.items():
+        monkeypatch.setenv(key, value)
+    lines = []
+    summary = evaluate_robot("reach the goal", 1, tmp_path / "eval", timeout=3.0, log=lines.append,
+                             prompt=lambda message: None)
+    row = json.loads((tmp_path / "eval" / "episodes.json").read_text())[0]
+    assert row["motion_commands"] > 0 and row["forwarded_motion"] == 0, row
+    assert any("passed on none of the" in line for line in lines), lines
+    assert summary["episodes_arm_not_moved"] == [1]
+    err = io.StringIO()
+    assert report_not_moved(summary, out=err) == 1 and "did not move in any of the 1 episodes" in err.getvalue()
 
 
 def test_panda_sim_started_with_a_sawyer_task_exits_with_the_panda_tasks(start_graph):

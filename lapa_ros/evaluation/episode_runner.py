@@ -38,8 +38,9 @@ class EpisodeResult:
     steps: int
     duration: float                     # wall seconds from reset to the end
     # What drove the arm in the episode (None where not watched): twists sent to the arm controller, those of
-    # them asking for motion, and motion twists the controller passed on (twist backends: the simulated Sawyer,
-    # MoveIt Servo; a controller driving joints publishes none, and its count is None).
+    # them asking for motion, and motion commands the controller passed on (twist backends: the simulated
+    # Sawyer, MoveIt Servo; a controller driving joints publishes no twist: None, except in `lapa eval --robot`,
+    # which reads the controller's own motion_sent count while it is disarmed before and after each episode).
     commands: Optional[int] = None
     motion_commands: Optional[int] = None
     forwarded_motion: Optional[int] = None

@@ -158,6 +158,7 @@ class PolicyDiagnostics:
 
         self.values: Dict[str, str] = {}
         self.controller: Dict[str, str] = {}
+        self._controller_updates = 0
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on, COMMAND_QOS)
 
     def _on(self, msg) -> None:
@@ -166,6 +167,21 @@ class PolicyDiagnostics:
                 self.values = {kv.key: kv.value for kv in status.values}
             elif status.name == "lapa_ros: arm_controller safety":
                 self.controller = {"message": status.message, **{kv.key: kv.value for kv in status.values}}
+                self._controller_updates += 1
+
+    def fresh_motion_sent(self, timeout: float = 2.0) -> Optional[int]:
+        """The arm controller's count of motion commands passed on to the arm, from a /diagnostics message
+        published after this call (at most ``timeout`` s); None if none came or it does not report one."""
+        seen = self._controller_updates
+        deadline = time.monotonic() + timeout
+        while self._controller_updates == seen:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+        try:
+            return int(self.controller["motion_sent"])
+        except (KeyError, ValueError):
+            return None
 
     def report(self) -> dict:
         keys = ("providers_in_use", "latency_ms_p50", "latency_ms_p99", "inference_ms_p50", "inference_ms_p99",
@@ -294,6 +310,9 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
             # Counters connected to every command publisher first (at most 2 s, once): an operator quicker than
             # DDS discovery must not see the policy's first episode reported as one it never acted in.
             counted = runner.match_command_publishers()
+            # A controller driving joints outputs no twist to count: what it passed on is its own count, read
+            # while it is disarmed (before arming, after disarming) so the difference is this episode's alone.
+            sent_before = diagnostics.fresh_motion_sent()
             runner.begin_recording_frames()
             event.clear()
             verdict["value"] = None
@@ -305,6 +324,10 @@ def evaluate_robot(instruction: str, episodes: int, out: Path, timeout: float, n
             runner.trigger("arm_controller/disarm")
             frames = runner.end_recording_frames()
             counts = runner.take_counts(watched=counted)
+            sent_after = diagnostics.fresh_motion_sent()
+            if counted and counts["forwarded_motion"] is None and None not in (sent_before, sent_after) \
+                    and sent_after >= sent_before:   # (smaller: the controller restarted, the count is unknown)
+                counts["forwarded_motion"] = sent_after - sent_before
             result = EpisodeResult(task="robot", seed=k, instruction=instruction, success=bool(answer),
                                    steps=len(frames), duration=time.monotonic() - t0, frames=frames, **counts)
             row = evlog.add(result, frames)

@@ -18,6 +18,7 @@ Outputs, by backend:
   forward_position  forward_position_controller/commands (std_msgs/Float64MultiArray), the same IK
   and always        gripper/command (std_msgs/Float64)
   /diagnostics      diagnostic_msgs/DiagnosticArray: gate state, every hold/clamp counted by reason
+                    and motion_sent (commands passed on that move the arm: twists or IK steps)
 
 Timing: between commands the latest accepted command keeps being executed at `control_rate` until
 the watchdog (`command_timeout`), as MoveIt Servo and ros2_control controllers expect a steady
@@ -123,6 +124,7 @@ class ArmControllerNode(Node):
         self.gate = SafetyGate(limits, clock=self._now)
         self.events = EventLog(self.p.log_throttle)
         self._idle_hold: Optional[str] = None   # the hold the timer is applying, if any
+        self.motion_sent = 0   # commands passed on to the arm that move it (twists or IK steps), in /diagnostics
         self.command_clock = ClockOffsetMonitor(50, self.p.future_tolerance, self.p.command_timeout)
         self.chain: Optional[KinematicChain] = None
         self._lock = threading.Lock()
@@ -325,12 +327,15 @@ class ArmControllerNode(Node):
             # frame as the answer to that frame, and the gate's timer must not answer in the policy's place.
             self._send_hold((stamp or 0.0) if self._sim_clock else None)
             return
+        moving = bool(np.any(cmd.linear) or np.any(cmd.angular))
         if self.pub_twist is not None:
             if self.p.backend == "servo":
                 self.pub_twist.publish(twist_msg(cmd.linear, self.get_clock().now().to_msg(), self.p.base_frame,
                                                  cmd.angular))
+                self.motion_sent += moving
             elif forward:   # sim: once per command, with its stamp (lockstep)
                 self.pub_twist.publish(twist_msg(cmd.linear, sec_to_stamp(stamp), self.p.base_frame, cmd.angular))
+                self.motion_sent += moving
             return
         if not forward and base is not None:   # joint backends: one IK step per control period
             self._send_ik_step(base, cmd.linear, cmd.angular)
@@ -349,6 +354,7 @@ class ArmControllerNode(Node):
         if safe.positions is not None:
             self._q_target = np.array(safe.positions)
             self._send_joints(safe.positions)
+            self.motion_sent += bool(np.any(linear) or np.any(angular))
 
     def _send_hold(self, stamp: Optional[float] = None) -> None:
         """Stop the arm. stamp: the twist's stamp [s], default now."""
@@ -395,7 +401,7 @@ class ArmControllerNode(Node):
             level, message = max(level, 1), f"{message}; {self.command_clock.describe('command sender')}"
         values = {"state": s["state"], "backend": self.p.backend, "estop_latched": s["estop_latched"],
                   "estop_reason": s["estop_reason"], "holding": s["holding"], "last_reason": s["last_reason"],
-                  "last_command_age": s["last_command_age"], "cycles": s["cycles"]}
+                  "last_command_age": s["last_command_age"], "cycles": s["cycles"], "motion_sent": self.motion_sent}
         values.update(self.command_clock.values("commands"))
         values.update({f"count.{k}": v for k, v in sorted(s["counters"].items())})
         self.pub_diagnostics.publish(diagnostics_message(self, "lapa_ros: arm_controller safety", level, message,
