@@ -327,15 +327,12 @@ class ArmControllerNode(Node):
             # frame as the answer to that frame, and the gate's timer must not answer in the policy's place.
             self._send_hold((stamp or 0.0) if self._sim_clock else None)
             return
-        moving = bool(np.any(cmd.linear) or np.any(cmd.angular))
         if self.pub_twist is not None:
-            if self.p.backend == "servo":
-                self.pub_twist.publish(twist_msg(cmd.linear, self.get_clock().now().to_msg(), self.p.base_frame,
-                                                 cmd.angular))
-                self.motion_sent += moving
-            elif forward:   # sim: once per command, with its stamp (lockstep)
-                self.pub_twist.publish(twist_msg(cmd.linear, sec_to_stamp(stamp), self.p.base_frame, cmd.angular))
-                self.motion_sent += moving
+            # servo: every tick, stamped now; sim: once per command, with its stamp (lockstep)
+            if self.p.backend == "servo" or forward:
+                when = self.get_clock().now().to_msg() if self.p.backend == "servo" else sec_to_stamp(stamp)
+                self.pub_twist.publish(twist_msg(cmd.linear, when, self.p.base_frame, cmd.angular))
+                self.motion_sent += _moves(cmd.linear, cmd.angular)
             return
         if not forward and base is not None:   # joint backends: one IK step per control period
             self._send_ik_step(base, cmd.linear, cmd.angular)
@@ -354,7 +351,7 @@ class ArmControllerNode(Node):
         if safe.positions is not None:
             self._q_target = np.array(safe.positions)
             self._send_joints(safe.positions)
-            self.motion_sent += bool(np.any(linear) or np.any(angular))
+            self.motion_sent += _moves(linear, angular)
 
     def _send_hold(self, stamp: Optional[float] = None) -> None:
         """Stop the arm. stamp: the twist's stamp [s], default now."""
@@ -406,6 +403,11 @@ class ArmControllerNode(Node):
         values.update({f"count.{k}": v for k, v in sorted(s["counters"].items())})
         self.pub_diagnostics.publish(diagnostics_message(self, "lapa_ros: arm_controller safety", level, message,
                                                          values, hardware_id=self.p.backend))
+
+
+def _moves(linear: np.ndarray, angular: np.ndarray) -> bool:
+    """Whether a command passed on to the arm asks for motion (what /diagnostics' motion_sent counts)."""
+    return bool(np.any(linear) or np.any(angular))
 
 
 def main(args=None) -> int:
