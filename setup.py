@@ -4,25 +4,25 @@ Python packages: lapa_ros (ROS 2 nodes + CLI), lapa_ros.teleop (from teleop/), l
 models, training, data) and lapa_sim (the simulated arm and its tasks). launch/, config/ and urdf/
 go to share/lapa_ros as ROS tools expect.
 """
+import ast
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "lapa_ros"
 
-# One console script per node and command; `ros2 run lapa_ros <name>` on a ROS machine.
-NODES = {
-    "sim_robot_node": "lapa_ros.nodes.sim_robot:main",
-    "panda_sim_node": "lapa_ros.nodes.panda_sim:main",
-    "scripted_expert_node": "lapa_ros.teleop.scripted_expert:main",
-    "camera_node": "lapa_ros.nodes.camera:main",
-    "policy_node": "lapa_ros.nodes.policy:main",
-    "arm_controller_node": "lapa_ros.nodes.arm_controller:main",
-    "recorder_node": "lapa_ros.nodes.recorder:main",
-    "keyboard_teleop_node": "lapa_ros.teleop.keyboard:main",
-    "gamepad_teleop_node": "lapa_ros.teleop.joy_teleop:main_gamepad",
-    "spacemouse_teleop_node": "lapa_ros.teleop.joy_teleop:main_spacemouse",
-}
+
+def _node_executables():
+    """The node executables, from the table in lapa_ros/interfaces/entry.py (read as a literal: setup.py
+    imports nothing of the package), where each console script starts."""
+    tree = ast.parse((Path(__file__).resolve().parent / "lapa_ros" / "interfaces" / "entry.py").read_text())
+    table = next(n.value for n in tree.body if isinstance(n, ast.AnnAssign) and n.target.id == "NODES")
+    return list(ast.literal_eval(table))
+
+
+# One console script per node: `ros2 run lapa_ros <name>` on a ROS machine.
+NODES = {name: f"lapa_ros.interfaces.entry:{name}" for name in _node_executables()}
 
 setup(
     name=PACKAGE,

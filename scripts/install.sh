@@ -26,7 +26,7 @@ fi
 
 # The stamp records everything that decides what gets installed; same stamp -> nothing to do.
 stamp_input() {
-  cat requirements/*.txt setup.py package.xml
+  cat requirements/*.txt setup.py package.xml lapa_ros/interfaces/entry.py   # entry.py: the console scripts
   echo "gpu=$GPU system_ros=$system_ros python=$("$PYTHON" -c 'import sys; print(sys.version)')"
 }
 stamp=$(stamp_input | sha256sum | cut -c1-16)

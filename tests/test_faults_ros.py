@@ -336,6 +336,38 @@ def test_bringup_stops_in_order_and_the_controller_holds_last(ros, ros_env, ros_
         assert "node 'scripted_expert' killed by SIGKILL" in out and "arm controller last" in out
 
 
+def _sigint_while_importing(command, env):
+    """Start a node process, send SIGINT as soon as numpy is loaded (halfway through the node's imports,
+    long before rclpy is initialised), return (exit code, output)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while b"_multiarray_umath" not in open(f"/proc/{proc.pid}/maps", "rb").read():
+            assert proc.poll() is None and time.monotonic() < deadline, "the node never loaded numpy"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out.decode(errors="replace")
+
+
+def test_ctrl_c_while_a_node_is_still_importing_ends_it_quietly(ros_env):
+    """Ctrl-C right after `ros2 launch` / `lapa bringup`: a node still importing exits 0 with no traceback
+    (it printed a KeyboardInterrupt traceback and died of the signal), through the console script that
+    `ros2 run` / `ros2 launch` start and through `python -m` as `lapa bringup` starts it."""
+    env = {**os.environ, **ros_env}
+    script = os.path.join(os.path.dirname(sys.executable), "arm_controller_node")
+    for command in ([script], [sys.executable, "-m", "lapa_ros.interfaces.entry", "arm_controller_node"]):
+        code, out = _sigint_while_importing(command, env)
+        assert code == 0 and "Traceback" not in out and "KeyboardInterrupt" not in out, (command, code, out)
+        assert "[arm_controller]" not in out, f"the node had started: the signal missed the imports\n{out}"
+    result = subprocess.run([sys.executable, "-m", "lapa_ros.interfaces.entry", "no_such_node"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "unknown node executable 'no_such_node'" in result.stderr
+
+
 def test_a_respawning_node_is_restarted_and_others_bring_the_graph_down(ros_env, tmp_path):
     specs = build_graph("sim_teleop", {"task": "reach"})
     specs = [dataclasses.replace(s, respawn=True, respawn_delay=0.5) if s.name == "scripted_expert" else s

@@ -13,14 +13,14 @@ import pytest
 import yaml
 
 from lapa_ros.bringup.graph import GRAPHS, build_graph
+from lapa_ros.interfaces.entry import NODES as NODE_TABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _entry_points():
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    nodes = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "NODES")
-    eps = ast.literal_eval(nodes)
+    """Console scripts as setup.py declares them: each node through lapa_ros.interfaces.entry, and `lapa`."""
+    eps = {name: f"lapa_ros.interfaces.entry:{name}" for name in NODE_TABLE}
     eps["lapa"] = "lapa_ros.cli:main"
     return eps
 
@@ -37,7 +37,7 @@ def test_package_xml_is_format_3_ament_python_with_the_expected_dependencies():
 
 
 def test_every_console_script_points_at_a_main_function():
-    for name, target in _entry_points().items():
+    for name, target in {**_entry_points(), **NODE_TABLE}.items():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), name
 
@@ -46,7 +46,7 @@ def test_graph_nodes_use_installed_executables_and_valid_parameter_files():
     eps = _entry_points()
     for graph in GRAPHS:
         for spec in build_graph(graph):
-            assert eps.get(spec.executable, "").split(":")[0] == spec.module, spec
+            assert spec.executable in eps and NODE_TABLE[spec.executable].split(":")[0] == spec.module, spec
             module = importlib.import_module(spec.module)
             node_params = getattr(module, "PARAMS_BY_EXECUTABLE", {}).get(spec.executable) or module.PARAMS
             declared = {p.name: p for p in node_params}

@@ -32,7 +32,7 @@ from lapa_ros.bringup.paths import config_file
 class NodeSpec:
     name: str                       # node name
     executable: str                 # console script: `ros2 run lapa_ros <executable>`
-    module: str                     # the same node as `python -m <module>`
+    module: str                     # the module holding the node, its main() and its PARAMS
     config: Tuple[str, ...] = ()    # YAML parameter files in config/: the node's own first, then overrides
     parameters: Mapping[str, object] = dataclasses.field(default_factory=dict)  # overrides, applied last
     remappings: Tuple[Tuple[str, str], ...] = ()

@@ -3,8 +3,9 @@
     lapa bringup sim_teleop task:=door-open
     lapa bringup policy model:=runs/policy/export camera:=realsense
 
-Each node of the graph (lapa_ros.bringup.graph) runs as `python -m <module> --ros-args ...` with the same
-parameter files, overrides and remappings that the launch file gives `ros2 launch`.
+Each node of the graph (lapa_ros.bringup.graph) runs as `python -m lapa_ros.interfaces.entry <executable>
+--ros-args ...` (what `ros2 run lapa_ros <executable>` runs) with the same parameter files, overrides and
+remappings that the launch file gives `ros2 launch`.
 
 Supervision, as `ros2 launch` does it:
   * Ctrl-C or SIGTERM (systemd, docker, `kill`) stops the graph in order: every node but the arm
@@ -65,7 +66,10 @@ def check_parameter_file(path: Path) -> None:
 
 
 def node_command(spec: NodeSpec, overrides_file: Optional[Path]) -> List[str]:
-    cmd = list(spec.prefix) + [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    # `ros2 run lapa_ros <executable>` without an install step; lapa_ros.interfaces.entry takes a Ctrl-C that
+    # lands while the node is still importing (no traceback, exit 0).
+    cmd = list(spec.prefix) + [sys.executable, "-m", "lapa_ros.interfaces.entry", spec.executable,
+                               "--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
         cmd += ["-r", f"__ns:={spec.namespace}"]
     for path in spec.config_paths():
