@@ -72,8 +72,26 @@ class Param:
         return d
 
 
-def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
-    """Declare every parameter of ``table`` with its descriptor; return their current values.
+class ParamValues(SimpleNamespace):
+    """A node's parameter values by attribute (``p.max_input_age``). Read-only parameters are the values read
+    at start; writable ones are read from the node at each access, so a change that the node accepted through
+    rcl_interfaces/srv/SetParameters (`ros2 param set`) takes effect at once. A snapshot of them accepted the
+    change, showed it in `ros2 param get`, and went on using the old value."""
+
+    def __init__(self, node: Node, fixed: Mapping[str, Any], writable: Sequence[str]):
+        super().__init__(**fixed)
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "_writable", frozenset(writable))
+
+    def __getattr__(self, name: str) -> Any:   # only for names not stored: the writable ones
+        if name in self.__dict__.get("_writable", ()):
+            return self.__dict__["_node"].get_parameter(name).value
+        raise AttributeError(name)
+
+
+def declare_params(node: Node, table: Sequence[Param]) -> ParamValues:
+    """Declare every parameter of ``table`` with its descriptor; return their values (see ParamValues: writable
+    ones follow later changes).
 
     String parameters with ``choices`` are checked on every later change, and so are ranges (rclpy
     enforces those itself)."""
@@ -106,7 +124,8 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(check_choices)
-    return SimpleNamespace(**values)
+    writable = [p.name for p in table if not p.read_only]
+    return ParamValues(node, {k: v for k, v in values.items() if k not in writable}, writable)
 
 
 def log_at(logger, level: str, message: str) -> None:

@@ -85,7 +85,7 @@ PARAMS = (
           read_only=True, choices=INTERPOLATIONS),
     Param("ensemble_decay", 0.01, "Temporal ensembling weight exp(-m*i), i = 0 for the oldest chunk.",
           range=(-10.0, 10.0)),
-    Param("max_chunk_age", 1.0, "A chunk is used at most this long [s] after its frame.", range=(0.0, 60.0)),
+    Param("max_chunk_age", 1.0, "A chunk is used at most this long [s] after its frame.", range=(0.001, 60.0)),
     Param("accept_mono", False, "Act on single-channel frames (mono8, 8UC1, mono16: grey or infrared) as RGB; "
                                 "false: refused, as a colour policy would act on the wrong stream.", read_only=True),
     Param("image_transport", "raw", "Subscribe to camera/image_raw (raw) or its /compressed topic.",
@@ -326,6 +326,7 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         if now <= 0.0:   # sim time before the first /clock message: no time to compare with
             return
+        self._follow_params()
         monitor = self.clocks[source]
         monitor.add(stamp, now)
         changed = self.events.edge(f"clock.{source}", monitor.state() in ("ahead", "behind"))
@@ -523,12 +524,23 @@ class PolicyNode(LifecycleNode):
             return   # a new chunk's command went out within this control period
         self._send_command(now)
 
+    def _follow_params(self) -> None:
+        """Writable parameters changed at run time (`ros2 param set`: blend, ensemble_decay, max_chunk_age,
+        future_tolerance, max_input_age) take effect on the next command and frame: the blender and the clock
+        monitors were made with the values at configure."""
+        b = self.blender
+        b.mode, b.ensemble_decay, b.max_chunk_age = self.p.blend, float(self.p.ensemble_decay), \
+            float(self.p.max_chunk_age)
+        for monitor in self.clocks.values():
+            monitor.future_tolerance, monitor.max_age = float(self.p.future_tolerance), float(self.p.max_input_age)
+
     def _send_command(self, now: float) -> None:
         """Publish the blended action for time now (from the control timer, and as each new chunk arrives)."""
         with self._send_lock:
             with self._lock:
                 if not self._active:
                     return
+                self._follow_params()
                 action = self.blender.action_at(now)
             if action is None:
                 self.counts["no_chunk"] += 1
