@@ -54,7 +54,9 @@ def run_episode(world, runtime, instruction: str, executor: ChunkExecutor, max_s
         path += float(np.linalg.norm(now - previous))
         previous = now
     # How far the hand went (path) and ended up (net): a policy that never moves the arm shows here.
+    progress = world.progress   # graded: 1 on success, else the best shaped reward's share (None: no reward)
     return {"success": bool(world.success), "steps": int(world.step_count),
+            "progress": None if progress is None else round(progress, 4),
             "ee_path_m": round(path, 4), "ee_net_m": round(float(np.linalg.norm(previous - start)), 4),
             "policy_ms_p50": round(float(np.median(latencies)) * 1e3, 2) if latencies else None}
 

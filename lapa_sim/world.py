@@ -60,6 +60,7 @@ class SimWorld(ArmWorld):
         self.seed = int(seed)
         self.step_count = 0
         self._success = False
+        self._best_reward = 0.0   # the best shaped reward of the episode (ArmWorld.progress)
         self._obs: Optional[np.ndarray] = None
         self._build()
         self.reset(seed)
@@ -141,6 +142,7 @@ class SimWorld(ArmWorld):
         env._freeze_rand_vec = True
         self.step_count = 0
         self._success = False
+        self._best_reward = 0.0
 
     @property
     def control_period(self) -> float:
@@ -163,8 +165,10 @@ class SimWorld(ArmWorld):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(self.substeps):
-                self._obs, _, _, _, info = self._env.step(action)
+                self._obs, reward, _, _, info = self._env.step(action)
                 self._success = self._success or bool(info.get("success", False))
+                if np.isfinite(reward):
+                    self._best_reward = max(self._best_reward, float(reward))
         self.step_count += 1
         return StepResult(success=self._success, step=self.step_count, done=self.done)
 

@@ -6,6 +6,8 @@ Plain Python with no ROS import, like the worlds.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
+
 import numpy as np
 
 from .tasks import CameraSpec
@@ -23,6 +25,7 @@ class ArmWorld:
     ``_success`` (latched per episode) and ``_renderer`` and has ``ee_position`` and ``gripper_state``."""
 
     STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")
+    REWARD_SCALE = 10.0   # Meta-World v3's shaped rewards lie in 0..10
     _renderer = None
 
     @property
@@ -33,6 +36,17 @@ class ArmWorld:
     @property
     def done(self) -> bool:
         return self._success or self.step_count >= self.task.max_steps
+
+    @property
+    def progress(self) -> Optional[float]:
+        """How far this episode got, 0..1: 1 once it succeeded, else the best of the environment's own shaped
+        reward so far over its scale (Meta-World's: 0..10, reaching then moving the object counts). None
+        where the environment has no shaped reward (the Panda's tasks). A graded outcome for settings where
+        success alone is at its floor (tasks a policy never saw demonstrated)."""
+        if self._success:
+            return 1.0
+        best = getattr(self, "_best_reward", None)
+        return None if best is None else float(min(max(best / self.REWARD_SCALE, 0.0), 1.0))
 
     @property
     def state(self) -> np.ndarray:

@@ -72,6 +72,12 @@ def test_quick_preset_writes_tables_plot_and_per_cell_results(quick):
         assert "gap_closure" in summary and "lapa_minus_scratch" in summary
     assert set(results["cross_task"]["video_only"]["arms"]["lapa"]["tasks"]) == {"tap-switch"}
     assert set(results["cross_task"]["held_out"]["arms"]["lapa"]["tasks"]) == {"swing-shut"}
+    # and how far those episodes got (graded 0..1, success counting 1), with the same paired intervals
+    progress = results["cross_task_progress"]["video_only"]
+    assert progress["metric"] == "progress" and set(progress["arms"]) == {"scratch", "lapa", "action"}
+    for arm in progress["arms"].values():
+        assert 0.0 <= arm["ci"][0] <= arm["progress"] <= arm["ci"][1] <= 1.0
+    assert "| progress |" in (out / "results" / "results.md").read_text()
     assert set(results["cross_env"]["arms"]) == {"scratch", "lapa", "action"}
     md = (out / "results" / "results.md").read_text()
     for heading in ("In-domain few-shot", "Cross-task", "Held out", "Cross-environment", "Per task"):

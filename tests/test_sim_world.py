@@ -84,6 +84,24 @@ def test_episode_ends_at_the_step_limit(world):
     assert world.step_count == world.task.max_steps and not world.success
 
 
+def test_progress_grades_an_episode_between_standing_still_and_success(world):
+    """progress: 1 on success, else the best shaped reward's share; the expert halfway scores above an arm
+    that never moved, and every episode starts again from nothing."""
+    world.reset(4)
+    for _ in range(10):
+        world.step(np.zeros(3), 0.0)
+    still = world.progress
+    world.reset(4)
+    assert world.progress == 0.0
+    for _ in range(12):   # part of the way: the hand goes to the puck
+        world.step(*world.expert_command())
+    halfway = world.progress
+    assert not world.success and 0.0 <= still < halfway < 1.0, (still, halfway)
+    while not world.done:
+        world.step(*world.expert_command())
+    assert world.success and world.progress == 1.0
+
+
 def test_recorded_gripper_state_matches_what_the_policy_node_computes_live(world, tmp_path):
     """Training data (SimWorld.state) and deployment (the policy node applying the dataset's gripper
     mapping, carried into the model card, to the simulated arm's joint_states) agree."""

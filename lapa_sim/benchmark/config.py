@@ -233,7 +233,13 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
     if config.uses("cross-env"):
         if config.view in ("", "default"):
             raise BenchmarkConfigError("cross-env needs a view other than the default (--set view=NAME)")
-        catalogue.view(config.view)
+        try:
+            catalogue.view(config.view)
+        except ValueError as e:
+            raise BenchmarkConfigError(
+                f"cross-env pretrains on video seen from the view '{config.view}': {e}. Add it under `views:` in "
+                "the catalogue (camera and light, as lapa_sim/tasks.yaml does), name another with --set view=NAME, "
+                "or leave cross-env out (--settings in-domain,cross-task)") from e
     if not config.shots or min(config.shots) < 1 or config.cross_shots < 1:
         raise BenchmarkConfigError(f"shots must be >= 1, got {list(config.shots)} and cross_shots {config.cross_shots}")
     largest = max(config.finetune_shots or (0,))

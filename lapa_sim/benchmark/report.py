@@ -14,8 +14,10 @@ from .stats import summarize
 ARM_LABELS = {"scratch": "scratch", "lapa": "LAPA", "action": "action-pretrained"}
 
 
-def _outcomes(bench, setting: str, arm: str, k: int, group: str) -> Optional[Dict]:
-    """{task: {seed: [0/1, ...]}} of one arm, or None when a cell has no evaluation yet."""
+def _outcomes(bench, setting: str, arm: str, k: int, group: str, metric: str = "success") -> Optional[Dict]:
+    """{task: {seed: [0/1, ...]}} of one arm (``metric`` "progress": graded 0..1), or None when a cell has no
+    evaluation yet or an episode has no such value (evaluated before episodes recorded their progress, or a
+    world without a shaped reward)."""
     out: Dict = {}
     for seed in bench.config.seeds:
         path = bench.cell(setting, arm, k, seed) / f"eval_{group}.json"
@@ -23,7 +25,10 @@ def _outcomes(bench, setting: str, arm: str, k: int, group: str) -> Optional[Dic
             return None
         result = json.loads(path.read_text())
         for task, entry in result["tasks"].items():
-            out.setdefault(task, {})[seed] = [float(e["success"]) for e in entry["episodes"]]
+            values = [e.get(metric) for e in entry["episodes"]]
+            if any(v is None for v in values):
+                return None
+            out.setdefault(task, {})[seed] = [float(v) for v in values]
     return out
 
 
@@ -36,11 +41,11 @@ def _fmt(x: Optional[float], ci: Optional[List[float]] = None, pct: bool = True)
     return f"{x:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
-def arm_outcomes(bench, arms_cells: Dict[str, tuple], group: str) -> Optional[Dict]:
+def arm_outcomes(bench, arms_cells: Dict[str, tuple], group: str, metric: str = "success") -> Optional[Dict]:
     """{arm: outcomes} of one folder for {arm: (setting, K)} on a task group; None if any cell is missing."""
     data = {}
     for arm, (setting, k) in arms_cells.items():
-        outcomes = _outcomes(bench, setting, arm, k, group)
+        outcomes = _outcomes(bench, setting, arm, k, group, metric)
         if outcomes is None:
             return None
         data[arm] = outcomes
@@ -57,6 +62,7 @@ def collect(bench, compare: Optional[Callable[[Dict[str, tuple], str], Optional[
     """Every comparison the configuration asks for. ``compare({arm: (setting, K)}, task group)`` makes
     one summary (default: this folder's cells; `pool` passes one over several folders)."""
     c = bench.config
+    own_cells = compare is None
     if compare is None:
         compare = lambda cells, group: _comparison(bench, cells, group)  # noqa: E731
     results: Dict = {"config": c.to_dict(), "in_domain": {}, "cross_task": {}, "cross_env": None}
@@ -65,17 +71,25 @@ def collect(bench, compare: Optional[Callable[[Dict[str, tuple], str], Optional[
         for k in c.shots:
             results["in_domain"][str(k)] = compare({a: ("in-domain", k) for a in arms}, "targets")
     if c.uses("cross-task"):
+        if own_cells:
+            results["cross_task_progress"] = {}
         for group in ("video_only", "held_out"):
             if getattr(c, group):
-                results["cross_task"][group] = compare({a: ("in-domain", c.cross_shots) for a in arms}, group)
+                cells = {a: ("in-domain", c.cross_shots) for a in arms}
+                results["cross_task"][group] = compare(cells, group)
+                if own_cells:
+                    # Success is at its floor on tasks no demo showed: how far the episodes got tells more (the
+                    # world's graded progress; None where the cells did not record it).
+                    data = arm_outcomes(bench, cells, group, "progress")
+                    results["cross_task_progress"][group] = summarize(data, metric="progress") if data else None
     if c.uses("cross-env"):
         cells = {a: ("in-domain" if a == "scratch" else "cross-env", c.cross_shots) for a in arms}
         results["cross_env"] = compare(cells, "targets")
     return results
 
 
-def table_row(label: str, summary: Dict, arms: List[str]) -> str:
-    cells = [_fmt(summary["arms"][a]["success"], summary["arms"][a]["ci"]) for a in arms]
+def table_row(label: str, summary: Dict, arms: List[str], metric: str = "success") -> str:
+    cells = [_fmt(summary["arms"][a][metric], summary["arms"][a]["ci"]) for a in arms]
     diff = summary.get("lapa_minus_scratch")
     g = summary.get("gap_closure")
     return (f"| {label} | " + " | ".join(cells) + " | "
@@ -125,6 +139,12 @@ def markdown(results: Dict, wall_seconds: Optional[float] = None) -> str:
                  "held_out": "Held out: tasks in neither the video nor the demos"}[group]
         lines += [f"## {title} (K = {c['cross_shots']} demos of the targets)", "", header]
         lines.append(table_row("all", summary, arms) if summary else "| all | pending |")
+        progress = (results.get("cross_task_progress") or {}).get(group)
+        if progress:
+            lines.append(table_row("progress", progress, arms, "progress"))
+            lines += ["", "progress: how far an episode got, 1 on success, else the best of the environment's "
+                      "shaped reward over its scale (Meta-World: reaching, then moving the object, counts); "
+                      "mean in %, same intervals."]
         lines.append("")
     if c["settings"] and "cross-env" in c["settings"]:
         summary = results["cross_env"]

@@ -100,30 +100,34 @@ def gap_closure(lapa: float, scratch: float, action: float) -> Optional[float]:
     return float((lapa - scratch) / denominator)
 
 
-def summarize(arms: Mapping[str, Outcomes], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> Dict:
-    """Rates, intervals, per-task rates, and (when the three arms are there) G with its interval."""
+def summarize(arms: Mapping[str, Outcomes], resamples: int = 2000, seed: int = 0, level: float = 0.95,
+              metric: str = "success") -> Dict:
+    """Rates, intervals, per-task rates, and (when the three arms are there) G with its interval. The outcomes
+    may be graded (0..1, e.g. episodes' progress): ``metric`` names the key the arms' means are stored under."""
     draws = bootstrap(arms, resamples, seed)
     out: Dict = {"level": level, "resamples": resamples, "arms": {}}
+    if metric != "success":
+        out["metric"] = metric
     for name, outcomes in arms.items():
         episodes = sum(len(e) for seeds in outcomes.values() for e in seeds.values())
         seeds = sorted({s for seeds in outcomes.values() for s in seeds})
-        out["arms"][name] = {"success": success_rate(outcomes), "episodes": episodes, "seeds": seeds,
+        out["arms"][name] = {metric: success_rate(outcomes), "episodes": episodes, "seeds": seeds,
                              "tasks": per_task_rates(outcomes)}
-    _add_intervals(out, draws, level)
+    _add_intervals(out, draws, level, metric)
     return out
 
 
-def _add_intervals(out: Dict, draws: Mapping[str, np.ndarray], level: float) -> None:
+def _add_intervals(out: Dict, draws: Mapping[str, np.ndarray], level: float, metric: str = "success") -> None:
     """Each arm's interval, and LAPA - scratch and G (value and interval) where their arms are there,
-    from paired draws {arm: (resamples,)}; ``out["arms"][arm]["success"]`` holds the point estimates."""
+    from paired draws {arm: (resamples,)}; ``out["arms"][arm][metric]`` holds the point estimates."""
     for name in draws:
         out["arms"][name]["ci"] = list(interval(draws[name], level))
     if {"scratch", "lapa"} <= set(draws):
         diff = draws["lapa"] - draws["scratch"]
-        out["lapa_minus_scratch"] = {"value": out["arms"]["lapa"]["success"] - out["arms"]["scratch"]["success"],
+        out["lapa_minus_scratch"] = {"value": out["arms"]["lapa"][metric] - out["arms"]["scratch"][metric],
                                      "ci": list(interval(diff, level))}
     if {"scratch", "lapa", "action"} <= set(draws):
-        rates = {k: out["arms"][k]["success"] for k in ("scratch", "lapa", "action")}
+        rates = {k: out["arms"][k][metric] for k in ("scratch", "lapa", "action")}
         g = gap_closure(rates["lapa"], rates["scratch"], rates["action"])
         denominator = draws["action"] - draws["scratch"]
         ok = denominator > 0.01
