@@ -296,3 +296,59 @@ def test_policy_lifecycle_transitions_in_the_wrong_order_are_refused_without_a_c
         graph.check_alive()
     finally:
         frames.stop()
+
+
+# ---------------------------------------------------------------------------------------------- time
+def test_controller_on_a_simulated_clock_that_jumps_back_holds_then_moves_again_once_armed(ros, start_graph):
+    """A simulator restarted: /clock starts again from a smaller time. The controller must not act on what was
+    stamped in the old time, must not crash, and once armed again commands in the new time move the arm."""
+    arm = Arm(ros, start_graph, sim_time=True)
+    arm.run(0.5, vy=None)
+    assert _trigger(ros, "arm").success
+    assert arm.moves_within(10), "armed on a simulated clock, commands did not move the arm"
+    # The clock stops: the last command goes stale, nothing moves.
+    n = len(arm.outputs)
+    time.sleep(1.0)
+    assert not _moving(arm.outputs[n:])
+    # The simulator restarts: its clock begins again at 1 s.
+    arm.time = 1.0
+    assert not _moving(arm.run(1.0, vy=None)), "moved after the clock jumped back, with no command"
+    assert not _moving(arm.run(1.0)), "commands of the new time moved the arm before it was armed again"
+    assert _trigger(ros, "arm").success
+    assert arm.moves_within(10), "after the clock jumped back and arming again, commands never moved the arm"
+    arm.graph.check_alive()
+    assert arm.graph.log("arm_controller").count("the clock jumped back") == 1
+
+
+def test_policy_on_a_simulated_clock_that_jumps_back_acts_again_on_frames_of_the_new_time(ros, start_graph,
+                                                                                       tiny_exports):
+    """The simulator restarts: /clock and the frames' stamps begin again from a smaller time. Before, the
+    activation time and the blender's latest query stayed in the old time: every new frame counted as "taken
+    before activation" and the policy held until the clock caught up with the old time."""
+    from rosgraph_msgs.msg import Clock
+
+    graph, chunks, twists, images = _policy(ros, start_graph, tiny_exports, real_time=False)
+    clock = ros.node.create_publisher(Clock, "/clock", COMMAND_QOS)
+    sim = {"t": 100.0}
+
+    def step():
+        sim["t"] += 0.05
+        clock.publish(Clock(clock=sec_to_stamp(sim["t"])))
+        time.sleep(0.01)
+        images.publish(image_msg(RGB, sec_to_stamp(sim["t"]), "cam"))
+
+    frames = Loop(step)
+    try:
+        ros.wait_for(lambda: len(chunks) >= 3, 60, "chunks on the simulated clock")
+        sim["t"] = 1.0   # restarted
+        ros.wait_for(lambda: any(stamp_to_sec(c.header.stamp) < 50 for c in list(chunks)), 30,
+                     "chunks of frames stamped after the clock jumped back")
+        ros.wait_for(lambda: any(stamp_to_sec(t.header.stamp) < 50 for t in list(twists)), 10,
+                     "commands stamped in the new time")
+        first = next(i for i, t in enumerate(list(twists)) if stamp_to_sec(t.header.stamp) < 50)
+        time.sleep(0.5)
+        assert all(stamp_to_sec(t.header.stamp) < 50 for t in list(twists)[first:]), "a command of the old time"
+    finally:
+        frames.stop()
+    graph.check_alive()
+    assert graph.log("policy").count("the clock jumped back") == 1

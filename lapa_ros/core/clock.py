@@ -9,11 +9,13 @@ old image), or queued until the receiver's clock catches up. So:
   * ``ClockOffsetMonitor`` estimates, per source, the smallest ``arrival - stamp`` over a window of
     recent messages. With synchronised clocks that is the transport delay (>= 0, milliseconds); below
     ``-future_tolerance`` the source's clock is ahead of ours by at least that much; above
-    ``max_age`` every message arrives too old to act on (its clock is behind, or the link is slow).
+    ``max_age`` every message arrives too old to act on (its clock is behind, or the link is slow);
+  * ``BackwardJumpDetector`` notices the node's own clock going back (a restarted simulator's /clock).
 """
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from typing import Dict, Optional
 
@@ -86,3 +88,32 @@ class ClockOffsetMonitor:
         d = self.min_delay
         return {f"clock.{source}.state": self.state(),
                 f"clock.{source}.min_delay_s": "" if d is None else f"{d:.4f}"}
+
+
+class BackwardJumpDetector:
+    """Notices a clock that runs backwards: a simulator restarted on use_sim_time (its /clock begins again
+    near zero), or a wall clock stepped back.
+
+    Everything a node keeps in that clock's time (the arm time, the newest robot state's stamp, a chunk's
+    frame stamp, an activation time) then lies in the future: compared with the new time, fresh inputs read
+    as "before the arm time" or are pruned as already past, and nothing moves until the clock catches up with
+    the old time (perhaps never). ``check(now)`` returns how far the clock went back [s] once per jump, so the
+    node can drop that state; rclpy's timers re-base themselves on such a jump, but the node's own
+    bookkeeping does not. Thread-safe."""
+
+    def __init__(self, tolerance: float = 0.0):
+        self.tolerance = float(tolerance)
+        self._latest: Optional[float] = None
+        self._lock = threading.Lock()
+
+    def check(self, now: float) -> Optional[float]:
+        """None, or how far ``now`` lies before the latest time seen (then ``now`` becomes the latest)."""
+        now = float(now)
+        if not math.isfinite(now):
+            return None
+        with self._lock:
+            latest, jumped = self._latest, None
+            if latest is not None and now < latest - self.tolerance:
+                jumped = latest - now
+            self._latest = now if latest is None or jumped is not None else max(latest, now)
+            return jumped

@@ -54,6 +54,7 @@ COMMAND_FROM_FUTURE = "command_from_future"
 NON_FINITE_COMMAND = "non_finite_command"
 NO_EE_POSITION = "no_ee_position"
 NON_FINITE_JOINT_STATE = "non_finite_joint_state"
+CLOCK_JUMPED_BACK = "clock_jumped_back"
 # Clamps: the output still moves, less than asked.
 LINEAR_SPEED_CLAMPED = "linear_speed_clamped"
 ANGULAR_SPEED_CLAMPED = "angular_speed_clamped"
@@ -76,6 +77,8 @@ REASON_TEXT = {
     NON_FINITE_COMMAND: "command with NaN/Inf: refused, holding",
     NO_EE_POSITION: "end-effector position unknown (no ee_pose / joint_states yet): holding",
     NON_FINITE_JOINT_STATE: "joint state with NaN/Inf: nothing sent",
+    CLOCK_JUMPED_BACK: "the clock jumped back (a simulator restarted?): DISARMED, the last command dropped "
+                       "(call arm_controller/arm to move again)",
     LINEAR_SPEED_CLAMPED: "linear speed above max_linear_speed: clamped",
     ANGULAR_SPEED_CLAMPED: "angular speed above max_angular_speed: clamped",
     WORKSPACE_CLAMPED: "motion towards a workspace box face: clamped at the face",
@@ -302,6 +305,21 @@ class SafetyGate:
             self._state = GateState.DISARMED
             reason, self._estop_reason = self._estop_reason, ""
             return True, f"e-stop released (was: {reason}); arm to move again"
+
+    def clock_jumped_back(self) -> None:
+        """The time base went back (a simulator restarted under use_sim_time): DISARM and forget the stamps
+        seen. The arm time and the last command lie in the new time's future, so as they were the gate would
+        refuse every fresh command as "before the arm time" until the clock caught up with the old time; and
+        the world behind the clock has restarted, so motion waits for a new arm(), as after an e-stop. A
+        latched e-stop stays latched."""
+        with self._lock:
+            if self._state is GateState.ARMED:
+                self._state = GateState.DISARMED
+            self._armed_at = -math.inf
+            self._last_command_stamp = None
+            self._latest_stamp_seen = -math.inf
+            self._counters[CLOCK_JUMPED_BACK] += 1
+            self._last_reason = CLOCK_JUMPED_BACK
 
     # ------------------------------------------------------------------ bookkeeping
     def _record(self, reasons: Sequence[str], hold: bool) -> None:

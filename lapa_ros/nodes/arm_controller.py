@@ -61,10 +61,11 @@ from builtin_interfaces.msg import Duration
 
 from lapa_models.text import printable
 
-from lapa_ros.core.clock import ClockOffsetMonitor
+from lapa_ros.core.clock import BackwardJumpDetector, ClockOffsetMonitor
 from lapa_ros.core.events import EventLog, suffix
 from lapa_ros.core.kinematics import KinematicChain, UrdfError
-from lapa_ros.core.safety import (DISARMED, ESTOP, IDLE_HOLDS, NO_COMMAND, REASON_TEXT, SafetyGate, SafetyLimits)
+from lapa_ros.core.safety import (CLOCK_JUMPED_BACK, DISARMED, ESTOP, IDLE_HOLDS, NO_COMMAND, REASON_TEXT, SafetyGate,
+                                  SafetyLimits)
 from lapa_ros.interfaces.messages import sec_to_stamp, stamp_to_sec, twist_msg, twist_to_arrays
 from lapa_ros.bringup.paths import urdf_file
 from lapa_ros.interfaces.ros_common import (COMMAND_QOS, Param, StartupError, declare_params, diagnostics_message, log_at,
@@ -112,6 +113,7 @@ class ArmControllerNode(Node):
         self.period = 1.0 / self.p.control_rate
         self._sim_clock = bool(self.get_parameter("use_sim_time").value)
         self._state_time = -math.inf   # simulated clock: the newest robot state's stamp (see _now)
+        self._clock_jumps = BackwardJumpDetector()   # simulated clock: a restarted simulator's /clock
         try:
             limits = SafetyLimits(max_linear_speed=self.p.max_linear_speed, max_angular_speed=self.p.max_angular_speed,
                                   workspace_min=tuple(self.p.workspace_min), workspace_max=tuple(self.p.workspace_max),
@@ -181,7 +183,24 @@ class ArmControllerNode(Node):
         after a command answering the frame of the same instant: read as the clock alone, the command was
         "from the future" (after a reset's clock jump) and refused."""
         now = self.get_clock().now().nanoseconds * 1e-9
-        return max(now, self._state_time) if self._sim_clock else now
+        if not self._sim_clock:
+            return now
+        jump = self._clock_jumps.check(now)
+        if jump is not None:
+            self._clock_jumped_back(jump)
+        return max(now, self._state_time)
+
+    def _clock_jumped_back(self, jump: float) -> None:
+        """The simulated clock went back (the simulator restarted): what was kept in the old time (the newest
+        state's stamp, the arm time, the last command) would hold the arm until the clock caught up with it, and
+        the restarted world is not the one that was armed. Drop it all, hold and disarm: arm again to move."""
+        self._state_time = -math.inf
+        with self._lock:
+            self._twist = None
+        self._q_target = None
+        self.gate.clock_jumped_back()
+        self._send_hold(0.0)   # stamped zero, as the gate's own holds on a simulated clock (see _step)
+        self._event(CLOCK_JUMPED_BACK, f"{REASON_TEXT[CLOCK_JUMPED_BACK]} ({jump:.3f} s back)", "error")
 
     def _saw_state(self, stamp) -> None:
         if self._sim_clock:

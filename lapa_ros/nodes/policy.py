@@ -52,7 +52,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from lapa_ros.core.actions import ActionLayout
 from lapa_ros.core.alignment import StampedBuffer
 from lapa_models.policy.chunking import INTERPOLATIONS, MODES, ChunkBlender
-from lapa_ros.core.clock import FROM_FUTURE, ClockOffsetMonitor, input_age_problem
+from lapa_ros.core.clock import FROM_FUTURE, BackwardJumpDetector, ClockOffsetMonitor, input_age_problem
 from lapa_ros.core.events import EventLog, suffix
 from lapa_ros.core.images import ImageConversionError, mono_problem
 from lapa_models.data.robot_state import GripperMapping, assemble_state
@@ -120,6 +120,7 @@ class PolicyNode(LifecycleNode):
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self._last_command = -float("inf")
         self._acting_since = -float("inf")   # frames stamped before the last activation are not acted on
+        self._clock_jumps = BackwardJumpDetector()   # simulated clock: a restarted simulator's /clock
         self._worker: Optional[threading.Thread] = None
         self._running = False
         self.events = EventLog(self.p.log_throttle)
@@ -237,10 +238,11 @@ class PolicyNode(LifecycleNode):
         result = super().on_activate(state)     # enables the lifecycle publishers
         if result != TransitionCallbackReturn.SUCCESS:
             return result
+        now = self._now()   # before the lock: a clock that jumped back is handled under it (_now)
         with self._lock:
             self.blender.reset()
             self._active = True
-            self._acting_since = self._now()
+            self._acting_since = now
             self._frame_ready.notify()
         self.get_logger().info("active")
         return TransitionCallbackReturn.SUCCESS
@@ -308,7 +310,28 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        """The node clock; on a simulated clock a jump back (the simulator restarted) is handled first."""
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self._sim_time:
+            jump = self._clock_jumps.check(now)
+            if jump is not None:
+                self._clock_jumped_back(now, jump)
+        return now
+
+    def _clock_jumped_back(self, now: float, jump: float) -> None:
+        """What was kept in the old time lies in the new time's future: the activation time (every new frame
+        would be "taken before activation"), the chunks and the blender's latest query (every new chunk would
+        be pruned as already past), the robot states. The policy held until the clock caught up with the old
+        time, perhaps never. Drop it all: the first command comes from the first frame after the jump."""
+        with self._lock:
+            if self.runtime is not None:
+                self.blender.reset()
+                self._ee_positions.clear()
+                self._grippers.clear()
+            self._acting_since = now
+            self._last_command = -float("inf")
+        self._event("clock_jumped_back", f"the clock jumped back {jump:.3f} s (a simulator restarted?): chunks and "
+                                         f"states of the old time dropped, acting on frames from now on", "error")
 
     def _clock_at_least(self, stamp: float) -> float:
         """Now; on a simulated clock at least the frame's stamp: the simulator stamps each frame with the time it
