@@ -133,13 +133,15 @@ class Arm:
     def command(self, vy=0.05):
         self.twist.publish(twist_msg(np.array([0.0, vy, 0.0]), sec_to_stamp(self.now()), "world"))
 
-    def run(self, seconds, vy=0.05, dt=0.05):
-        """Robot steps with one command each for `seconds` of wall time; the outputs they brought."""
+    def run(self, seconds, vy=0.05, dt=0.05, state=True):
+        """Robot steps with one command each for `seconds` of wall time; the outputs they brought.
+        state false: the robot's state publisher has stopped (no ee_pose)."""
         n = len(self.outputs)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.graph.check_alive()
-            self.tick(dt)
+            if state:
+                self.tick(dt)
             time.sleep(0.01)
             if vy is not None:
                 self.command(vy)
@@ -188,6 +190,26 @@ def test_controller_services_in_the_wrong_state_refuse_clearly_and_the_arm_holds
     assert not _trigger(ros, "release_estop").message.startswith("e-stop released")
     log = arm.graph.log("arm_controller")
     assert "release it first, then arm" in log
+
+
+def test_controller_with_a_stale_robot_state_refuses_to_arm_and_holds_while_armed(ros, start_graph):
+    """The robot's state publisher stops (a driver crashed, its link dropped) while commands keep coming. The
+    controller kept the last ee_pose forever: it armed, and passed commands on with the workspace box checked
+    against a position that no longer was the arm's."""
+    arm = Arm(ros, start_graph)
+    arm.run(0.5, vy=None)
+    time.sleep(1.5)   # no state since
+    refused = _trigger(ros, "arm")
+    assert not refused.success and "robot state" in refused.message, refused.message
+    assert not _moving(arm.run(0.5, state=False)), "moved with a stale robot state"
+    arm.run(0.3, vy=None)
+    assert _trigger(ros, "arm").success
+    assert arm.moves_within(10), "armed with a fresh state, commands did not move the arm"
+    arm.run(1.0, state=False)   # the state stops while armed
+    assert not _moving(arm.run(1.0, state=False)), "commands moved the arm a second after its state stopped"
+    assert arm.moves_within(10), "the state flows again: commands did not move the arm"
+    log = arm.graph.log("arm_controller")
+    assert "robot state" in log and log.count("not armed") == 1
 
 
 # ---------------------------------------------------------------------------------------------- policy

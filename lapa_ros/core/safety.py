@@ -9,6 +9,8 @@ Deliberately free of ROS (the arm controller node delegates to it and publishes 
   * after arming, only commands stamped after the arm time move the arm (a command queued before an
     e-stop cannot resume motion by itself);
   * watchdog: a command older than `command_timeout` holds the arm;
+  * a robot state (reported with `robot_state(now)`) older than `state_timeout` holds the arm, and `arm()`
+    refuses: the workspace box would be checked against a position that is no longer the arm's;
   * NaN/Inf commands hold; the linear and angular speeds are clamped (direction kept);
   * a workspace box in the base frame: velocity components that would leave the box within one
     control period are scaled down so the next position stays inside; outside the box, only motion
@@ -55,6 +57,7 @@ NON_FINITE_COMMAND = "non_finite_command"
 NO_EE_POSITION = "no_ee_position"
 NON_FINITE_JOINT_STATE = "non_finite_joint_state"
 CLOCK_JUMPED_BACK = "clock_jumped_back"
+STALE_STATE = "stale_state"
 # Clamps: the output still moves, less than asked.
 LINEAR_SPEED_CLAMPED = "linear_speed_clamped"
 ANGULAR_SPEED_CLAMPED = "angular_speed_clamped"
@@ -77,6 +80,7 @@ REASON_TEXT = {
     NON_FINITE_COMMAND: "command with NaN/Inf: refused, holding",
     NO_EE_POSITION: "end-effector position unknown (no ee_pose / joint_states yet): holding",
     NON_FINITE_JOINT_STATE: "joint state with NaN/Inf: nothing sent",
+    STALE_STATE: "no robot state (ee_pose / joint_states) within state_timeout (its publisher stopped?): holding",
     CLOCK_JUMPED_BACK: "the clock jumped back (a simulator restarted?): DISARMED, the last command dropped "
                        "(call arm_controller/arm to move again)",
     LINEAR_SPEED_CLAMPED: "linear speed above max_linear_speed: clamped",
@@ -135,6 +139,7 @@ class SafetyLimits:
     command_timeout: float = 0.25         # [s] older commands hold the arm
     control_period: float = 0.01          # [s] look-ahead of the workspace clamp (one controller cycle)
     future_tolerance: float = 0.05        # [s] commands stamped further ahead of `now` hold (clock mismatch)
+    state_timeout: float = 0.5            # [s] a robot state received longer ago holds the arm, refuses arm()
     joint_position_lower: Optional[Tuple[float, ...]] = None  # [rad | m] per joint, chain order
     joint_position_upper: Optional[Tuple[float, ...]] = None
     joint_velocity_limits: Optional[Tuple[float, ...]] = None  # [rad/s | m/s]
@@ -147,7 +152,7 @@ class SafetyLimits:
         for name in ("joint_position_lower", "joint_position_upper", "joint_velocity_limits"):
             object.__setattr__(self, name, _optional_vector(getattr(self, name), name))
         for name in ("max_linear_speed", "max_angular_speed", "command_timeout", "control_period",
-                     "future_tolerance", "joint_limit_margin", "joint_velocity_scale"):
+                     "future_tolerance", "state_timeout", "joint_limit_margin", "joint_velocity_scale"):
             value = getattr(self, name)
             try:
                 number = float(value)
@@ -158,6 +163,8 @@ class SafetyLimits:
             object.__setattr__(self, name, number)
         if self.control_period <= 0:
             raise ValueError(f"control_period must be > 0, got {self.control_period}")
+        if self.state_timeout <= 0:
+            raise ValueError(f"state_timeout must be > 0, got {self.state_timeout}")
         if not 0 < self.joint_velocity_scale <= 1:
             raise ValueError(f"joint_velocity_scale must be in (0, 1], got {self.joint_velocity_scale}")
         lo, hi = np.array(self.workspace_min), np.array(self.workspace_max)
@@ -244,6 +251,7 @@ class SafetyGate:
         self._last_hold = True
         self._last_command_stamp: Optional[float] = None
         self._latest_stamp_seen = -math.inf
+        self._state_at: Optional[float] = None   # when the latest robot state arrived (robot_state)
         self._estop_count = 0
         self._cycles = 0
 
@@ -275,6 +283,10 @@ class SafetyGate:
             if self._state is GateState.ESTOP:
                 return False, f"e-stop is latched ({self._estop_reason}): release it first, then arm"
             t = self._time(now)
+            age = self._state_age(t)
+            if age is not None and age > self.limits.state_timeout:
+                return False, (f"the last robot state (ee_pose / joint_states) arrived {age:.2f} s ago, more than "
+                               f"state_timeout {self.limits.state_timeout} s (its publisher stopped?): not armed")
             self._armed_at = t if t is not None else self._latest_stamp_seen
             was_armed = self._state is GateState.ARMED
             self._state = GateState.ARMED
@@ -306,6 +318,23 @@ class SafetyGate:
             reason, self._estop_reason = self._estop_reason, ""
             return True, f"e-stop released (was: {reason}); arm to move again"
 
+    def robot_state(self, now: float) -> None:
+        """A robot state (ee_pose, joint_states) arrived at ``now``. Until the first one, no state age is
+        checked (the filters hold on an unknown end-effector position instead)."""
+        with self._lock:
+            self._state_at = float(now)
+
+    def _state_age(self, now: Optional[float]) -> Optional[float]:
+        if now is None or self._state_at is None:
+            return None
+        return now - self._state_at
+
+    def state_stale(self, now: float) -> bool:
+        """Whether the latest robot state is older than state_timeout (never before the first one)."""
+        with self._lock:
+            age = self._state_age(float(now))
+            return age is not None and age > self.limits.state_timeout
+
     def clock_jumped_back(self) -> None:
         """The time base went back (a simulator restarted under use_sim_time): DISARM and forget the stamps
         seen. The arm time and the last command lie in the new time's future, so as they were the gate would
@@ -318,6 +347,7 @@ class SafetyGate:
             self._armed_at = -math.inf
             self._last_command_stamp = None
             self._latest_stamp_seen = -math.inf
+            self._state_at = None
             self._counters[CLOCK_JUMPED_BACK] += 1
             self._last_reason = CLOCK_JUMPED_BACK
 
@@ -366,7 +396,7 @@ class SafetyGate:
         command_stamp: the command's time [s]: its header stamp if the sender stamps at publish time,
         else the time it was received; None if no command has arrived yet.
         Checks in order: state, command stamp (none / before arm / from the future / stale), NaN,
-        end-effector position known; any failure holds. Then speed clamps, then the workspace clamp.
+        robot state fresh (see robot_state), end-effector position known; any failure holds. Then speed clamps, then the workspace clamp.
         """
         zero = np.zeros(3)
         with self._lock:
@@ -380,6 +410,10 @@ class SafetyGate:
                     raise ValueError(f"linear and angular need 3 values each, got {lin.shape} and {ang.shape}")
                 if not (np.all(np.isfinite(lin)) and np.all(np.isfinite(ang))):
                     reason = NON_FINITE_COMMAND
+            if reason is None:
+                age = self._state_age(now)
+                if age is not None and age > self.limits.state_timeout:
+                    reason = STALE_STATE
             if reason is None:
                 ee = None if ee_position is None else np.asarray(ee_position, dtype=float).reshape(-1)
                 if ee is None or ee.shape != (3,) or not np.all(np.isfinite(ee)):

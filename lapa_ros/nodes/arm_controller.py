@@ -86,6 +86,8 @@ PARAMS = (
     Param("workspace_max", [0.75, 0.45, 0.70], "Workspace box upper corner [m] in base_frame.", read_only=True),
     Param("command_timeout", 0.25, "Commands older than this [s] hold the arm (watchdog).", read_only=True,
           range=(0.001, 10.0)),
+    Param("state_timeout", 0.5, "A robot state (ee_pose / joint_states) older than this [s] holds the arm and "
+                                "refuses arming (its publisher stopped).", read_only=True, range=(0.001, 10.0)),
     Param("future_tolerance", 0.05, "Commands stamped further ahead of this computer's clock [s] are refused "
                                     "(the sender's clock runs ahead).", read_only=True, range=(0.0, 10.0)),
     Param("log_throttle", 5.0, "After its first line, each kind of refusal or clamp is logged at most once per "
@@ -118,7 +120,7 @@ class ArmControllerNode(Node):
             limits = SafetyLimits(max_linear_speed=self.p.max_linear_speed, max_angular_speed=self.p.max_angular_speed,
                                   workspace_min=tuple(self.p.workspace_min), workspace_max=tuple(self.p.workspace_max),
                                   command_timeout=self.p.command_timeout, control_period=self.period,
-                                  future_tolerance=self.p.future_tolerance,
+                                  future_tolerance=self.p.future_tolerance, state_timeout=self.p.state_timeout,
                                   joint_limit_margin=self.p.joint_limit_margin,
                                   joint_velocity_scale=self.p.joint_velocity_scale)
         except ValueError as e:
@@ -218,7 +220,7 @@ class ArmControllerNode(Node):
     def _srv(self, action):
         def handle(request, response):
             response.success, response.message = action()
-            self.get_logger().info(f"{response.message}")
+            log_at(self.get_logger(), "info" if response.success else "warning", response.message)
             if not self.gate.armed:
                 self._send_hold()
             return response
@@ -233,11 +235,13 @@ class ArmControllerNode(Node):
 
     def _on_ee_pose(self, msg: PoseStamped) -> None:
         self._saw_state(msg.header.stamp)
+        self.gate.robot_state(self._now())
         p = msg.pose.position
         self._ee_position = np.array([p.x, p.y, p.z])
 
     def _on_joint_states(self, msg: JointState) -> None:
         self._saw_state(msg.header.stamp)
+        self.gate.robot_state(self._now())
         self._joint_names, self._joint_positions = list(msg.name), list(msg.position)
 
     def _on_twist(self, msg: TwistStamped) -> None:
@@ -379,7 +383,9 @@ class ArmControllerNode(Node):
             self.pub_twist.publish(twist_msg(np.zeros(3), when, self.p.base_frame, np.zeros(3)))
             return
         q = self._current_q()
-        if q is not None:
+        # Joint backends hold at the measured joints; measured long ago (the state stopped), they may be far from
+        # the arm: then nothing is sent, and the controller keeps the last target, which was near the arm.
+        if q is not None and not self.gate.state_stale(self._now()):
             self._send_joints(q)
 
     def _send_joints(self, q: np.ndarray) -> None:
