@@ -212,6 +212,62 @@ def test_controller_with_a_stale_robot_state_refuses_to_arm_and_holds_while_arme
     assert "robot state" in log and log.count("not armed") == 1
 
 
+def test_controller_parameters_are_read_only_and_a_refused_change_leaves_the_limits_and_the_arm_alone(
+        ros, start_graph):
+    """Every limit of the controller is fixed at start (read-only): `ros2 param set` is refused with the reason,
+    the speed limit still clamps, and nothing moves because of the attempt. use_sim_time (rclpy's, writable)
+    switched on a real-time controller leaves it with no clock: it holds, and moves again when switched back."""
+    arm = Arm(ros, start_graph)
+    for name, value in [("max_linear_speed", 5.0), ("max_linear_speed", math.nan), ("max_linear_speed", "fast"),
+                        ("command_timeout", math.inf), ("backend", ""), ("base_frame", ""),
+                        ("state_timeout", -1.0), ("workspace_min", 0.0)]:
+        result = _set(ros, "arm_controller", name, value)
+        assert not result.successful and "read-only" in result.reason, (name, value, result.reason)
+    assert not _set(ros, "arm_controller", "use_sim_time", "yes").successful
+    assert not _moving(arm.run(0.5, vy=5.0)), "moved, disarmed, after refused parameter changes"
+    assert _trigger(ros, "arm").success
+    assert arm.moves_within(10, vy=5.0)
+    fastest = max(np.linalg.norm(twist_to_arrays(m)[0]) for m in arm.outputs)
+    assert fastest == pytest.approx(1.0), "max_linear_speed (1 m/s in the sim's settings) no longer clamps"
+    assert _set(ros, "arm_controller", "use_sim_time", True).successful
+    time.sleep(0.3)
+    assert not _moving(arm.run(1.0)), "moved on a simulated clock that has no /clock"
+    assert _set(ros, "arm_controller", "use_sim_time", False).successful
+    assert arm.moves_within(10), "use_sim_time switched back: commands did not move the arm"
+    arm.graph.check_alive()
+
+
+def test_simulator_parameters_bad_values_are_refused_and_a_new_lockstep_timeout_takes_effect(ros, start_graph):
+    """sim_robot's writable parameters: bad values are refused with the reason; lockstep_timeout (how long a
+    lockstep step waits for a command) changed at run time was accepted and ignored before."""
+    from rosgraph_msgs.msg import Clock
+
+    from lapa_ros.bringup.graph import sim_robot_node
+
+    graph = start_graph([sim_robot_node("reach", real_time=False, lockstep=True)])
+    clock = []
+    ros.node.create_subscription(Clock, "/clock", lambda m: clock.append((time.monotonic(), stamp_to_sec(m.clock))),
+                                 COMMAND_QOS)
+    ros.wait_for(lambda: clock, 60, "the simulated clock")
+    for name, value, why in [("task", "", "unknown task"), ("task", 3, "Wrong parameter type"),
+                             ("seed", -1, "out of range"), ("lockstep_timeout", math.nan, "out of range"),
+                             ("lockstep_timeout", 0.0, "out of range"), ("command_timeout", "0.1", "Wrong parameter"),
+                             ("real_time", True, "read-only"), ("image_width", 64, "read-only")]:
+        result = _set(ros, "sim_robot", name, value)
+        assert not result.successful and why.lower() in result.reason.lower(), (name, value, result.reason)
+
+    def steps_per_second(seconds):
+        start = len(clock)
+        time.sleep(seconds)
+        graph.check_alive()
+        return (len(clock) - start) / seconds
+
+    assert steps_per_second(2.0) <= 3, "no command: a lockstep step should wait lockstep_timeout (1 s)"
+    assert _set(ros, "sim_robot", "lockstep_timeout", 0.05).successful
+    time.sleep(1.2)   # the step waiting now ends on the old timeout
+    assert steps_per_second(2.0) >= 5, "lockstep_timeout 0.05 s was accepted but steps still wait 1 s"
+
+
 # ---------------------------------------------------------------------------------------------- policy
 def _policy(ros, start_graph, tiny_exports, **overrides):
     graph = start_graph([policy_node(str(tiny_exports["no_state"]), sim=False, log_throttle=1.0, **overrides)])
