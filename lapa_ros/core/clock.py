@@ -59,6 +59,10 @@ class ClockOffsetMonitor:
         if math.isfinite(stamp) and math.isfinite(arrival):
             self._delays.append(arrival - stamp)
 
+    def reset(self) -> None:
+        """Forget the delays seen (the receiver's clock jumped: they compare two different time lines)."""
+        self._delays.clear()
+
     @property
     def min_delay(self) -> Optional[float]:
         return min(self._delays) if self._delays else None

@@ -197,6 +197,7 @@ class ArmControllerNode(Node):
         state's stamp, the arm time, the last command) would hold the arm until the clock caught up with it, and
         the restarted world is not the one that was armed. Drop it all, hold and disarm: arm again to move."""
         self._state_time = -math.inf
+        self.command_clock.reset()
         with self._lock:
             self._twist = None
         self._q_target = None

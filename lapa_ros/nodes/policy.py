@@ -330,6 +330,8 @@ class PolicyNode(LifecycleNode):
                 self._grippers.clear()
             self._acting_since = now
             self._last_command = -float("inf")
+        for monitor in self.clocks.values():
+            monitor.reset()
         self._event("clock_jumped_back", f"the clock jumped back {jump:.3f} s (a simulator restarted?): chunks and "
                                          f"states of the old time dropped, acting on frames from now on", "error")
 

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from lapa_ros.core.clock import BackwardJumpDetector
+from lapa_ros.core.clock import BackwardJumpDetector, ClockOffsetMonitor
 from lapa_ros.core.safety import CLOCK_JUMPED_BACK, COMMAND_BEFORE_ARM, GateState, SafetyGate
 
 INSIDE = np.array([0.45, 0.0, 0.30])
@@ -52,3 +52,12 @@ def test_a_latched_estop_stays_latched_across_a_jump_back():
     gate.trigger_estop("test")
     gate.clock_jumped_back()
     assert gate.state is GateState.ESTOP and not gate.arm(now=1.0)[0]
+
+
+def test_a_clock_offset_monitor_forgets_the_delays_of_the_old_time():
+    m = ClockOffsetMonitor(10, 0.05, 0.2)
+    m.add(103.0, 1.0)   # a command of the old time arriving after the jump
+    assert m.state() == "ahead"
+    m.reset()
+    m.add(1.0, 1.01)
+    assert m.state() == "ok"
