@@ -117,6 +117,8 @@ class JoyTeleopNode(Node):
                 axes, buttons = self._evdev.axes_at(now, self.p.relative_axis_hold), list(self._evdev.buttons)
             else:
                 axes, buttons = self._axes, self._buttons
+        # Speeds changed at run time (`ros2 param set`) apply from this tick: the mapper was made with the start values.
+        self.mapper.max_linear, self.mapper.max_angular = self.p.max_linear_speed, self.p.max_angular_speed
         linear, angular, gripper, events = self.mapper.update(axes, buttons)
         for e in events:
             self.out.event(e)

@@ -69,6 +69,8 @@ class KeyboardTeleopNode(Node):
                     self.out.event(event)
 
     def _tick(self) -> None:
+        # Changed at run time (`ros2 param set`): from this tick on; the mapper was made with the start values.
+        self.mapper.max_linear, self.mapper.hold = self.p.max_linear_speed, self.p.key_hold
         self.out.command(self.mapper.velocity(self._now()), [0.0, 0.0, 0.0], self.mapper.gripper)
 
     def close(self) -> None:

@@ -268,6 +268,41 @@ def test_simulator_parameters_bad_values_are_refused_and_a_new_lockstep_timeout_
     assert steps_per_second(2.0) >= 5, "lockstep_timeout 0.05 s was accepted but steps still wait 1 s"
 
 
+def test_teleop_speed_changed_at_run_time_scales_the_next_commands_and_bad_values_are_refused(ros, start_graph):
+    """An operator slows the gamepad down with `ros2 param set`: accepted, and before ignored (the stick mapping
+    was made with the start value)."""
+    from sensor_msgs.msg import Joy
+
+    from lapa_ros.bringup.graph import NodeSpec
+
+    twists = []
+    ros.node.create_subscription(TwistStamped, "arm_controller/twist_cmd", twists.append, COMMAND_QOS)
+    joy = ros.node.create_publisher(Joy, "joy", COMMAND_QOS)
+    graph = start_graph([NodeSpec(name="gamepad_teleop", executable="gamepad_teleop_node",
+                                  module="lapa_ros.teleop.joy_teleop", config=("gamepad_teleop.yaml",))])
+    ros.wait_for(lambda: graph.dead() or joy.get_subscription_count() > 0, 30, "teleop node")
+    graph.check_alive()
+    stick = Loop(lambda: joy.publish(Joy(axes=[0.0, -1.0, 0.0, 0.0, 0.0, 0.0], buttons=[0] * 8)))
+    try:
+        ros.wait_for(lambda: len(twists) > 3, 10, "commands")
+        for value, why in [(math.nan, "out of range"), (3.0, "out of range"), (-0.1, "out of range"),
+                           ("slow", "Wrong parameter type")]:
+            result = _set(ros, "gamepad_teleop", "max_linear_speed", value)
+            assert not result.successful and why in result.reason, (value, result.reason)
+        assert not _set(ros, "gamepad_teleop", "rate", 100.0).successful
+        n = len(twists)
+        ros.wait_for(lambda: len(twists) > n + 3, 10, "commands after refused changes")
+        assert np.linalg.norm(twist_to_arrays(twists[-1])[0]) == pytest.approx(0.1)
+        assert _set(ros, "gamepad_teleop", "max_linear_speed", 0.02).successful
+        time.sleep(0.3)
+        n = len(twists)
+        ros.wait_for(lambda: len(twists) > n + 3, 10, "commands after the change")
+        assert np.linalg.norm(twist_to_arrays(twists[-1])[0]) == pytest.approx(0.02), "the new speed is ignored"
+    finally:
+        stick.stop()
+    graph.check_alive()
+
+
 # ---------------------------------------------------------------------------------------------- policy
 def _policy(ros, start_graph, tiny_exports, **overrides):
     graph = start_graph([policy_node(str(tiny_exports["no_state"]), sim=False, log_throttle=1.0, **overrides)])
