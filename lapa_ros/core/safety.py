@@ -140,6 +140,7 @@ class SafetyLimits:
     control_period: float = 0.01          # [s] look-ahead of the workspace clamp (one controller cycle)
     future_tolerance: float = 0.05        # [s] commands stamped further ahead of `now` hold (clock mismatch)
     state_timeout: float = 0.5            # [s] a robot state received longer ago holds the arm, refuses arm()
+                                          # (checked once robot_state() was called: the node does on a wall clock)
     joint_position_lower: Optional[Tuple[float, ...]] = None  # [rad | m] per joint, chain order
     joint_position_upper: Optional[Tuple[float, ...]] = None
     joint_velocity_limits: Optional[Tuple[float, ...]] = None  # [rad/s | m/s]

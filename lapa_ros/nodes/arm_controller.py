@@ -87,7 +87,8 @@ PARAMS = (
     Param("command_timeout", 0.25, "Commands older than this [s] hold the arm (watchdog).", read_only=True,
           range=(0.001, 10.0)),
     Param("state_timeout", 0.5, "A robot state (ee_pose / joint_states) older than this [s] holds the arm and "
-                                "refuses arming (its publisher stopped).", read_only=True, range=(0.001, 10.0)),
+                                "refuses arming (its publisher stopped). Wall clock only: not under use_sim_time.",
+          read_only=True, range=(0.001, 10.0)),
     Param("future_tolerance", 0.05, "Commands stamped further ahead of this computer's clock [s] are refused "
                                     "(the sender's clock runs ahead).", read_only=True, range=(0.0, 10.0)),
     Param("log_throttle", 5.0, "After its first line, each kind of refusal or clamp is logged at most once per "
@@ -206,10 +207,16 @@ class ArmControllerNode(Node):
         self._event(CLOCK_JUMPED_BACK, f"{REASON_TEXT[CLOCK_JUMPED_BACK]} ({jump:.3f} s back)", "error")
 
     def _saw_state(self, stamp) -> None:
-        if self._sim_clock:
-            t = stamp_to_sec(stamp)
-            if math.isfinite(t):
-                self._state_time = max(self._state_time, t)
+        """A robot state arrived. On the wall clock its arrival times the state's age (state_timeout). Not on a
+        simulated clock: a lockstep simulator publishes nothing while it waits for a command (the clock waits
+        too, but a reset moves it on by RESET_CLOCK_GAP before the next state comes), and a stopped simulator
+        stops its clock with its state."""
+        if not self._sim_clock:
+            self.gate.robot_state(self._now())
+            return
+        t = stamp_to_sec(stamp)
+        if math.isfinite(t):   # on a simulated clock: the newest state's stamp (see _now)
+            self._state_time = max(self._state_time, t)
 
     def _set_chain(self, urdf_text: str, source: str) -> None:
         self.chain = KinematicChain(urdf_text, self.p.base_link, self.p.tip_link)
@@ -236,13 +243,11 @@ class ArmControllerNode(Node):
 
     def _on_ee_pose(self, msg: PoseStamped) -> None:
         self._saw_state(msg.header.stamp)
-        self.gate.robot_state(self._now())
         p = msg.pose.position
         self._ee_position = np.array([p.x, p.y, p.z])
 
     def _on_joint_states(self, msg: JointState) -> None:
         self._saw_state(msg.header.stamp)
-        self.gate.robot_state(self._now())
         self._joint_names, self._joint_positions = list(msg.name), list(msg.position)
 
     def _on_twist(self, msg: TwistStamped) -> None:
