@@ -407,6 +407,8 @@ def test_policy_lifecycle_transitions_in_the_wrong_order_are_refused_without_a_c
         assert len(twists) == n, "a finalized policy published"
         assert state() == "finalized"
         graph.check_alive()
+        log = graph.log("policy")
+        assert "Traceback" not in log and "Unable to start transition" in log   # rclpy's line per refusal
     finally:
         frames.stop()
 
