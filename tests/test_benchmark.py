@@ -376,8 +376,14 @@ def test_pool_of_pretraining_replicates_writes_one_table_with_each_replicate_and
         lo, hi = summary["lapa_minus_scratch"]["ci"]
         assert lo <= summary["lapa_minus_scratch"]["value"] <= hi
     assert set(results["cross_task"]) == {"video_only", "held_out"} and results["cross_env"] is not None
+    # how far the cross-task episodes got, pooled the same way (the copies keep each episode's progress)
+    progress = results["cross_task_progress"]["video_only"]
+    assert progress["metric"] == "progress" and len(progress["replicates"]) == 2
+    assert progress["arms"]["lapa"]["progress"] == pytest.approx(
+        own["cross_task_progress"]["video_only"]["arms"]["lapa"]["progress"])
     text = (pooled / "results" / "results.md").read_text()
     assert "replicate 2 (pretrain_seed 1)" in text and "**pooled**" in text
+    assert "## Cross-task progress" in text and "video_only, pooled" in text
     assert (pooled / "results" / "replicates.png").stat().st_size > 10_000
 
 

@@ -68,15 +68,21 @@ def load_replicates(folders: Sequence[Path]):
     return benches
 
 
-def _pooled(benches, cells: Dict[str, tuple], group: str) -> Optional[Dict]:
+def _pooled(benches, cells: Dict[str, tuple], group: str, metric: str = "success") -> Optional[Dict]:
     """summarize_replicates over the folders for {arm: (setting, K)} on a task group; None while any
-    folder misses a cell of it."""
-    replicates = [arm_outcomes(bench, cells, group) for bench in benches]
-    return None if any(r is None for r in replicates) else summarize_replicates(replicates)
+    folder misses a cell of it (or, for progress, an episode of it did not record one)."""
+    replicates = [arm_outcomes(bench, cells, group, metric) for bench in benches]
+    return None if any(r is None for r in replicates) else summarize_replicates(replicates, metric=metric)
 
 
 def collect(benches) -> Dict:
     results = report_collect(benches[0], lambda cells, group: _pooled(benches, cells, group))
+    c = benches[0].config
+    if c.uses("cross-task"):   # how far the cross-task episodes got, pooled the same way (report.collect)
+        arms = [a for a in ("scratch", "lapa", "action") if a in c.arms]
+        results["cross_task_progress"] = {
+            group: _pooled(benches, {a: ("in-domain", c.cross_shots) for a in arms}, group, "progress")
+            for group in ("video_only", "held_out") if getattr(c, group)}
     results["replicates"] = [{"folder": str(b.out), "pretrain_seed": b.config.pretrain_seed} for b in benches]
     return results
 
@@ -116,6 +122,15 @@ def markdown(results: Dict) -> str:
         for i, (rep, own) in enumerate(zip(reps, summary["replicates"]), 1):
             lines.append(table_row(f"replicate {i} (pretrain_seed {rep['pretrain_seed']})", own, arms))
         lines += [table_row("**pooled**", summary, arms), ""]
+    progress = {g: s for g, s in (results.get("cross_task_progress") or {}).items() if s}
+    if progress:
+        lines += ["## Cross-task progress", "", "How far the cross-task episodes got: 1 on success, else the best of "
+                  "the environment's shaped reward over its scale; mean in %, intervals as above.", "", header]
+        for group, summary in progress.items():
+            for i, (rep, own) in enumerate(zip(reps, summary["replicates"]), 1):
+                lines.append(table_row(f"{group}, replicate {i}", own, arms, "progress"))
+            lines.append(table_row(f"**{group}, pooled**", summary, arms, "progress"))
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -162,14 +162,16 @@ def bootstrap_replicates(replicates: Sequence[Mapping[str, Outcomes]], resamples
 
 
 def summarize_replicates(replicates: Sequence[Mapping[str, Outcomes]], resamples: int = 2000, seed: int = 0,
-                         level: float = 0.95) -> Dict:
+                         level: float = 0.95, metric: str = "success") -> Dict:
     """Pooled rates (mean over replicates), three-level intervals, LAPA - scratch and G; and each
-    replicate's own summary (two-level intervals, as ``summarize``)."""
+    replicate's own summary (two-level intervals, as ``summarize``). ``metric`` as in ``summarize``."""
     draws = bootstrap_replicates(replicates, resamples, seed)
-    own = [summarize(arms, resamples, seed, level) for arms in replicates]
+    own = [summarize(arms, resamples, seed, level, metric) for arms in replicates]
     out: Dict = {"level": level, "resamples": resamples, "replicates": own, "arms": {}}
+    if metric != "success":
+        out["metric"] = metric
     for name in draws:
-        out["arms"][name] = {"success": float(np.mean([o["arms"][name]["success"] for o in own])),
+        out["arms"][name] = {metric: float(np.mean([o["arms"][name][metric] for o in own])),
                              "episodes": int(sum(o["arms"][name]["episodes"] for o in own))}
-    _add_intervals(out, draws, level)
+    _add_intervals(out, draws, level, metric)
     return out
