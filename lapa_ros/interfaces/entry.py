@@ -3,9 +3,12 @@
 A node's imports (rclpy, numpy, OpenCV, MuJoCo, ONNX Runtime) take up to a second or more. A SIGINT in
 that time (Ctrl-C right after `ros2 launch`, `lapa bringup` stopping a graph that is still coming up)
 raised KeyboardInterrupt inside some import and printed a traceback per node, and the process died of
-the signal. Nothing has run by then (no node, no publisher, the arm never commanded), so there is nothing
-to clean up: the process exits 0 with no output, as a running node does on SIGINT
-(lapa_ros.interfaces.ros_common.run_node, which takes SIGINT over once rclpy is initialised).
+the signal; or, raised where some library's import catches every exception, it was swallowed and the node
+started and ran on as if never asked to stop. Nothing has run by then (no node, no publisher, the arm never
+commanded), so there is nothing to clean up. So the first SIGINT only marks the process as interrupted; the
+imports finish, and the process exits 0 with no output instead of starting the node, as a running node
+does on SIGINT (lapa_ros.interfaces.ros_common.run_node takes SIGINT over once rclpy is initialised, and
+stops at once if the mark was set meanwhile). A second SIGINT interrupts whatever runs.
 
 This module imports nothing heavy, so it is in place before the node's own imports start:
   console scripts     `ros2 run lapa_ros policy_node` calls ``policy_node()`` here (setup.py reads NODES)
@@ -15,7 +18,9 @@ This module imports nothing heavy, so it is in place before the node's own impor
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 from typing import Callable, Dict, Optional, Sequence
 
 # Installed executable -> the node's main function ("module:function"). setup.py reads this literal.
@@ -33,6 +38,21 @@ NODES: Dict[str, str] = {
 }
 
 
+_interrupted = False   # a plain flag: a signal handler must not take a lock the main thread may hold
+
+
+def _on_sigint(signum, frame) -> None:
+    global _interrupted
+    if _interrupted:   # a second Ctrl-C: stop what runs now
+        raise KeyboardInterrupt
+    _interrupted = True
+
+
+def interrupted() -> bool:
+    """Whether a SIGINT came before the node took SIGINT over (run_node asks, and stops at once)."""
+    return _interrupted
+
+
 def start(executable: str, args: Optional[Sequence[str]] = None) -> int:
     """Import the executable's node and run its main; SIGINT before the node takes it over: exit 0, no output."""
     try:
@@ -41,12 +61,14 @@ def start(executable: str, args: Optional[Sequence[str]] = None) -> int:
         print(f"error: unknown node executable {executable!r}; known: {', '.join(NODES)}", file=sys.stderr)
         return 2
     module, function = target.split(":")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         main = getattr(importlib.import_module(module), function)
-        # run_node installs its own SIGINT handler right after rclpy.init; an interrupt before that (or
-        # after it has put the previous handler back, the node closed) ends the process the same way.
+        if _interrupted:
+            return 0   # asked to stop while importing: never start the node
         return main(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # the second Ctrl-C
         return 0
 
 

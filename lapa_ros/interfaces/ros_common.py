@@ -23,6 +23,8 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
+from lapa_ros.interfaces import entry
+
 # Cameras: best effort, keep last 5, on both ends (a reliable subscriber never hears a best-effort camera).
 SENSOR_QOS = qos_profile_sensor_data
 # A subscriber that only ever uses the newest frame (the policy): best effort, keep last 1, so the
@@ -162,6 +164,8 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
     if in_main:
         rclpy.init(args=list(sys.argv if args is None else args), signal_handler_options=SignalHandlerOptions.NO)
         previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if entry.interrupted():   # Ctrl-C while the process was still starting (lapa_ros.interfaces.entry)
+            stop.set()
     else:   # signal handlers can only be set from the main thread
         rclpy.init(args=list(sys.argv if args is None else args))
         previous = {}

@@ -127,7 +127,7 @@ def markdown(results: Dict) -> str:
         lines += ["## Cross-task progress", "", "How far the cross-task episodes got: 1 on success, else the best of "
                   "the environment's shaped reward over its scale; mean in %, intervals as above.", "", header]
         for group, summary in progress.items():
-            for i, (rep, own) in enumerate(zip(reps, summary["replicates"]), 1):
+            for i, own in enumerate(summary["replicates"], 1):
                 lines.append(table_row(f"{group}, replicate {i}", own, arms, "progress"))
             lines.append(table_row(f"**{group}, pooled**", summary, arms, "progress"))
         lines.append("")
