@@ -351,7 +351,6 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         if now <= 0.0:   # sim time before the first /clock message: no time to compare with
             return
-        self._follow_params()
         monitor = self.clocks[source]
         monitor.add(stamp, now)
         changed = self.events.edge(f"clock.{source}", monitor.state() in ("ahead", "behind"))
@@ -545,14 +544,17 @@ class PolicyNode(LifecycleNode):
         if not self._active:
             return
         now = self._now()
+        with self._lock:
+            self._follow_params()
         if 0.0 <= now - self._last_command < 0.99 / self.p.control_rate:
             return   # a new chunk's command went out within this control period
         self._send_command(now)
 
     def _follow_params(self) -> None:
         """Writable parameters changed at run time (`ros2 param set`: blend, ensemble_decay, max_chunk_age,
-        future_tolerance, max_input_age) take effect on the next command and frame: the blender and the clock
-        monitors were made with the values at configure."""
+        future_tolerance, max_input_age) take effect from the next control tick: the blender and the clock
+        monitors were made with the values at configure. Once per control period, not per frame or state
+        message (call with self._lock held)."""
         b = self.blender
         b.mode, b.ensemble_decay, b.max_chunk_age = self.p.blend, float(self.p.ensemble_decay), \
             float(self.p.max_chunk_age)
@@ -565,7 +567,6 @@ class PolicyNode(LifecycleNode):
             with self._lock:
                 if not self._active:
                     return
-                self._follow_params()
                 action = self.blender.action_at(now)
             if action is None:
                 self.counts["no_chunk"] += 1

@@ -76,13 +76,8 @@ def _pooled(benches, cells: Dict[str, tuple], group: str, metric: str = "success
 
 
 def collect(benches) -> Dict:
-    results = report_collect(benches[0], lambda cells, group: _pooled(benches, cells, group))
-    c = benches[0].config
-    if c.uses("cross-task"):   # how far the cross-task episodes got, pooled the same way (report.collect)
-        arms = [a for a in ("scratch", "lapa", "action") if a in c.arms]
-        results["cross_task_progress"] = {
-            group: _pooled(benches, {a: ("in-domain", c.cross_shots) for a in arms}, group, "progress")
-            for group in ("video_only", "held_out") if getattr(c, group)}
+    results = report_collect(benches[0], lambda cells, group, metric="success": _pooled(benches, cells, group,
+                                                                                        metric))
     results["replicates"] = [{"folder": str(b.out), "pretrain_seed": b.config.pretrain_seed} for b in benches]
     return results
 

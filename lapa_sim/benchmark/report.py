@@ -52,36 +52,32 @@ def arm_outcomes(bench, arms_cells: Dict[str, tuple], group: str, metric: str = 
     return data
 
 
-def _comparison(bench, arms_cells: Dict[str, tuple], group: str) -> Optional[Dict]:
+def _comparison(bench, arms_cells: Dict[str, tuple], group: str, metric: str = "success") -> Optional[Dict]:
     """Summaries for {arm: (setting, K)} on a task group; None if any cell is missing."""
-    data = arm_outcomes(bench, arms_cells, group)
-    return summarize(data) if data else None
+    data = arm_outcomes(bench, arms_cells, group, metric)
+    return summarize(data, metric=metric) if data else None
 
 
-def collect(bench, compare: Optional[Callable[[Dict[str, tuple], str], Optional[Dict]]] = None) -> Dict:
-    """Every comparison the configuration asks for. ``compare({arm: (setting, K)}, task group)`` makes
+def collect(bench, compare: Optional[Callable[..., Optional[Dict]]] = None) -> Dict:
+    """Every comparison the configuration asks for. ``compare({arm: (setting, K)}, task group, metric)`` makes
     one summary (default: this folder's cells; `pool` passes one over several folders)."""
     c = bench.config
-    own_cells = compare is None
     if compare is None:
-        compare = lambda cells, group: _comparison(bench, cells, group)  # noqa: E731
+        compare = lambda cells, group, metric="success": _comparison(bench, cells, group, metric)  # noqa: E731
     results: Dict = {"config": c.to_dict(), "in_domain": {}, "cross_task": {}, "cross_env": None}
     arms = [a for a in ("scratch", "lapa", "action") if a in c.arms]
     if c.uses("in-domain"):
         for k in c.shots:
             results["in_domain"][str(k)] = compare({a: ("in-domain", k) for a in arms}, "targets")
     if c.uses("cross-task"):
-        if own_cells:
-            results["cross_task_progress"] = {}
+        results["cross_task_progress"] = {}
         for group in ("video_only", "held_out"):
             if getattr(c, group):
                 cells = {a: ("in-domain", c.cross_shots) for a in arms}
                 results["cross_task"][group] = compare(cells, group)
-                if own_cells:
-                    # Success is at its floor on tasks no demo showed: how far the episodes got tells more (the
-                    # world's graded progress; None where the cells did not record it).
-                    data = arm_outcomes(bench, cells, group, "progress")
-                    results["cross_task_progress"][group] = summarize(data, metric="progress") if data else None
+                # Success is at its floor on tasks no demo showed: how far the episodes got tells more (the
+                # world's graded progress; None where the cells did not record it).
+                results["cross_task_progress"][group] = compare(cells, group, "progress")
     if c.uses("cross-env"):
         cells = {a: ("in-domain" if a == "scratch" else "cross-env", c.cross_shots) for a in arms}
         results["cross_env"] = compare(cells, "targets")
