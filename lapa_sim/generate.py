@@ -2,6 +2,13 @@
 
     lapa data generate --tasks mt10 --episodes-per-task 20 --out data/sim/mt10
     lapa data generate --tasks mt10 --episodes-per-task 50 --no-actions --out data/sim/mt10_video  # unlabelled
+    lapa data generate --tasks reach,window-open --episodes-per-task 40 --play-steps 60 --out data/sim/play
+
+``--play-steps N``: *play* instead of the expert: the arm reaches for random points near where it starts
+(random speeds, a little noise, the gripper toggled now and then) for N steps in each task's scene, with
+its actions recorded and no instruction. Labelled motion that no task chose: what an operator records by
+moving the arm about for a few minutes, and what teaches a policy to read motion across tasks (see
+``lapa policy finetune --play-data``).
 
 Episode ``k`` of task ``t`` uses seed ``seed + k``, so a dataset is a deterministic function of its
 arguments. Resumable: episodes already in the index are skipped. Parallel across cores (--workers).
@@ -58,15 +65,56 @@ def rollout_expert(world, seed: int, *, render: bool = True, with_actions: bool 
         metadata={"seed": int(seed), "source": "sim-expert", "env": world.task.env, "robot": world.task.robot})
 
 
+PLAY_RADIUS = 0.15   # [m] play reaches for points within this box around the start position
+
+
+def rollout_play(world, seed: int, steps: int, *, radius: float = PLAY_RADIUS) -> Episode:
+    """One play episode of ``steps`` steps in ``world``'s scene: reaching for random points in a box of
+    ``radius`` around the start position (within the arm's own hand limits, where it has them), each for
+    5-25 steps at a random speed, with noise; the gripper toggles with probability 0.05 per step. The
+    recorded action is the command sent, so the labels say what the arm was told to do. Deterministic in
+    ``seed``; no task is attempted (no instruction, not a success)."""
+    if steps < 2:
+        raise ValueError(f"play episodes need at least 2 steps, got {steps}")
+    world.reset(seed)
+    rng = np.random.default_rng(seed)
+    start = world.ee_position.copy()
+    low, high = start - radius, start + radius
+    limits = getattr(world, "hand_limits", None)
+    if limits is not None:
+        low, high = np.maximum(low, limits[0]), np.minimum(high, limits[1])
+    vmax = float(world.max_speed)
+    frames, actions, states = [], [], []
+    goal, left, speed, gripper = start, 0, vmax, float(rng.integers(2))
+    for _ in range(steps):
+        position = world.ee_position
+        if left <= 0 or np.linalg.norm(goal - position) < 0.01:
+            goal = rng.uniform(low, high)
+            left, speed = int(rng.integers(5, 26)), float(rng.uniform(0.2, 1.0)) * vmax
+        left -= 1
+        velocity = np.clip((goal - position) * 8.0, -speed, speed) + rng.normal(0.0, 0.1 * vmax, 3)
+        velocity = np.clip(velocity, -vmax, vmax)
+        if rng.random() < 0.05:
+            gripper = 1.0 - gripper
+        frames.append(world.render())
+        states.append(world.state)
+        actions.append(np.concatenate([velocity, [gripper]]).astype(np.float32))
+        world.step(velocity, gripper)
+    return Episode(frames=np.stack(frames), timestamps=np.arange(steps, dtype=np.float64) * world.control_period,
+                   actions=np.stack(actions), states=np.stack(states), instruction="", task=world.task.name,
+                   success=False, metadata={"seed": int(seed), "source": "sim-play", "env": world.task.env,
+                                            "robot": world.task.robot})
+
+
 # ----------------------------------------------------------------------------- workers
 _worker: dict = {}
 
 
 def _init_worker(root: str, info: DatasetInfo, image_size: Tuple[int, int], substeps: int,
-                 view: Optional[str] = None) -> None:
+                 view: Optional[str] = None, play_steps: int = 0) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     _worker.update(writer=EpisodeWriter(root, info), image_size=image_size, substeps=substeps, world=None,
-                   with_actions=info.has_actions, view=load_catalogue().view(view))
+                   with_actions=info.has_actions, view=load_catalogue().view(view), play_steps=play_steps)
 
 
 def _run_job(job: Job) -> dict:
@@ -77,7 +125,10 @@ def _run_job(job: Job) -> dict:
                                               substeps=_worker["substeps"], view=_worker["view"])
     elif world.task.name != task:
         world.set_task(task, seed=seed)
-    episode = rollout_expert(world, seed, with_actions=_worker["with_actions"])
+    if _worker["play_steps"]:
+        episode = rollout_play(world, seed, _worker["play_steps"])
+    else:
+        episode = rollout_expert(world, seed, with_actions=_worker["with_actions"])
     return _worker["writer"].write_files(episode, index)
 
 
@@ -88,17 +139,24 @@ def plan_jobs(tasks: List[TaskSpec], episodes_per_task: int, seed: int) -> List[
 
 def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, seed: int = 0,
              with_actions: bool = True, image_size: Tuple[int, int] = (128, 128), substeps: int = 4,
-             workers: int = 1, codec: str = "lossless", progress: bool = True, view: Optional[str] = None) -> dict:
+             workers: int = 1, codec: str = "lossless", progress: bool = True, view: Optional[str] = None,
+             play_steps: int = 0) -> dict:
     """Write expert episodes to ``out``; returns a summary. Skips episodes already written.
 
-    ``view``: a named scene variation of the catalogue (camera and lighting), for cross-environment data."""
+    ``view``: a named scene variation of the catalogue (camera and lighting), for cross-environment data.
+    ``play_steps`` > 0: play episodes of that many steps instead (rollout_play; actions always recorded)."""
     from tqdm import tqdm
 
     catalogue = load_catalogue()
     specs = catalogue.resolve(tasks)
     catalogue.view(view)   # an unknown view is an error before any work
+    if play_steps < 0 or play_steps == 1:
+        raise ValueError(f"--play-steps must be 0 (expert episodes) or >= 2, got {play_steps}")
+    if play_steps and not with_actions:
+        raise ValueError("--play-steps with --no-actions: play is for its actions; unlabelled video comes from "
+                         "the experts")
     for spec in specs:
-        check_runnable(spec)
+        check_runnable(spec, need_expert=not play_steps)
     robots = sorted({spec.robot for spec in specs})
     if len(robots) > 1:
         by_robot = {r: [s.name for s in specs if s.robot == r] for r in robots}
@@ -116,6 +174,7 @@ def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, 
                        state_names=state_names, video_codec=codec, source="sim",
                        gripper=gripper.to_json(),
                        extra={"generator": "lapa_sim.generate", "robot": robots[0], **timing, "view": view or "default",
+                              **({"play_steps": play_steps} if play_steps else {}),
                               "action_units": "m/s (vx, vy, vz) in the robot's base frame, gripper 0 open..1 closed"})
     writer = EpisodeWriter(out, info)
     done = writer.completed_indices()
@@ -123,7 +182,7 @@ def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, 
     bar = tqdm(total=len(jobs), desc=f"generate {Path(out).name}", unit="ep", disable=not progress,
                file=sys.stderr)
     successes = frames = 0
-    initargs = (str(out), info, tuple(image_size), substeps, view)
+    initargs = (str(out), info, tuple(image_size), substeps, view, play_steps)
     if workers <= 1:
         _init_worker(*initargs)
         results = map(_run_job, jobs)
@@ -137,7 +196,8 @@ def generate(out: str | Path, tasks: str = "mt10", episodes_per_task: int = 10, 
             successes += bool(entry["success"])
             frames += entry["length"]
             bar.update(1)
-            bar.set_postfix(success=f"{successes}/{bar.n}")
+            if not play_steps:
+                bar.set_postfix(success=f"{successes}/{bar.n}")
     finally:
         bar.close()
         if pool is not None:
@@ -163,12 +223,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="lossless", choices=["lossless", "h264"])
     p.add_argument("--view", default=None,
                    help="a scene variation from the catalogue's `views` (camera and lighting), e.g. shifted")
+    p.add_argument("--play-steps", type=int, default=0, metavar="N",
+                   help="record N-step play episodes (random reaching in each task's scene, actions recorded, no "
+                        "instruction) instead of the expert's: labelled motion for --play-data of finetuning")
 
 
 def main(args: argparse.Namespace) -> int:
     import json
 
     summary = generate(args.out, args.tasks, args.episodes_per_task, args.seed, not args.no_actions,
-                       tuple(args.image_size), args.substeps, args.workers, args.codec, view=args.view)
+                       tuple(args.image_size), args.substeps, args.workers, args.codec, view=args.view,
+                       play_steps=args.play_steps)
     print(json.dumps(summary))
     return 0

@@ -325,14 +325,17 @@ def _load(path: str) -> TaskCatalogue:
         raise ValueError(f"task catalogue {path}: {e}") from e
 
 
-def check_runnable(spec: TaskSpec) -> None:
-    """Raise a clear ValueError unless the task's robot has its environment and scripted expert."""
+def check_runnable(spec: TaskSpec, need_expert: bool = True) -> None:
+    """Raise a clear ValueError unless the task's robot has its environment and (``need_expert``) its
+    scripted expert (play episodes need the scene only)."""
     if spec.robot == "panda":
         from .panda.envs import ENVS
         from .panda.experts import EXPERTS
 
         if spec.env not in ENVS:
             raise ValueError(f"task '{spec.name}': the Panda has no environment '{spec.env}' ({', '.join(ENVS)})")
+        if not need_expert:
+            return
         if not spec.expert:
             raise ValueError(f"task '{spec.name}' has no scripted expert in the catalogue: episodes (video and "
                              "demonstrations) cannot be generated for it; add `expert: <class in "
@@ -345,6 +348,8 @@ def check_runnable(spec: TaskSpec) -> None:
 
     if f"{spec.env}-goal-observable" not in envs:
         raise ValueError(f"task '{spec.name}': Meta-World has no environment '{spec.env}'")
+    if not need_expert:
+        return
     if not spec.expert:
         raise ValueError(f"task '{spec.name}' has no scripted expert in the catalogue: episodes (video and "
                          "demonstrations) cannot be generated for it; add `expert: <class in metaworld.policies>`")

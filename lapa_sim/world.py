@@ -189,6 +189,11 @@ class SimWorld(ArmWorld):
         return np.array(self._env.tcp_center, dtype=np.float64)
 
     @property
+    def hand_limits(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(low, high) corners of the box the hand is held in [m] (Meta-World's mocap limits)."""
+        return np.array(self._env.mocap_low, dtype=np.float64), np.array(self._env.mocap_high, dtype=np.float64)
+
+    @property
     def ee_orientation(self) -> np.ndarray:
         """Hand orientation as a quaternion (x, y, z, w)."""
         w, x, y, z = self._env.data.body("hand").xquat

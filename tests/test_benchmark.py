@@ -129,6 +129,47 @@ def test_lever_run_reuses_pretraining_and_scratch_cells_and_runs_only_the_change
     assert "LAPA" in (lever / "results" / "results.md").read_text()
 
 
+def test_play_lever_records_play_in_the_demonstrated_scenes_only_and_every_arm_finetunes_on_it(quick, catalogue,
+                                                                                                 tmp_path):
+    """play_episodes > 0: labelled play is generated in the scenes of the targets and the extra video, never
+    in a video-only or held-out task's; the run's LAQ labels it where the LAPA arm's head reads latent
+    actions; the pretraining is taken over, the scratch cells are not (they train on the play too)."""
+    from lapa_models.data.episodes import EpisodeDataset
+
+    out, _ = quick
+    lever = tmp_path / "play"
+    result = _lapa("benchmark", "--preset", "quick", "--catalogue", catalogue, "--out", lever, *TASK_ARGS,
+                   "--settings", "in-domain", "--arms", "scratch,lapa", "--seeds", "0", "--set", "play_episodes=2",
+                   "--set", "play_steps=12", "--set", "action_reads_latents=true", "--reuse", out, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lapa laq train" not in result.stderr and "finished scratch cells" not in result.stderr
+    play = EpisodeDataset(lever / "data" / "play")
+    assert sorted(play.load(i).task for i in range(len(play))) == ["shut-the-box"] * 2 + ["touch-marker"] * 2
+    assert (lever / "data" / "play" / "latents" / "laq" / "info.json").is_file()
+    for arm in ("scratch", "lapa"):
+        run = json.loads((lever / f"cells/in-domain/{arm}/k2/seed0/finetune/run.json").read_text())
+        assert run["play"]["data"] == [str(lever / "data" / "play")] and run["play"]["samples"] == 4 * 12
+        assert run["play"]["latents_given"] is (arm == "lapa")
+    assert "play_episodes=2" in (lever / "results" / "results.md").read_text()
+    # --reuse: the same recipe takes the play over with its labels and runs nothing; with another LAQ it
+    # is copied without them and labelled there
+    from lapa_sim.benchmark.config import BenchmarkConfig
+    from lapa_sim.benchmark.run import Benchmark
+
+    saved = BenchmarkConfig.from_dict(json.loads((lever / "benchmark.json").read_text()))
+    again = Benchmark(saved, tmp_path / "again")
+    again.share(lever)
+    assert [s.key for s in again.plan() if not again.marker(s).is_file()] == []
+    assert (tmp_path / "again" / "data" / "play").is_symlink()
+    other = Benchmark(saved.replace(laq_steps=saved.laq_steps + 1), tmp_path / "other")
+    other.share(lever)
+    copied = tmp_path / "other" / "data" / "play"
+    assert copied.is_dir() and not copied.is_symlink() and not (copied / "latents").exists()
+    todo = [s.key for s in other.plan() if not other.marker(s).is_file()]
+    assert "laq-label-play-default" in todo and "data-play" not in todo
+    assert (lever / "data" / "play" / "latents" / "laq" / "info.json").is_file()
+
+
 def test_reuse_with_another_pretraining_shares_data_and_scratch_but_labels_its_own_copy(quick, tmp_path):
     """A pretraining replicate (pretrain_seed) reuses the generated data and the scratch cells but not the
     pretraining; the video is copied without the source's labels, so labelling cannot overwrite them."""
@@ -453,6 +494,9 @@ def test_other_configuration_in_the_same_folder_is_refused_and_nothing_changes(q
     (["--targets", "shut-the-box", "--seeds=-1"], "seeds must be >= 0"),
     (["--targets", "shut-the-box", "--set", "execution=open-loop:0"], "open-loop:N needs a whole number N >= 1"),
     (["--targets", "shut-the-box", "--set", "execution=blend"], "execution must be"),
+    (["--targets", "shut-the-box", "--set", "play_weight=0"], "play_weight must be a finite number > 0"),
+    (["--targets", "shut-the-box", "--set", "play_steps=1"], "play_steps must be a whole number >= 2"),
+    (["--targets", "shut-the-box", "--set", "play_episodes=40000"], "play seeds from 70000 would reach"),
     (["--targets", "shut-the-box", "--set", "freeze=vision", "--set", "action_reads_latents=maybe"],
      "action_reads_latents=maybe: expected one of"),
 ])

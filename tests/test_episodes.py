@@ -59,6 +59,43 @@ def test_generation_without_actions_gives_unlabelled_video(tmp_path):
     assert not ds.info.has_actions and ds[0].actions is None
 
 
+def test_play_episodes_reach_about_in_the_scene_with_their_commands_recorded_and_no_instruction(tmp_path):
+    """--play-steps: random reaching in each task's scene, deterministic in the seed; the recorded actions
+    are the commands (within the arm's speed), the hand stays in the box around its start, no task is
+    attempted; an expert is not needed, and a play step count of 1 or play without actions is refused."""
+    from lapa_sim.generate import PLAY_RADIUS
+    from lapa_sim.tasks import make_world
+
+    out = tmp_path / "play"
+    summary = generate(out, tasks="reach,window-open", episodes_per_task=2, image_size=(48, 48), progress=False,
+                       play_steps=30)
+    assert summary["written"] == 4 and summary["successes"] == 0 and summary["frames"] == 4 * 30
+    ds = EpisodeDataset(out)
+    assert ds.info.extra["play_steps"] == 30
+    world = make_world("reach", image_size=(48, 48), render=False)
+    speed = world.max_speed
+    world.close()
+    moved = []
+    for i in range(4):
+        ep = ds[i]
+        assert ep.instruction == "" and not ep.success and ep.metadata["source"] == "sim-play"
+        assert len(ep.actions) == len(ep.frames) == len(ep.states) == 30
+        assert np.all(np.isfinite(ep.actions)) and np.abs(ep.actions[:, :3]).max() <= speed + 1e-6
+        assert set(np.unique(ep.actions[:, 3])) <= {0.0, 1.0}
+        # within the box around where the hand started (a little overshoot from the noise)
+        assert np.all(np.abs(ep.states[:, :3] - ep.states[0, :3]) <= PLAY_RADIUS + 0.05)
+        moved.append(np.linalg.norm(ep.states[-1, :3] - ep.states[0, :3]))
+    assert max(moved) > 0.03
+    again = tmp_path / "again"
+    generate(again, tasks="reach", episodes_per_task=1, image_size=(48, 48), progress=False, play_steps=30)
+    assert np.array_equal(EpisodeDataset(again)[0].actions, ds[0].actions)
+    with pytest.raises(ValueError, match="--play-steps must be 0"):
+        generate(tmp_path / "x", tasks="reach", play_steps=1, progress=False)
+    with pytest.raises(ValueError, match="play is for its actions"):
+        generate(tmp_path / "y", tasks="reach", play_steps=10, with_actions=False, progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_corrupt_parquet_gives_an_error_naming_the_file(tmp_path):
     EpisodeWriter(tmp_path, _info()).write(_episode())
     path = tmp_path / "data" / "episode_000000.parquet"

@@ -19,6 +19,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # One thread: on a shared 2-core machine, two OpenMP threads per process spin against each other.
 torch.set_num_threads(1)
@@ -66,15 +67,34 @@ def sim_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def laq_labels(sim_data, tmp_path_factory) -> dict:
-    """Labels from the real LAQ pipeline: a randomly initialised tiny LAQ model, labelling the dataset."""
+def laq_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny LAQ model: the real architecture, no training."""
     from lapa_models.laq import LAQModel, get_config as laq_config
-    from lapa_models.laq.label import label_dataset
 
     torch.manual_seed(0)
     checkpoint = tmp_path_factory.mktemp("laq") / "laq_tiny"
     LAQModel(laq_config("tiny")).save_pretrained(checkpoint)
-    return label_dataset(checkpoint, sim_data, name="laq", progress=False)
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def laq_labels(sim_data, laq_checkpoint) -> dict:
+    """Labels from the real LAQ pipeline: the tiny LAQ labelling the dataset."""
+    from lapa_models.laq.label import label_dataset
+
+    return label_dataset(laq_checkpoint, sim_data, name="laq", progress=False)
+
+
+@pytest.fixture(scope="module")
+def play_data(laq_checkpoint, tmp_path_factory) -> Path:
+    """Labelled play (random reaching, no instruction) in the scenes of the demo tasks, LAQ-labelled."""
+    from lapa_models.laq.label import label_dataset
+    from lapa_sim.generate import generate
+
+    root = tmp_path_factory.mktemp("policy_play") / "play"
+    generate(root, tasks=TASKS, episodes_per_task=2, image_size=(64, 64), workers=1, progress=False, play_steps=16)
+    label_dataset(laq_checkpoint, root, name="laq", progress=False)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -290,8 +310,6 @@ def test_validation_split_holds_out_whole_episodes(sim_data):
 def test_quantile_bins_decode_exact_gripper_values_and_stay_close_elsewhere():
     """Through the model's own (in-graph) binning and decoding: actions -> bin labels -> one-hot head
     output -> actions; and the continuous head's normalisation round trip."""
-    import torch.nn.functional as F
-
     rng = np.random.default_rng(0)
     actions = np.concatenate([rng.uniform(-0.8, 0.8, (1000, 3)), rng.integers(0, 2, (1000, 1))], 1)
     stats = NormalizationStats.from_data(actions, num_bins=256)
@@ -666,6 +684,63 @@ def test_a_head_reading_only_the_latent_actions_learns_from_them_alone_and_expor
     assert card["parity"]
     with pytest.raises(ValueError, match="must read the query outputs, the latent actions or both"):
         cfg.replace(action_reads_latents=False)
+
+
+def test_labelled_play_trains_every_step_and_a_latent_reading_head_is_given_the_latents_that_followed(
+        sim_data, pretrained, play_data, tmp_path):
+    """--play-data: every step also trains on a batch of play (no instruction); a head that reads latent
+    actions is given, on play, the one-hot latent actions that followed instead of its own prediction, and
+    reads its prediction wherever none is given (demos, deployment: the exported graph is unchanged)."""
+    out = tmp_path / "ft"
+    summary = _run(finetune, ["--data", sim_data, "--init", pretrained / "final", "--out", out, "--steps", 6,
+                              "--action-reads-latents", "--play-data", play_data, "--play-weight", 0.5,
+                              "--val-fraction", 0, *TRAIN_ARGS])
+    assert summary["play"] == {"data": [str(play_data)], "weight": 0.5, "samples": 3 * 2 * 16,
+                               "latents_given": True}
+    assert len(_train_losses(out, "train/play_action_loss")) >= 2
+    model = LapaPolicy.from_pretrained(out / "final").eval()
+    cfg = model.config
+    pixels = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    queries = model.fuse(pixels, model.encode_instructions(["", INSTRUCTION]), torch.zeros(2, cfg.state_dim))
+    t, c = cfg.latent_num_tokens, cfg.latent_codebook_size
+    with torch.no_grad():
+        own = model.action_outputs(queries)
+        assert torch.equal(model.action_outputs(queries, torch.full((2, t), -1)), own)
+        zeros, ones = torch.zeros(2, t, dtype=torch.long), torch.ones(2, t, dtype=torch.long)
+        given = model.action_outputs(queries, zeros)
+        assert torch.allclose(given, model.action_head(queries, F.one_hot(zeros, c).float()))
+        assert not torch.allclose(given, model.action_outputs(queries, ones))
+        partly = zeros.clone()
+        partly[:, 1:] = -1          # a later latent action past an episode's end: the prediction stays there
+        mixed = torch.softmax(model.latent_logits(queries), -1)
+        mixed[:, 0] = F.one_hot(zeros[:, 0], c).float()
+        assert torch.allclose(model.action_outputs(queries, partly), model.action_head(queries, mixed))
+    with pytest.raises(ValueError, match="latent_input has shape"):
+        model.action_outputs(queries, torch.zeros(2, t + 1, dtype=torch.long))
+    assert policy_export.export_policy(out / "final", tmp_path / "export", precisions=("fp32",))["parity"]
+    # scratch trains on the same play (what every arm of a comparison gets), with nothing given
+    scratch = _run(finetune, ["--data", sim_data, "--init", "scratch", "--out", tmp_path / "s", "--steps", 2,
+                              "--play-data", play_data, "--val-fraction", 0, *TRAIN_ARGS])
+    assert scratch["play"]["latents_given"] is False
+
+
+def test_play_without_labels_for_a_latent_reading_head_or_with_a_bad_weight_is_a_clear_error(
+        sim_data, pretrained, tmp_path, capsys):
+    from lapa_sim.generate import generate
+
+    unlabelled = tmp_path / "play"
+    generate(unlabelled, tasks="reach", episodes_per_task=1, image_size=(64, 64), workers=1, progress=False,
+             play_steps=8)
+    parser = argparse.ArgumentParser()
+    finetune.add_arguments(parser)
+    base = ["--data", sim_data, "--init", pretrained / "final", "--out", tmp_path / "x", "--steps", 1,
+            "--play-data", unlabelled, *TRAIN_ARGS]
+    assert finetune.main(parser.parse_args([str(a) for a in base + ["--action-reads-latents"]])) == 2
+    assert "no latent labels named 'laq'" in capsys.readouterr().err
+    for weight in ("0", "nan", "-1"):
+        assert finetune.main(parser.parse_args([str(a) for a in base + ["--play-weight", weight]])) == 2
+        assert "--play-weight must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "final").exists()
 
 
 def test_demo_draws_are_exactly_k_per_task_differ_by_seed_and_refuse_too_many(sim_data):

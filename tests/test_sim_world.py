@@ -153,6 +153,10 @@ def test_a_task_without_expert_is_catalogued_but_cannot_make_episodes(tmp_path, 
     assert cat.get("lonely-door").expert is None
     with pytest.raises(ValueError, match="'lonely-door' has no scripted expert"):
         generate(tmp_path / "data", tasks="lonely-door", episodes_per_task=1, progress=False)
+    # play needs the scene only
+    played = generate(tmp_path / "play", tasks="lonely-door", episodes_per_task=1, image_size=(32, 32),
+                      play_steps=4, progress=False)
+    assert played["written"] == 1 and played["frames"] == 4
     with pytest.raises(ValueError, match="no environment 'teleport-v3'"):
         check_runnable(cat.get("bad-env"))
     assert not (tmp_path / "data").exists()

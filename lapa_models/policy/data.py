@@ -190,10 +190,15 @@ class LatentSamples(_FrameSamples):
 
 
 class ActionChunkSamples(_FrameSamples):
-    """(image_t, instruction, state_t, actions t .. t+H-1 padded with the last action, pad mask)."""
+    """(image_t, instruction, state_t, actions t .. t+H-1 padded with the last action, pad mask).
+
+    ``latent_input`` (F, T) tokens aligned with the store's frames (stack_latents): each sample also
+    carries its frame's row as ``latent_input``, the latent actions that actually followed, which an
+    action head reading latent actions is given instead of its own prediction (labelled play:
+    lapa policy finetune --play-data)."""
 
     def __init__(self, store: EpisodeFrames, chunk_size: int, episodes: Sequence[int],
-                 instruction_ids: np.ndarray, use_state: bool = True):
+                 instruction_ids: np.ndarray, use_state: bool = True, latent_input: Optional[np.ndarray] = None):
         if store.actions is None:
             raise EpisodeFormatError(f"{getattr(store.source, 'root', '?')}: dataset has no actions to finetune on")
         frames = np.concatenate([np.arange(store.starts[e], store.starts[e] + store.lengths[e]) for e in episodes])
@@ -206,6 +211,9 @@ class ActionChunkSamples(_FrameSamples):
         last = ends[self.frame_episode][:, None]
         self.chunk_index = np.minimum(steps, last)                   # repeats the last action past the end
         self.chunk_is_pad = steps > last
+        if latent_input is not None and len(latent_input) != len(store):
+            raise ValueError(f"latent_input has {len(latent_input)} rows for {len(store)} frames")
+        self.latent_input = latent_input
 
     def __getitems__(self, indices: Sequence[int]) -> Dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
@@ -214,6 +222,8 @@ class ActionChunkSamples(_FrameSamples):
         batch["action_is_pad"] = torch.from_numpy(self.chunk_is_pad[idx])
         if self.use_state:
             batch["state"] = torch.from_numpy(np.asarray(self.store.states[self.frames[idx]], np.float32))
+        if self.latent_input is not None:
+            batch["latent_input"] = torch.from_numpy(self.latent_input[self.frames[idx]].astype(np.int64))
         return batch
 
 

@@ -5,6 +5,10 @@
         --out runs/policy/finetune --steps 2000
     # the baseline of the paper's comparison: the same architecture without latent pretraining
     lapa policy finetune --data data/sim/demo --init scratch --config small --out ...
+    # with labelled play (random reaching, no task), from which a head reading latent actions learns what
+    # each one does beyond the demonstrated tasks' motions
+    lapa policy finetune --data data/sim/demo --init runs/policy/pretrain/final --action-reads-latents \
+        --play-data data/sim/play --out ...
     # the simulated demo's policy (100 expert episodes per task at 128 px; fixed camera: colour jitter only)
     lapa policy finetune --data data/sim/demo_128 --init scratch --config small \
         --augment color --steps 2000 --batch-size 64 --out runs/policy/demo
@@ -66,6 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action-reads-latents", action="store_true",
                    help="the action head also reads the policy's predicted latent actions (needs a latent-pretrained "
                         "--init; its latent head is kept)")
+    p.add_argument("--play-data", nargs="+", default=None,
+                   help="labelled play (lapa data generate --play-steps; teleop with no task): every step also "
+                        "trains on a batch of it, with no instruction; an action head that reads latent actions "
+                        "is given the ones that followed (--play-latents), so it learns what each latent action "
+                        "does from motion no task chose")
+    p.add_argument("--play-latents", default="laq", help="name of the LAQ labels of --play-data")
+    p.add_argument("--play-weight", type=float, default=1.0, help="weight of the play loss")
     p.add_argument("--action-latents-only", action="store_true",
                    help="the action head reads only the predicted latent actions, not the query outputs: a "
                         "latent -> action MLP that any task the latent head knows from video can reuse "
@@ -129,10 +140,15 @@ def freeze(model: LapaPolicy, what: str) -> None:
 
 def build(args: argparse.Namespace):
     stores = open_training_stores(args)
-    facts = _dataset_facts(stores)
+    play = getattr(args, "play_data", None)
+    play_weight = float(getattr(args, "play_weight", 1.0))
+    if play and not (np.isfinite(play_weight) and play_weight > 0):
+        raise ValueError(f"--play-weight must be a finite number > 0, got {play_weight}")
+    play_stores = open_training_stores(args, play) if play else []
+    facts = _dataset_facts(stores + play_stores)
     cotrain = getattr(args, "cotrain_data", None)
     cotrain_stores = open_training_stores(args, cotrain) if cotrain else []
-    table = InstructionTable(stores + cotrain_stores)
+    table = InstructionTable(stores + cotrain_stores + play_stores)
     splits = [split_episodes(s, args.val_fraction, args.seed, success_only=not args.all_episodes) for s in stores]
     if args.max_episodes_per_task:
         splits = [(_per_task(store, train_eps, args.max_episodes_per_task), val_eps)
@@ -147,9 +163,14 @@ def build(args: argparse.Namespace):
         actions.append(store.actions[frames])
         if store.states is not None:
             states.append(store.states[frames])
+    for store in play_stores:   # every play episode trains (none is a success), so its actions set the scale too
+        actions.append(store.actions[:])
+        if store.states is not None:
+            states.append(store.states[:])
     # A head that reads only the latent actions takes no state token: the fusion must see what it saw in
     # latent pretraining on video (which has no robot state), or a new token would shift its latents.
-    use_state = not args.no_state and len(states) == len(stores) and not getattr(args, "action_latents_only", False)
+    use_state = not args.no_state and len(states) == len(stores) + len(play_stores) and \
+        not getattr(args, "action_latents_only", False)
     changes = dict(action_head=args.action_head, chunk_size=args.chunk_size, n_action_steps=args.n_action_steps,
                    use_state=use_state, **facts)
     base = get_config(args.config, **config_overrides(args)) if args.init == "scratch" else None
@@ -206,14 +227,32 @@ def build(args: argparse.Namespace):
             else:
                 aux_parts.append(ActionChunkSamples(store, model.config.chunk_size, episodes, ids, use_state))
         aux = (ConcatSamples(aux_parts), float(args.cotrain_weight))
+    play_set = None
+    if play_stores:
+        play_parts: List = []
+        offset = len(stores) + len(cotrain_stores)
+        for s, store in enumerate(play_stores):
+            given = None
+            if model.config.action_reads_latents:
+                labels = load_latent_labels(store.source.root, args.play_latents)
+                check_latents_fit(labels, model.config, f"{args.init} on {store.source.root}")
+                given = stack_latents(store, align_latents(store, labels), model.config.latent_horizon,
+                                      labels.frame_gap)
+            play_parts.append(ActionChunkSamples(store, model.config.chunk_size, list(range(store.num_episodes)),
+                                                 table.index[offset + s], use_state, latent_input=given))
+        play_set = ConcatSamples(play_parts)
     describe = {"stage": "action-finetuning", "init": args.init, **describe_model(model),
                 "action_head": model.config.action_head, "chunk_size": model.config.chunk_size,
                 "action_dim": model.config.action_dim, "state_dim": model.config.state_dim,
                 "episodes": sum(len(t) for t, _ in splits), "instructions": len(table),
                 "freeze": getattr(args, "freeze", "none"),
                 "cotrain": None if aux is None else {"data": cotrain, "target": args.cotrain_target,
-                                                     "weight": aux[1], "samples": len(aux[0])}}
-    return model, train_set, val_set, table, describe, aux
+                                                     "weight": aux[1], "samples": len(aux[0])},
+                "play": None if play_set is None else {"data": play, "weight": play_weight, "samples": len(play_set),
+                                                       "latents_given": model.config.action_reads_latents}}
+    streams = ([(aux[0], aux[1], "aux")] if aux is not None else []) + \
+        ([(play_set, play_weight, "play")] if play_set is not None else [])
+    return model, train_set, val_set, table, describe, streams or None
 
 
 def main(args: argparse.Namespace) -> int:

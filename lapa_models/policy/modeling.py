@@ -294,7 +294,10 @@ class LapaPolicy(nn.Module):
             raise RuntimeError("this policy has no latent head (it was finetuned for actions)")
         return self.latent_head(queries).float()             # (B, T, C)
 
-    def action_outputs(self, queries: torch.Tensor) -> torch.Tensor:
+    def action_outputs(self, queries: torch.Tensor, latent_input: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``latent_input`` (B, T) int, training only: where >= 0, the latent action that actually followed
+        (one-hot) replaces the prediction the action head reads (labelled play, whose instruction says
+        nothing of where the arm went)."""
         if self.action_head is None:
             raise RuntimeError("this policy has no action head (latent-pretrained only): finetune it first")
         extra = None
@@ -302,6 +305,13 @@ class LapaPolicy(nn.Module):
             # The policy's own latent-action prediction (probabilities per token) as an input of the
             # action head; detached so the latent head keeps the meaning the latent loss gives it.
             extra = torch.softmax(self.latent_head(queries).float(), -1).detach()
+            if latent_input is not None:
+                given = latent_input.to(device=extra.device, dtype=torch.int64)
+                if given.shape != extra.shape[:2]:
+                    raise ValueError(f"latent_input has shape {tuple(given.shape)}, the latent head predicts "
+                                     f"{tuple(extra.shape[:2])} tokens per sample")
+                one_hot = F.one_hot(given.clamp(min=0), extra.shape[-1]).to(extra.dtype)
+                extra = torch.where((given >= 0).unsqueeze(-1), one_hot, extra)
         return self.action_head(queries if self.config.action_reads_queries else None,
                                 extra).float()                 # (B, H, A) normalized or (B, H, A, K) logits
 
@@ -349,7 +359,7 @@ class LapaPolicy(nn.Module):
                 labelled.float().sum().clamp(min=1.0)
             losses.append(out["latent_loss"])
         if "actions" in batch:
-            outputs = self.action_outputs(queries)
+            outputs = self.action_outputs(queries, batch.get("latent_input"))
             actions = batch["actions"].float()
             valid = (~batch["action_is_pad"].bool()).float() if "action_is_pad" in batch \
                 else torch.ones(actions.shape[:2], device=actions.device)

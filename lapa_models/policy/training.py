@@ -163,9 +163,9 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
           metric: str, describe: Dict, aux: Optional[Tuple] = None) -> Dict:
     """Train ``model`` on ``train_set`` and return a summary. ``metric``: the headline metric's key.
 
-    ``aux``: (samples, weight): every step also draws a batch of these samples (another objective, e.g.
-    the latent tokens of the pretraining video) and adds ``weight`` x its loss; its metrics are logged
-    with an ``aux_`` prefix."""
+    ``aux``: (samples, weight) or a list of (samples, weight, name): every step also draws a batch of each
+    (another objective, e.g. the latent tokens of the pretraining video, or labelled play) and adds
+    ``weight`` x its loss; its metrics are logged with a ``<name>_`` prefix (``aux_`` for a pair)."""
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
@@ -228,14 +228,15 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
     position = (start_step * accumulation, args.steps * accumulation)
     loader = run.loader(train_set, ShuffledBatches(len(train_set), global_batch, args.seed, *position),
                         workers, args.seed)
-    aux_batches: Optional[Iterator] = None
-    if aux is not None:
-        aux_batch = min(args.batch_size, len(aux[0]) // processes)
+    streams = [] if aux is None else list(aux) if isinstance(aux, list) else [(aux[0], aux[1], "aux")]
+    aux_batches: List[Tuple[Iterator, float, str]] = []
+    for i, (samples, weight, name) in enumerate(streams):
+        aux_batch = min(args.batch_size, len(samples) // processes)
         if aux_batch < 1:
-            raise ValueError(f"{len(aux[0])} co-training samples cannot fill a batch on each of {processes} processes")
-        aux_loader = run.loader(aux[0], ShuffledBatches(len(aux[0]), aux_batch * processes, args.seed, *position,
-                                                        stream=1), workers, args.seed + 1)
-        aux_batches = iter(aux_loader)
+            raise ValueError(f"{len(samples)} {name} samples cannot fill a batch on each of {processes} processes")
+        aux_loader = run.loader(samples, ShuffledBatches(len(samples), aux_batch * processes, args.seed, *position,
+                                                         stream=i + 1), workers, args.seed + 1 + i)
+        aux_batches.append((iter(aux_loader), float(weight), name))
     prepared_model, optimizer = accelerator.prepare(model, optimizer)
     mode = "none" if args.no_augment else args.augment
     augment = {"none": None, "color": ImageAugmentation(crop_scale=(1.0, 1.0), max_shift=0.0),
@@ -299,11 +300,11 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
             with accelerator.accumulate(prepared_model):
                 with accelerator.autocast():
                     result = prepared_model(inputs)
-                    if aux_batches is not None:
+                    for aux_iter, weight, name in aux_batches:
                         # Through the unwrapped model: one backward of the summed loss, one gradient sync.
-                        aux_result = model(to_inputs(next(aux_batches), training=True))
-                        result = {**result, **{f"aux_{k}": v for k, v in aux_result.items()}}
-                        result["loss"] = result["loss"] + aux[1] * aux_result["loss"]
+                        aux_result = model(to_inputs(next(aux_iter), training=True))
+                        result = {**result, **{f"{name}_{k}": v for k, v in aux_result.items()}}
+                        result["loss"] = result["loss"] + weight * aux_result["loss"]
                 accelerator.backward(result["loss"])
                 if accelerator.sync_gradients and args.grad_clip:
                     accelerator.clip_grad_norm_(params, args.grad_clip)

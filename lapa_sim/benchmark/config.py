@@ -31,6 +31,9 @@ class BenchmarkConfigError(ValueError):
     """A configuration that cannot run (the message says what and how to fix it)."""
 
 
+PLAY_SEED = 70_000   # each scene's first play episode (apart from the video's, demos' and evaluation's seeds)
+
+
 @dataclasses.dataclass
 class BenchmarkConfig:
     # --- tasks (names or sets of the catalogue)
@@ -78,6 +81,11 @@ class BenchmarkConfig:
     freeze: str = "none"                   # pretrained arms: none | vision | backbone stays frozen
     action_reads_latents: bool = False     # LAPA arm: the action head also reads the predicted latent actions
     action_latents_only: bool = False      # LAPA arm: the action head reads only them (a latent -> action MLP)
+    play_episodes: int = 0                 # labelled play per scene of the targets and the extra video (random
+                                           #   reaching, no task), trained on by every arm while finetuning; a
+                                           #   head reading latent actions is given those that followed
+    play_steps: int = 60                   # steps per play episode
+    play_weight: float = 1.0               # weight of the play loss while finetuning
     execution: str = "ensemble"            # how chunks become commands in evaluation
     threads: int = 0                       # torch threads per step (0: torch's default); a resource, not part
                                            #   of what a folder measures (--threads)
@@ -103,6 +111,12 @@ class BenchmarkConfig:
     @property
     def video_tasks(self) -> Tuple[str, ...]:
         return tuple(dict.fromkeys(self.targets + self.video_only + self.extra_video))
+
+    @property
+    def play_tasks(self) -> Tuple[str, ...]:
+        """The scenes labelled play is recorded in: the targets' and the extra video's, never those of the
+        video-only or held-out tasks (no labelled data of any kind from the scenes a setting tests transfer to)."""
+        return tuple(dict.fromkeys(self.targets + self.extra_video)) if self.play_episodes else ()
 
     def uses(self, setting: str) -> bool:
         return setting in self.settings
@@ -258,6 +272,9 @@ def validate(config: BenchmarkConfig, catalogue) -> BenchmarkConfig:
     if _ranges_overlap((config.video_seed, config.video_seed + config.video_episodes),
                        (config.demo_seed, config.demo_seed + config.demo_pool)):
         raise BenchmarkConfigError("video and demo seeds overlap: the demos must be new episodes")
+    if config.play_episodes and _ranges_overlap(evaluation, (PLAY_SEED, PLAY_SEED + config.play_episodes)):
+        raise BenchmarkConfigError(f"play_episodes {config.play_episodes}: play seeds from {PLAY_SEED} would reach "
+                                   f"the evaluation seeds from {evaluation[0]}")
     if config.freeze not in ("none", "vision", "backbone"):
         raise BenchmarkConfigError(f"freeze must be none, vision or backbone, got {config.freeze!r}")
     if config.augment not in ("color", "crop+color", "none"):
@@ -287,6 +304,8 @@ _NUMBER_RANGES = {
     "finetune_steps": (1, None, "training steps"),
     "batch_size": (1, None, "a batch size"),
     "threads": (0, None, "0: torch's default"),
+    "play_episodes": (0, None, "play episodes per scene, 0: none"),
+    "play_steps": (2, None, "steps per play episode"),
 }
 
 
@@ -313,6 +332,9 @@ def _check_numbers(config: BenchmarkConfig) -> None:
     if weight is None or weight < 0:
         raise BenchmarkConfigError(f"cotrain_weight must be a finite number >= 0 (0: no co-training), got "
                                    f"{config.cotrain_weight!r}")
+    play_weight = _real(config.play_weight)
+    if play_weight is None or not play_weight > 0:
+        raise BenchmarkConfigError(f"play_weight must be a finite number > 0, got {config.play_weight!r}")
     execution = str(config.execution)
     if execution.startswith("open-loop:"):
         n = execution.split(":", 1)[1]
@@ -447,7 +469,7 @@ LAQ_FIELDS = DATA_FIELDS + ("laq_config", "laq_steps", "laq_frame_gap", "laq_bat
 # the pretraining (LAQ, labels, both pretrained policies) when everything but these agrees as well,
 FINETUNE_ONLY = ("preset", "settings", "arms", "shots", "cross_shots", "seeds", "eval_episodes", "eval_seed",
                  "held_out", "finetune_steps", "cotrain_weight", "freeze", "action_reads_latents", "action_latents_only",
-                 "execution")
+                 "execution", "play_episodes", "play_steps", "play_weight")
 # the finished cells of the pretrained arms when the pretraining and everything but these agree as well
 # (which cells a run makes, not how it makes one),
 SELECTION = ("preset", "settings", "arms", "shots", "cross_shots", "seeds")
@@ -457,7 +479,7 @@ LAPA_ONLY = ("laq_config", "laq_steps", "laq_frame_gap", "laq_batch_size", "late
              "action_latents_only", "query_tokens")   # (the action arm's query tokens are compared as built)
 # and the finished scratch cells (which read neither video nor pretraining) when the data and these agree.
 SCRATCH_SAME = ("held_out", "finetune_steps", "eval_episodes", "eval_seed", "execution", "policy_config",
-                "vision_model", "batch_size", "lr", "augment")
+                "vision_model", "batch_size", "lr", "augment", "play_episodes", "play_steps", "play_weight")
 
 
 def reusable_parts(source: Path, config: BenchmarkConfig, specs: Optional[Dict[str, Any]] = None) -> Dict[str, bool]:

@@ -15,7 +15,8 @@ interrupted run resumes where it stopped. The folder:
     benchmark.json          the resolved configuration and the catalogue entries of its tasks (a folder is
                             only resumed with the same ones)
     data/                   video (with actions: only the action-pretrained arm reads them), video seen
-                            from the cross-env view, a pool of labelled demos per target task
+                            from the cross-env view, a pool of labelled demos per target task, labelled
+                            play (play_episodes > 0)
     pretrain/<view>/        laq/, lapa/ (latent pretraining), action/ (action pretraining), latents/ (what
                             each latent action does: `lapa laq show`)
     cells/<setting>/<arm>/k<K>/seed<s>/   finetune/ (metrics, plot), eval_*.json (every episode)
@@ -39,7 +40,7 @@ from typing import Callable, Dict, List, Optional
 from lapa_models.commands import command_line, find, run_in_process
 
 from .report import write_report
-from .config import (PRESETS, SPECS_KEY, BenchmarkConfig, BenchmarkConfigError, built_queries, catalogue_record,
+from .config import (PLAY_SEED, PRESETS, SPECS_KEY, BenchmarkConfig, BenchmarkConfigError, built_queries, catalogue_record,
                      check_folder, parse_assignment, policy_queries, preset, reusable_parts, task_list, validate)
 
 
@@ -78,6 +79,13 @@ class Benchmark:
     def cell(self, setting: str, arm: str, k: int, seed: int) -> Path:
         return self.out / "cells" / setting / arm / f"k{k}" / f"seed{seed}"
 
+    def play_labels(self, view: str) -> Optional[str]:
+        """Name of the play data's labels by ``view``'s LAQ, where the LAPA arm's action head reads them."""
+        c = self.config
+        if not (c.play_tasks and "lapa" in c.arms and (c.action_reads_latents or c.action_latents_only)):
+            return None
+        return "laq" if view == "default" else f"laq-{view}"
+
     def views(self) -> List[str]:
         """The views whose video is made and pretrained on (only the pretrained arms read video)."""
         if all(a == "scratch" for a in self.config.arms):
@@ -106,6 +114,11 @@ class Benchmark:
                           ["--tasks", ",".join(c.targets), "--episodes-per-task", c.demo_pool, "--seed", c.demo_seed,
                            "--image-size", c.image_size, c.image_size, "--workers", _workers(),
                            "--out", self.data("demos")]))
+        if c.play_tasks:
+            steps.append(Step("data-play", ["data", "generate"],
+                              ["--tasks", ",".join(c.play_tasks), "--episodes-per-task", c.play_episodes,
+                               "--play-steps", c.play_steps, "--seed", PLAY_SEED, "--image-size", c.image_size,
+                               c.image_size, "--workers", _workers(), "--out", self.data("play")]))
         if "default" in views:
             steps.extend(self._pretrain_steps("default", policy_arch, scratch_arch, common))
         for setting, arm, k, seed, view in self.cells():
@@ -138,6 +151,10 @@ class Benchmark:
             steps.append(Step(f"laq-show-{view}", ["laq", "show"],
                               ["--checkpoint", pre / "laq" / "final", "--data", video, "--frames", 6,
                                "--out", pre / "latents"]))
+            if self.play_labels(view):
+                steps.append(Step(f"laq-label-play-{view}", ["laq", "label"],
+                                  ["--checkpoint", pre / "laq" / "final", "--data", self.data("play"),
+                                   "--name", self.play_labels(view), "--no-progress"]))
             steps.append(Step(f"pretrain-lapa-{view}", ["policy", "pretrain"],
                               ["--data", video, *policy_arch, "--steps", c.pretrain_steps, "--out", pre / "lapa",
                                "--val-fraction", 0.05, "--seed", c.pretrain_seed, *common]
@@ -182,6 +199,10 @@ class Benchmark:
             if c.cotrain_weight > 0:
                 argv += ["--cotrain-data", self.video(view), "--cotrain-weight", c.cotrain_weight,
                          "--cotrain-target", "latents" if arm == "lapa" else "actions"]
+            if arm == "lapa" and self.play_labels(view):
+                argv += ["--play-latents", self.play_labels(view)]
+        if c.play_tasks:
+            argv += ["--play-data", self.data("play"), "--play-weight", c.play_weight]
         export = cell / "export"
         steps = [Step(f"finetune-{tag}", ["policy", "finetune"], argv),
                  Step(f"export-{tag}", ["policy", "export"],
@@ -265,6 +286,7 @@ class Benchmark:
         pretrained = set()     # (view, arm) whose pretraining is the source's: its finished cells are too
         take(self.data("demos"), "data-demos", what="demos")
         parts_laq = False
+        laq_taken: Dict[str, bool] = {}
         for view in self.views():
             pre, video = self.pretrain(view), self.video(view)
             # the labels live next to the video: a LAQ comes only with its source's video (not over a video
@@ -272,6 +294,7 @@ class Benchmark:
             video_free = not present(video) or video.resolve() == theirs(video).resolve()
             laq = "lapa" in arms and parts["laq"] and video_free and \
                 take(pre / "laq", f"laq-train-{view}", f"laq-label-{view}", what=f"{view} LAQ")
+            laq_taken[view] = bool(laq)
             if laq:
                 parts_laq = True
                 take(pre / "latents", f"laq-show-{view}")
@@ -285,6 +308,7 @@ class Benchmark:
                         take(pre / arm, f"pretrain-{arm}-{view}", what=f"{view} {arm} pretraining"):
                     pretrained.add((view, arm))
         parts["laq"] = parts_laq
+        self._share_play(source, take, laq_taken)
         cells_too = lambda arm, view: (view, arm) in pretrained and (  # noqa: E731
             parts["action_cells"] if arm == "action" else parts["cells"])
         if pretrained:
@@ -298,6 +322,23 @@ class Benchmark:
                 taken.append(f"{copied} finished scratch cells")
         _say(f"taking over from {source}: {', '.join(taken) or 'nothing finished there'}; the rest runs here")
         return parts
+
+    def _share_play(self, source: Path, take: Callable, laq_taken: Dict[str, bool]) -> None:
+        """The labelled play, when ``source`` recorded the same (the scenes are the data's, already the
+        same): linked with its labels where every LAQ that labels it came from ``source`` too, else
+        copied without them and labelled here (or linked, where nothing labels it)."""
+        c = self.config
+        saved = json.loads((source / "benchmark.json").read_text())
+        if not (c.play_tasks and saved.get("play_episodes") == c.play_episodes
+                and saved.get("play_steps", BenchmarkConfig.play_steps) == c.play_steps):
+            return
+        labelled = [v for v in self.views() if self.play_labels(v)]
+        keys = [f"laq-label-play-{v}" for v in labelled]
+        if labelled and all(laq_taken.get(v) for v in labelled) and \
+                take(self.data("play"), "data-play", *keys, what="play (with its labels)"):
+            return
+        take(self.data("play"), "data-play", copy=bool(labelled),
+             what="play" + (" (copied: labelled here)" if labelled else ""))
 
     def _share_scratch_cells(self, source: Path) -> int:
         """Copy the scratch cells ``source`` finished with every step this plan has for them."""
