@@ -264,6 +264,36 @@ def test_cross_task_probe_is_fitted_on_the_other_tasks_and_scored_on_the_named_o
     assert "'fly-to-the-moon'] not in the data" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
 
 
+def test_probe_fit_data_adds_its_pairs_to_the_fit_side_only(run, sim, tmp_path, capsys):
+    """--probe-fit-data: play in the other tasks' scenes joins the fit side of the probes and the pixel
+    reference; the test pairs are the same; a dataset without actions is refused before any work."""
+    from lapa_sim.generate import generate
+
+    play = tmp_path / "play"
+    generate(play, tasks=",".join(TASKS.split(",")[1:]), episodes_per_task=1, image_size=(64, 64), workers=1,
+             progress=False, play_steps=15)
+    base = ["--checkpoint", str(run[0] / "final"), "--data", str(sim / "held_out"), "--probe-test-tasks",
+            TASKS.split(",")[0], "--pixel-reference", "10", "--reference-test-pairs", "40", "--no-progress"]
+    reports = []
+    for name, extra in (("alone", []), ("play", ["--probe-fit-data", str(play)])):
+        assert laq_evaluate.main(_parse(laq_evaluate, base + ["--out", str(tmp_path / f"{name}.json")] + extra)) == 0
+        reports.append(json.loads((tmp_path / f"{name}.json").read_text())["probe"])
+    alone, with_play = reports
+    gap = json.loads((run[0] / "final" / "config.json").read_text())["frame_gap"]
+    assert alone["fit_extra"] is None
+    assert with_play["fit_extra"] == {"data": str(play), "pairs": 2 * (15 - gap), "episodes": 2}
+    assert with_play["fit_pairs"] == alone["fit_pairs"] + 2 * (15 - gap)
+    assert with_play["test_pairs"] == alone["test_pairs"]
+    assert with_play["reference"]["pixel_inverse_dynamics"]["test_pairs_scored"] == min(40, alone["test_pairs"])
+    capsys.readouterr()
+    video = tmp_path / "video"
+    generate(video, tasks="reach", episodes_per_task=1, image_size=(64, 64), workers=1, progress=False,
+             with_actions=False)
+    assert laq_evaluate.main(_parse(laq_evaluate, base + ["--out", str(tmp_path / "bad.json"), "--probe-fit-data",
+                                                          str(video)])) == 2
+    assert "has no actions to fit probes on" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
+
+
 def test_show_renders_every_code_of_every_token_and_counts_codebook_use(run, sim, tmp_path, capsys):
     from lapa_models.laq import show as laq_show
 

@@ -21,6 +21,10 @@ Prints one JSON object and writes it (default ``<checkpoint>/eval_<dataset>.json
   latent bottleneck), scored on the same test pairs. Where the latent probes fall short of it, the
   LAQ loses what the frames show; where it is low too (e.g. across tasks with --probe-test-tasks), the
   frames themselves do not show the action in a way that carries over, whatever the latent.
+  With --probe-fit-data DATA, the pairs of another labelled dataset join the fit side of every probe and
+  of the reference (e.g. play, `lapa data generate --play-steps`: motion no task chose), scored on the same
+  test pairs: whether what limits reading a new task's action is the frames or the motions the labelled
+  data shows.
 """
 from __future__ import annotations
 
@@ -240,7 +244,8 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
              sign_deadband: float = 0.05, batch_size: int = 256, seed: int = 0,
              device: Union[str, torch.device] = "cpu", progress: bool = True,
              allow_squash: bool = False, pixel_reference_steps: int = 0,
-             reference_test_pairs: int = 4000) -> Dict[str, Any]:
+             reference_test_pairs: int = 4000,
+             probe_fit_data: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
     """The evaluation report (a JSON-able dict); see the module docstring."""
     if pixel_reference_steps < 0 or reference_test_pairs < 1:
         raise ValueError(f"--pixel-reference must be >= 0 and --reference-test-pairs >= 1, got "
@@ -252,20 +257,7 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
     if probe_test_tasks:
         split_by_task(store.tasks, probe_test_tasks)   # an unknown task fails before the model runs
     pairs = frame_pairs(store, gap)
-    squared_error, copy_error = np.zeros(len(pairs)), np.zeros(len(pairs))
-    tokens = np.zeros((len(pairs), config.num_latent_tokens), dtype=np.int64)
-    latents = np.zeros((len(pairs), config.num_latent_tokens, config.code_dim), dtype=np.float32)
-    done = 0
-    for chunk, frames_t, frames_tk in iter_pair_batches(store, pairs, batch_size):
-        output = model(frames_t, frames_tk)
-        target = model.preprocess(frames_tk)
-        x_t = model.preprocess(frames_t)
-        n = len(chunk)
-        squared_error[done:done + n] = ((output.prediction.float() - target) ** 2).mean((1, 2, 3)).cpu().numpy()
-        copy_error[done:done + n] = ((x_t - target) ** 2).mean((1, 2, 3)).cpu().numpy()
-        tokens[done:done + n] = output.indices.cpu().numpy()
-        latents[done:done + n] = output.latents.float().cpu().numpy()
-        done += n
+    squared_error, copy_error, tokens, latents = _encode_pairs(model, store, pairs, batch_size)
 
     counts = np.bincount(tokens.reshape(-1), minlength=config.codebook_size)
     used, perplexity = usage_and_perplexity(counts)
@@ -300,11 +292,30 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
         report["probe_skipped"] = f"need >= 2 episodes per task to split, got {store.num_episodes} episodes"
         return report
     fit, test = np.isin(episode_of_pair, fit_eps), np.isin(episode_of_pair, test_eps)
+    stores, offsets = [(store, pairs)], [0, len(pairs)]
+    extra = None
+    if probe_fit_data is not None:   # more fit pairs from another labelled dataset (rows after the data's)
+        other = load_frames(probe_fit_data, config, progress=progress, model=f"checkpoint {checkpoint}",
+                            allow_squash=allow_squash)
+        if other.actions is None:
+            raise ValueError(f"--probe-fit-data {probe_fit_data}: the dataset has no actions to fit probes on")
+        if other.actions.shape[1] != store.actions.shape[1]:
+            raise ValueError(f"--probe-fit-data {probe_fit_data}: {other.actions.shape[1]} action values per step, "
+                             f"{data} has {store.actions.shape[1]}")
+        other_pairs = frame_pairs(other, gap)
+        _, _, other_tokens, other_latents = _encode_pairs(model, other, other_pairs, batch_size)
+        tokens, latents = np.concatenate([tokens, other_tokens]), np.concatenate([latents, other_latents])
+        targets = np.concatenate([targets, np.mean([other.actions[other_pairs[:, 0] + j] for j in range(gap)], 0)])
+        fit = np.concatenate([fit, np.ones(len(other_pairs), bool)])
+        test = np.concatenate([test, np.zeros(len(other_pairs), bool)])
+        stores.append((other, other_pairs))
+        offsets.append(offsets[-1] + len(other_pairs))
+        extra = {"data": str(probe_fit_data), "pairs": int(len(other_pairs)), "episodes": other.num_episodes}
     report["probe"] = {
         "target": f"mean action over t..t+{gap - 1}", "action_names": action_names,
         "split": {"by": "task", "test_tasks": list(probe_test_tasks)} if probe_test_tasks else
                  {"by": "episode", "holdout": probe_holdout},
-        "fit_episodes": len(fit_eps), "test_episodes": len(test_eps), "fit_pairs": int(fit.sum()),
+        "fit_episodes": len(fit_eps), "test_episodes": len(test_eps), "fit_extra": extra, "fit_pairs": int(fit.sum()),
         "test_pairs": int(test.sum()), "sign_deadband": sign_deadband,
         "probes": run_probes(tokens, latents, targets, fit, test, config.codebook_size, action_names, sign_deadband,
                              seed)}
@@ -314,8 +325,15 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
             test_rows = np.sort(np.random.default_rng(seed).choice(test_rows, reference_test_pairs, replace=False))
 
         def frames(rows):
-            frames_t, frames_tk = gather(store, pairs[rows])
-            return model.preprocess(frames_t).float().cpu(), model.preprocess(frames_tk).float().cpu()
+            out_t, out_tk = [None] * len(rows), [None] * len(rows)
+            for s, (source, source_pairs) in enumerate(stores):
+                mine = np.flatnonzero((rows >= offsets[s]) & (rows < offsets[s + 1]))
+                if len(mine):
+                    frames_t, frames_tk = gather(source, source_pairs[rows[mine] - offsets[s]])
+                    for i, a, b in zip(mine, model.preprocess(frames_t).float().cpu(),
+                                       model.preprocess(frames_tk).float().cpu()):
+                        out_t[i], out_tk[i] = a, b
+            return torch.stack(out_t), torch.stack(out_tk)
 
         predict = fit_pixel_idm(frames, fit_rows, targets[fit_rows], pixel_reference_steps, seed=seed,
                                 progress=progress)
@@ -324,6 +342,27 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
                           "input": "frame t+k minus frame t (pixels)"})
         report["probe"]["reference"] = {"pixel_inverse_dynamics": reference}
     return report
+
+
+@torch.no_grad()
+def _encode_pairs(model: LAQModel, store, pairs: np.ndarray, batch_size: int):
+    """(squared error, copy error, tokens, continuous latents) of every pair."""
+    config = model.config
+    squared_error, copy_error = np.zeros(len(pairs)), np.zeros(len(pairs))
+    tokens = np.zeros((len(pairs), config.num_latent_tokens), dtype=np.int64)
+    latents = np.zeros((len(pairs), config.num_latent_tokens, config.code_dim), dtype=np.float32)
+    done = 0
+    for chunk, frames_t, frames_tk in iter_pair_batches(store, pairs, batch_size):
+        output = model(frames_t, frames_tk)
+        target = model.preprocess(frames_tk)
+        x_t = model.preprocess(frames_t)
+        n = len(chunk)
+        squared_error[done:done + n] = ((output.prediction.float() - target) ** 2).mean((1, 2, 3)).cpu().numpy()
+        copy_error[done:done + n] = ((x_t - target) ** 2).mean((1, 2, 3)).cpu().numpy()
+        tokens[done:done + n] = output.indices.cpu().numpy()
+        latents[done:done + n] = output.latents.float().cpu().numpy()
+        done += n
+    return squared_error, copy_error, tokens, latents
 
 
 def _round(x: float, digits: int = 5):
@@ -348,6 +387,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also fit a small CNN for STEPS steps reading the action from the frames' pixel difference "
                         "(no latent in between), scored on the same split: what the frames themselves show "
                         "(2000: about 1.5 min on 2 CPU cores; default 0, off)")
+    p.add_argument("--probe-fit-data", default=None, metavar="DATA",
+                   help="another labelled dataset (e.g. play: lapa data generate --play-steps) whose pairs join the "
+                        "fit side of the probes and the pixel reference; scored on the same test pairs")
     p.add_argument("--reference-test-pairs", type=int, default=4000,
                    help="the pixel reference is scored on at most this many test pairs (a random subset)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -371,7 +413,8 @@ def _run(args: argparse.Namespace) -> int:
                       probe_test_tasks=args.probe_test_tasks,
                       sign_deadband=args.sign_deadband, batch_size=args.batch_size, seed=args.seed,
                       device=args.device, progress=not args.no_progress, allow_squash=args.allow_squash,
-                      pixel_reference_steps=args.pixel_reference, reference_test_pairs=args.reference_test_pairs)
+                      pixel_reference_steps=args.pixel_reference, reference_test_pairs=args.reference_test_pairs,
+                      probe_fit_data=args.probe_fit_data)
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{Path(args.data).resolve().name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
