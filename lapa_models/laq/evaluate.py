@@ -325,15 +325,16 @@ def evaluate(checkpoint: Union[str, Path], data: Union[str, Path], *, frame_gap:
             test_rows = np.sort(np.random.default_rng(seed).choice(test_rows, reference_test_pairs, replace=False))
 
         def frames(rows):
-            out_t, out_tk = [None] * len(rows), [None] * len(rows)
+            part_t, part_tk, order = [], [], []
             for s, (source, source_pairs) in enumerate(stores):
                 mine = np.flatnonzero((rows >= offsets[s]) & (rows < offsets[s + 1]))
                 if len(mine):
                     frames_t, frames_tk = gather(source, source_pairs[rows[mine] - offsets[s]])
-                    for i, a, b in zip(mine, model.preprocess(frames_t).float().cpu(),
-                                       model.preprocess(frames_tk).float().cpu()):
-                        out_t[i], out_tk[i] = a, b
-            return torch.stack(out_t), torch.stack(out_tk)
+                    part_t.append(model.preprocess(frames_t).float().cpu())
+                    part_tk.append(model.preprocess(frames_tk).float().cpu())
+                    order.append(mine)
+            inverse = torch.from_numpy(np.argsort(np.concatenate(order)))   # back to the order of ``rows``
+            return torch.cat(part_t)[inverse], torch.cat(part_tk)[inverse]
 
         predict = fit_pixel_idm(frames, fit_rows, targets[fit_rows], pixel_reference_steps, seed=seed,
                                 progress=progress)

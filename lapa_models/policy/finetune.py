@@ -138,6 +138,14 @@ def freeze(model: LapaPolicy, what: str) -> None:
         model.queries.requires_grad_(False)
 
 
+def _latent_rows(store, name: str, model: LapaPolicy, init: str):
+    """The store's LAQ labels ``name``, checked against the model, stacked over its latent horizon: one row
+    of tokens per frame (stack_latents)."""
+    labels = load_latent_labels(store.source.root, name)
+    check_latents_fit(labels, model.config, f"{init} on {store.source.root}")
+    return stack_latents(store, align_latents(store, labels), model.config.latent_horizon, labels.frame_gap)
+
+
 def build(args: argparse.Namespace):
     stores = open_training_stores(args)
     play = getattr(args, "play_data", None)
@@ -219,10 +227,7 @@ def build(args: argparse.Namespace):
             episodes = list(range(store.num_episodes))
             ids = table.index[offset + s]
             if args.cotrain_target == "latents":
-                labels = load_latent_labels(store.source.root, args.cotrain_latents)
-                check_latents_fit(labels, model.config, f"{args.init} on {store.source.root}")
-                tokens = stack_latents(store, align_latents(store, labels), model.config.latent_horizon,
-                                       labels.frame_gap)
+                tokens = _latent_rows(store, args.cotrain_latents, model, args.init)
                 aux_parts.append(LatentSamples(store, tokens, episodes, ids))
             else:
                 aux_parts.append(ActionChunkSamples(store, model.config.chunk_size, episodes, ids, use_state))
@@ -232,12 +237,8 @@ def build(args: argparse.Namespace):
         play_parts: List = []
         offset = len(stores) + len(cotrain_stores)
         for s, store in enumerate(play_stores):
-            given = None
-            if model.config.action_reads_latents:
-                labels = load_latent_labels(store.source.root, args.play_latents)
-                check_latents_fit(labels, model.config, f"{args.init} on {store.source.root}")
-                given = stack_latents(store, align_latents(store, labels), model.config.latent_horizon,
-                                      labels.frame_gap)
+            given = _latent_rows(store, args.play_latents, model, args.init) \
+                if model.config.action_reads_latents else None
             play_parts.append(ActionChunkSamples(store, model.config.chunk_size, list(range(store.num_episodes)),
                                                  table.index[offset + s], use_state, latent_input=given))
         play_set = ConcatSamples(play_parts)

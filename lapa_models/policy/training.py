@@ -160,12 +160,12 @@ class InstructionInputs:
 
 
 def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: argparse.Namespace,
-          metric: str, describe: Dict, aux: Optional[Tuple] = None) -> Dict:
+          metric: str, describe: Dict, aux: Optional[List[Tuple]] = None) -> Dict:
     """Train ``model`` on ``train_set`` and return a summary. ``metric``: the headline metric's key.
 
-    ``aux``: (samples, weight) or a list of (samples, weight, name): every step also draws a batch of each
-    (another objective, e.g. the latent tokens of the pretraining video, or labelled play) and adds
-    ``weight`` x its loss; its metrics are logged with a ``<name>_`` prefix (``aux_`` for a pair)."""
+    ``aux``: a list of (samples, weight, name): every step also draws a batch of each (another objective,
+    e.g. the latent tokens of the pretraining video, or labelled play) and adds ``weight`` x its loss; its
+    metrics are logged with a ``<name>_`` prefix."""
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
@@ -228,9 +228,8 @@ def train(model: LapaPolicy, train_set, val_set, table: InstructionTable, args: 
     position = (start_step * accumulation, args.steps * accumulation)
     loader = run.loader(train_set, ShuffledBatches(len(train_set), global_batch, args.seed, *position),
                         workers, args.seed)
-    streams = [] if aux is None else list(aux) if isinstance(aux, list) else [(aux[0], aux[1], "aux")]
     aux_batches: List[Tuple[Iterator, float, str]] = []
-    for i, (samples, weight, name) in enumerate(streams):
+    for i, (samples, weight, name) in enumerate(aux or []):
         aux_batch = min(args.batch_size, len(samples) // processes)
         if aux_batch < 1:
             raise ValueError(f"{len(samples)} {name} samples cannot fill a batch on each of {processes} processes")
